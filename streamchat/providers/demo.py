@@ -118,7 +118,7 @@ class DemoProvider(Provider):
         if message.tool == "get_current_time":
             return f"In {data.get('timezone')} it is {data.get('time')} on {data.get('weekday')}, {data.get('date')}."
         if message.tool == "calculate":
-            return f"{data.get('expression')} = {data.get('result')}"
+            return f"{data.get('expression')} = {data.get('result')}."
         return f"{message.tool} returned {data.get('summary', data)}."
 
     @staticmethod
