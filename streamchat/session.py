@@ -142,8 +142,10 @@ class ChatSession:
     async def stream(self, message: str) -> AsyncIterator[Event]:
         """Send `message` and yield the turn's events as they happen; `done` comes last.
 
-        Leaving the loop early (``break``, or the consumer being cancelled) cancels the
-        turn; its `done(reason="cancelled")` is recorded but not yielded.
+        Closing the stream early cancels the turn: wrap it in `contextlib.aclosing` and
+        ``break``, or cancel the consuming task (a bare ``break`` leaves the closing to the
+        event loop's async-generator finalizer, a moment later). The cancelled turn's
+        partial answer is kept in history, marked as interrupted.
 
         Example:
             >>> async def show(session):

@@ -1,0 +1,60 @@
+"""Helpers shared by the core tests: collecting streams and checking the DESIGN §2 invariants."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from streamchat import ChatSession, DoneEvent, Event, TokenEvent, ToolCallEvent, ToolResultEvent
+
+
+async def collect(session: ChatSession, message: str) -> list[Event]:
+    """All events of one turn."""
+    return [event async for event in session.stream(message)]
+
+
+def brief(events: list[Event]) -> list[tuple[Any, ...]]:
+    """Events reduced to their deterministic fields, for exact sequence assertions."""
+    out: list[tuple[Any, ...]] = []
+    for e in events:
+        if e.type == "thinking":
+            out.append(("thinking", e.kind, e.text))
+        elif e.type == "token":
+            out.append(("token", e.content))
+        elif e.type == "tool_call":
+            out.append(("tool_call", e.call_id, e.tool, e.args))
+        elif e.type == "tool_progress":
+            out.append(("tool_progress", e.call_id, e.message, e.stage, e.percent))
+        elif e.type == "tool_result":
+            out.append(("tool_result", e.call_id, e.status, e.result if e.status == "ok" else e.error))
+        elif e.type == "error":
+            out.append(("error", e.code, e.message))
+        elif e.type == "done":
+            out.append(("done", e.reason, e.text))
+    return out
+
+
+def check_invariants(events: list[Event]) -> None:
+    """Assert the guarantees every turn gives (DESIGN §2)."""
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len({(e.session_id, e.turn_id) for e in events}) == 1
+    dones = [e for e in events if isinstance(e, DoneEvent)]
+    assert len(dones) == 1 and events[-1] is dones[0]
+    calls = [e.call_id for e in events if isinstance(e, ToolCallEvent)]
+    results = [e.call_id for e in events if isinstance(e, ToolResultEvent)]
+    assert sorted(calls) == sorted(results) and len(set(calls)) == len(calls)
+    for call_id in calls:
+        call_at = next(i for i, e in enumerate(events) if isinstance(e, ToolCallEvent) and e.call_id == call_id)
+        result_at = next(i for i, e in enumerate(events) if isinstance(e, ToolResultEvent) and e.call_id == call_id)
+        assert call_at < result_at
+        progress_at = [
+            i for i, e in enumerate(events) if e.type == "tool_progress" and e.call_id == call_id  # type: ignore[union-attr]
+        ]
+        assert all(call_at < i < result_at for i in progress_at)
+    assert "".join(e.content for e in events if isinstance(e, TokenEvent)) == dones[0].text
+
+
+async def agen(items: list[Any]) -> AsyncIterator[Any]:
+    """An async iterator over `items` (for scripted callables)."""
+    for item in items:
+        yield item

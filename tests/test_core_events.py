@@ -1,0 +1,80 @@
+"""Event models: tags, JSON round trip, immutability, validation."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from streamchat import (
+    DoneEvent,
+    ErrorEvent,
+    Metrics,
+    ThinkingEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolProgressEvent,
+    ToolResultEvent,
+    ToolTiming,
+    Usage,
+    parse_event,
+)
+
+COMMON = {"session_id": "s1", "turn_id": "t1", "seq": 1}
+
+EVENTS = [
+    ThinkingEvent(**COMMON, text="Thinking…", kind="status"),
+    ThinkingEvent(**COMMON, text="Let me see"),
+    TokenEvent(**COMMON, content="Hello\n\r event: id: 世界"),
+    ToolCallEvent(**COMMON, call_id="c1", tool="get_weather", args={"city": "Seoul"}),
+    ToolProgressEvent(**COMMON, call_id="c1", tool="get_weather", message="Checking location...", stage="geo", percent=0),
+    ToolResultEvent(**COMMON, call_id="c1", tool="get_weather", status="ok", result={"summary": "21°C, Clear"}, duration_ms=12.5),
+    ToolResultEvent(**COMMON, call_id="c2", tool="calculate", status="timeout", error="timed out", duration_ms=1.0),
+    ErrorEvent(**COMMON, message="backend down", code="backend_unreachable", retryable=True),
+    DoneEvent(
+        **COMMON,
+        reason="stop",
+        text="Hello",
+        usage=Usage(prompt_tokens=3, completion_tokens=2),
+        metrics=Metrics(ttft_ms=5, tokens_per_s=10, duration_ms=50, model_calls=2,
+                        tools=(ToolTiming(call_id="c1", tool="get_weather", status="ok", duration_ms=12.5),)),
+    ),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.type)
+def test_json_round_trip_gives_the_same_event(event):
+    text = event.model_dump_json()
+    assert "\n" not in text  # one line: safe as an SSE data field
+    parsed = parse_event(text)
+    assert parsed == event and type(parsed) is type(event)
+    assert parse_event(event.model_dump(mode="json")) == event
+
+
+def test_type_tags_are_the_design_names():
+    assert [e.type for e in EVENTS] == [
+        "thinking", "thinking", "token", "tool_call", "tool_progress", "tool_result", "tool_result", "error", "done",
+    ]
+
+
+def test_events_are_immutable():
+    with pytest.raises(pydantic.ValidationError):
+        EVENTS[2].content = "changed"  # type: ignore[misc]
+
+
+def test_invalid_events_are_rejected():
+    with pytest.raises(pydantic.ValidationError):
+        parse_event({"type": "token", "session_id": "s", "turn_id": "t", "seq": 0, "content": "x"})
+    with pytest.raises(pydantic.ValidationError):
+        parse_event({"type": "nonsense", "session_id": "s", "turn_id": "t", "seq": 1})
+    with pytest.raises(pydantic.ValidationError):
+        ToolProgressEvent(**COMMON, call_id="c", tool="t", message="m", percent=101)
+
+
+def test_usage_adds_up_and_keeps_unknown_as_none():
+    assert Usage() + Usage() == Usage()
+    assert Usage(prompt_tokens=1) + Usage(prompt_tokens=2, completion_tokens=3) == Usage(prompt_tokens=3, completion_tokens=3)
+
+
+def test_tool_result_summary():
+    assert EVENTS[5].summary == "Done: 21°C, Clear"
+    assert EVENTS[6].summary == "Timeout: timed out"
