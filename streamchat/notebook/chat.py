@@ -1,0 +1,252 @@
+"""`chat()` / `await achat()` for notebook cells, with a default session per kernel.
+
+`chat()` never patches the kernel's loop: the turn runs on streamchat's private loop in
+a worker thread (`streamchat._sync`) and its events come back through a thread-safe
+queue to the calling thread, which renders them. Rendering on the cell's own thread
+gives every widget update and every printed line the cell's parent header, so the
+frontend (and nbclient/nbval) attach them to the right cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Protocol, TypeAlias
+
+from .. import _sync
+from ..cli import TextRenderer
+from ..errors import UsageError
+from ..events import DoneEvent, Event
+from ..providers.base import Provider
+from ..result import ChatResult, ResultCollector
+from ..session import ChatSession
+from ..tools.definition import Tool
+from .render import Coalescer
+
+__all__ = ["DisplayMode", "achat", "chat", "default_session", "new_session"]
+
+DisplayMode: TypeAlias = Literal["auto", "widget", "text"]
+"""How a turn is shown: an ipywidgets `ChatView`, CLI-style plain text, or `auto`."""
+
+_END = object()
+_default: ChatSession | None = None
+_default_config: tuple[Any, ...] | None = None
+
+
+class _Renderer(Protocol):
+    def handle(self, event: Event) -> None: ...
+    def stopped(self) -> None: ...
+
+
+class _TextView:
+    """The CLI's `TextRenderer` behind the renderer interface of `ChatView`."""
+
+    def __init__(self) -> None:
+        self.renderer = TextRenderer(sys.stdout)
+        self.done = False
+
+    def handle(self, event: Event) -> None:
+        self.done = self.done or isinstance(event, DoneEvent)
+        self.renderer.render(event)
+
+    def stopped(self) -> None:
+        if not self.done:  # the turn was stopped before it began: no `done` event to render
+            print("[stopped]")
+
+
+def _config(provider: Any, model: Any, tools: Any, system: Any) -> tuple[Any, ...]:
+    return (provider if isinstance(provider, str | None) else id(provider), model, None if tools is None else tuple(tools), system)
+
+
+def new_session(
+    provider: Provider | str | None = None,
+    *,
+    model: str | None = None,
+    tools: Iterable[Tool | Callable[..., Any]] | None = None,
+    system: str | None = None,
+    **options: Any,
+) -> ChatSession:
+    """Start a new default session (forgetting the old conversation) and return it.
+
+    Example:
+        >>> session = new_session("demo")
+        >>> # chat("What time is it in Tokyo?")  # now uses `session`
+    """
+    global _default, _default_config
+    _default = ChatSession(provider, model=model, tools=tools, system=system, **options)
+    _default_config = _config(provider, model, tools, system)
+    return _default
+
+
+def default_session() -> ChatSession:
+    """The kernel's default session, created on first use from the settings."""
+    return _default if _default is not None else new_session()
+
+
+def _session_for(
+    session: ChatSession | None, provider: Any, model: Any, tools: Any, system: Any
+) -> ChatSession:
+    if session is not None:
+        if (provider, model, tools, system) != (None, None, None, None):
+            raise UsageError("pass either `session=` or provider/model/tools/system, not both")
+        return session
+    if (provider, model, tools, system) == (None, None, None, None):
+        return default_session()
+    if _default is not None and _default_config == _config(provider, model, tools, system):
+        return _default
+    return new_session(provider, model=model, tools=tools, system=system)
+
+
+def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
+    mode = display or os.environ.get("STREAMCHAT_DISPLAY", "auto").strip().lower() or "auto"
+    if mode not in ("auto", "widget", "text"):
+        raise UsageError(f"display must be 'auto', 'widget' or 'text', not {mode!r} (check STREAMCHAT_DISPLAY)")
+    if mode != "auto":
+        return mode  # type: ignore[return-value]
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return "text"
+    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"
+
+
+def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppable: bool) -> _Renderer:
+    if mode == "text":
+        return _TextView()
+    from IPython.display import display
+
+    from .view import ChatView
+
+    def controls(action: str, call_id: str) -> object:
+        return getattr(session, f"{action}_tool")(call_id)
+
+    view = ChatView(
+        label=session.provider.describe(),
+        controls=controls if stoppable else None,
+        on_stop=session.cancel if stoppable else None,
+    )
+    display(view)
+    return view
+
+
+def chat(
+    message: str,
+    *,
+    provider: Provider | str | None = None,
+    model: str | None = None,
+    tools: Iterable[Tool | Callable[..., Any]] | None = None,
+    system: str | None = None,
+    session: ChatSession | None = None,
+    display: DisplayMode | None = None,
+) -> ChatResult:
+    """Send `message`, show the turn live in the cell, and return its `ChatResult`.
+
+    Follow-up calls share the kernel's default session (`new_session()` starts another);
+    `session=` uses yours. In a Jupyter kernel the turn shows as a `ChatView` widget,
+    elsewhere as plain text (`display=` or `STREAMCHAT_DISPLAY` choose). The kernel's
+    interrupt button stops the turn: the view shows "stopped", the partial answer stays
+    in history marked interrupted, and `KeyboardInterrupt` is raised as usual.
+
+    Example:
+        >>> result = chat("What is 12 * (3 + 4)?", provider="demo")  # doctest: +SKIP
+        >>> result.text  # doctest: +SKIP
+        '12 * (3 + 4) = 84 ...'
+    """
+    chosen = _session_for(session, provider, model, tools, system)
+    view = _renderer(chosen, _display_mode(display), stoppable=False)
+    events: queue.Queue[object] = queue.Queue()
+
+    async def pump() -> None:
+        async for event in chosen.stream(message):
+            events.put(event)
+
+    future = _sync.submit(pump())
+    future.add_done_callback(lambda _: events.put(_END))  # also when cancelled before it ran
+    result = ResultCollector(chosen.session_id)
+    coalescer = Coalescer()
+    interrupted = False
+    while True:
+        try:
+            due = coalescer.due_in()
+            try:
+                item = events.get(timeout=0.2 if due is None else due)
+            except queue.Empty:
+                _show(view, result, coalescer.flush())
+                continue
+            if item is _END:
+                _show(view, result, coalescer.flush())
+                break
+            _show(view, result, coalescer.push(item))  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            if interrupted:  # a second Ctrl-C: stop waiting for a clean end
+                future.cancel()
+                raise
+            interrupted = True
+            if not chosen.cancel():  # the turn had not started yet
+                future.cancel()
+    if interrupted:
+        view.stopped()
+        raise KeyboardInterrupt
+    future.result()  # re-raises a refused turn (busy session, empty message) here
+    return result.build()
+
+
+async def achat(
+    message: str,
+    *,
+    provider: Provider | str | None = None,
+    model: str | None = None,
+    tools: Iterable[Tool | Callable[..., Any]] | None = None,
+    system: str | None = None,
+    session: ChatSession | None = None,
+    display: DisplayMode | None = None,
+) -> ChatResult:
+    """Like `chat()`, on the running loop: ``await achat("…")``. The view's Stop button works.
+
+    Example:
+        >>> result = await achat("What time is it in Tokyo?")  # doctest: +SKIP
+    """
+    chosen = _session_for(session, provider, model, tools, system)
+    view = _renderer(chosen, _display_mode(display), stoppable=True)
+    return await consume(chosen, message, view)
+
+
+async def consume(session: ChatSession, message: str, view: _Renderer) -> ChatResult:
+    """Stream one turn of `session` into `view` on the running loop, coalescing tokens."""
+    events: asyncio.Queue[object] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for event in session.stream(message):
+            events.put_nowait(event)
+
+    task = asyncio.get_running_loop().create_task(pump())
+    task.add_done_callback(lambda _: events.put_nowait(_END))
+    result = ResultCollector(session.session_id)
+    coalescer = Coalescer()
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(events.get(), timeout=coalescer.due_in())
+            except TimeoutError:
+                _show(view, result, coalescer.flush())
+                continue
+            if item is _END:
+                _show(view, result, coalescer.flush())
+                break
+            _show(view, result, coalescer.push(item))  # type: ignore[arg-type]
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        view.stopped()
+        raise
+    await task  # re-raises a refused turn (busy session, empty message)
+    return result.build()
+
+
+def _show(view: _Renderer, result: ResultCollector, events: list[Event]) -> None:
+    for event in events:
+        result.add(event)
+        view.handle(event)

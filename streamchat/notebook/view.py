@@ -1,0 +1,290 @@
+"""`ChatView`: one turn as ipywidgets — streamed Markdown, a card per tool call, metrics.
+
+Bytes sent to the frontend grow linearly with the answer: finished Markdown blocks are
+published once, as display data captured by an `Output` widget, and only the block still
+being written lives in an `HTML` widget that is re-sent when it grows (DESIGN §1:
+surfaces only render events).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+from ipywidgets.widgets.widget_string import HTMLStyle
+
+from ..events import (
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    ThinkingEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolProgressEvent,
+    ToolResultEvent,
+)
+from ..result import ChatResult, ResultCollector
+from .render import finished_prefix, render_markdown
+
+__all__ = ["ChatView", "ToolCard", "ToolControls"]
+
+ToolControls = Callable[[str, str], object]
+"""Called with (action, call_id) when a tool card's Cancel/Pause/Resume button is clicked."""
+
+STATUS_TEXT = {
+    "stop": "",
+    "cancelled": "■ stopped",
+    "error": "⚠ error",
+    "max_turns": "ended: too many model calls (max_turns)",
+    "length": "ended: the model hit its length limit",
+}
+
+
+def _publisher() -> tuple[Any, str] | None:
+    """The kernel's display publisher and the current request's msg_id, or None outside a kernel."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return None
+    shell = get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    if shell is None or kernel is None:
+        return None
+    msg_id = kernel.get_parent().get("header", {}).get("msg_id", "")
+    return shell.display_pub, msg_id
+
+
+class _AnswerPart(widgets.VBox):
+    """A run of answer text: frozen blocks in an `Output`, the growing block in an `HTML`."""
+
+    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle) -> None:
+        self.frozen = widgets.Output(layout=widgets.Layout(margin="0"))
+        self.live = widgets.HTML(layout=html_layout, style=html_style)
+        super().__init__([self.frozen, self.live], layout=html_layout)
+        self.source = ""
+        self.frozen_upto = 0
+        self.frozen_html: list[str] = []
+        self.published_bytes = 0
+        """Bytes of display data published for frozen blocks (they are not comm messages)."""
+
+    def append(self, text: str) -> None:
+        """Add streamed text; freeze blocks that are complete, re-render the growing one."""
+        self.source += text
+        tail = self.source[self.frozen_upto :]
+        cut = finished_prefix(tail)
+        if cut:
+            self._freeze(render_markdown(tail[:cut]))
+            self.frozen_upto += cut
+            tail = tail[cut:]
+        self.live.value = render_markdown(tail)
+
+    def close(self) -> None:
+        """Stop capturing into the `Output` widget; the cell's later output goes to the cell."""
+        if self.frozen.msg_id:
+            self.frozen.msg_id = ""
+
+    @property
+    def html(self) -> str:
+        """The whole rendered part: frozen blocks then the live block."""
+        return "".join(self.frozen_html) + self.live.value
+
+    def _freeze(self, block_html: str) -> None:
+        self.frozen_html.append(block_html)
+        bundle = {"text/html": block_html, "text/plain": ""}
+        self.published_bytes += len(json.dumps(bundle))
+        publisher = _publisher()
+        if publisher is None:  # no kernel, hence no frontend to show it: kept in `frozen_html`
+            return
+        display_pub, msg_id = publisher
+        # The frontend's Output model captures iopub messages whose parent is `msg_id`, so
+        # the block lands inside this part, above the live block, and is sent only once.
+        if self.frozen.msg_id != msg_id:
+            self.frozen.msg_id = msg_id
+        display_pub.publish(data=bundle, metadata={})
+
+
+class ToolCard(widgets.VBox):
+    """One tool call: name and arguments, a progress bar, the current stage, the outcome."""
+
+    def __init__(self, event: ToolCallEvent, controls: ToolControls | None = None) -> None:
+        self.call_id = event.call_id
+        self.tool = event.tool
+        args = json.dumps(event.args, ensure_ascii=False)
+        self.header = widgets.HTML(f"🔧 <b>{html.escape(event.tool)}</b> <code>{html.escape(args)}</code>")
+        self.detail = widgets.HTML(_bar(None) + "Starting…")
+        self.status = "running"
+        """`running`, then the tool's final status (`ok`, `error`, `cancelled`, `timeout`)."""
+        self.buttons = widgets.HBox()
+        children: list[widgets.Widget] = [self.header, self.detail]
+        if controls is not None:
+            self.buttons.children = [self._button(label, action, controls) for label, action in _ACTIONS]
+            children.append(self.buttons)
+        super().__init__(children, layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"))
+
+    def _button(self, label: str, action: str, controls: ToolControls) -> widgets.Button:
+        button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
+        button.on_click(lambda _: controls(action, self.call_id))
+        return button
+
+    def progress(self, event: ToolProgressEvent) -> None:
+        """Show a progress report."""
+        stage = f"<i>{html.escape(event.stage)}</i> · " if event.stage else ""
+        self.detail.value = f"{_bar(event.percent)}{stage}{html.escape(event.message)}"
+
+    def result(self, event: ToolResultEvent) -> None:
+        """Show the outcome and duration; the bar is full for `ok`, removed otherwise."""
+        self.status = event.status
+        mark = {"ok": "✓", "error": "✗", "cancelled": "■", "timeout": "⏱"}[event.status]
+        bar = _bar(100.0) if event.status == "ok" else ""
+        self.detail.value = (
+            f"{bar}{mark} <b>{event.status}</b> · {event.duration_ms / 1000:.2f} s · {html.escape(event.summary)}"
+        )
+        if self.buttons.children:
+            self.buttons.children = []
+
+
+_ACTIONS = (("Cancel", "cancel"), ("Pause", "pause"), ("Resume", "resume"))
+
+
+def _bar(percent: float | None) -> str:
+    """A native progress bar: determinate with a percent, indeterminate (animated) without."""
+    if percent is None:
+        return '<progress style="width:80%"></progress><br>'
+    return f'<progress style="width:80%" max="100" value="{percent:.0f}"></progress> {percent:.0f}%<br>'
+
+
+class ChatView(widgets.VBox):
+    """The live view of one turn: status line, answer and tool cards in order, metrics footer.
+
+    Feed it the turn's events with `handle` (already coalesced: see `Coalescer`); `chat()`,
+    `achat()` and `ChatWidget` do this for you.
+
+    Example:
+        >>> view = ChatView("What is 2 + 2?")
+        >>> # async for event in session.stream("What is 2 + 2?"): view.handle(event)
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        controls: ToolControls | None = None,
+        on_stop: Callable[[], object] | None = None,
+        label: str = "",
+    ) -> None:
+        self._html_layout = widgets.Layout(margin="0")
+        self._html_style = HTMLStyle()
+        self.prompt = widgets.HTML(f"<b>You:</b> {html.escape(message)}" if message else "")
+        self.status = widgets.HTML("⏳ Thinking…")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", layout=widgets.Layout(width="auto"))
+        if on_stop is not None:
+            self.stop_button.on_click(lambda _: on_stop())
+        header = widgets.HBox([self.status, self.stop_button] if on_stop is not None else [self.status])
+        self.body = widgets.VBox()
+        self.footer = widgets.HTML(html.escape(label))
+        self._label = label
+        self.controls = controls
+        self.cards: dict[str, ToolCard] = {}
+        """Tool cards by call id."""
+        self.result: ChatResult | None = None
+        """The turn's `ChatResult` once its `done` event arrived."""
+        self._answer: _AnswerPart | None = None
+        self._parts: list[_AnswerPart] = []
+        self._reasoning = ""
+        self._collector: ResultCollector | None = None
+        super().__init__([self.prompt, header, self.body, self.footer])
+        self._header = header
+
+    # -- state for readers and tests ----------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The answer text shown so far (the Markdown source)."""
+        return "".join(part.source for part in self._parts)
+
+    @property
+    def html(self) -> str:
+        """The answer as rendered HTML, all parts in order."""
+        return "".join(part.html for part in self._parts)
+
+    @property
+    def published_bytes(self) -> int:
+        """Bytes of display data published for frozen Markdown blocks."""
+        return sum(part.published_bytes for part in self._parts)
+
+    # -- events -------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """Render one event."""
+        if self._collector is None:
+            self._collector = ResultCollector(event.session_id)
+        self._collector.add(event)
+        if isinstance(event, TokenEvent):
+            self._on_token(event)
+        elif isinstance(event, ThinkingEvent):
+            self._on_thinking(event)
+        elif isinstance(event, ToolCallEvent):
+            self._end_answer()
+            self.status.value = "⚙ Running tools…"
+            card = ToolCard(event, self.controls)
+            self.cards[event.call_id] = card
+            self.body.children = (*self.body.children, card)
+        elif isinstance(event, ToolProgressEvent):
+            if (card := self.cards.get(event.call_id)) is not None:
+                card.progress(event)
+        elif isinstance(event, ToolResultEvent):
+            if (card := self.cards.get(event.call_id)) is not None:
+                card.result(event)
+        elif isinstance(event, ErrorEvent):
+            self._end_answer()
+            note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')
+            self.body.children = (*self.body.children, note)
+        elif isinstance(event, DoneEvent):
+            self._on_done(event)
+
+    def stopped(self) -> None:
+        """Show "stopped" for a turn that ended without a `done` event (cancelled before it began)."""
+        self._end_answer()
+        if self.result is None:
+            self.status.value = STATUS_TEXT["cancelled"]
+            self._header.children = [self.status]
+
+    def _on_token(self, event: TokenEvent) -> None:
+        if self._answer is None:
+            self._answer = _AnswerPart(self._html_layout, self._html_style)
+            self._parts.append(self._answer)
+            self.body.children = (*self.body.children, self._answer)
+            self.status.value = "✎ Answering…"
+        self._answer.append(event.content)
+
+    def _on_thinking(self, event: ThinkingEvent) -> None:
+        if event.kind == "status":
+            self.status.value = f"⏳ {html.escape(event.text)}"
+            return
+        # Reasoning can be long: show only its tail so each update stays small.
+        self._reasoning = (self._reasoning + event.text)[-300:]
+        self.status.value = f'⏳ Thinking… <i style="color:#777">{html.escape(self._reasoning)}</i>'
+
+    def _end_answer(self) -> None:
+        if self._answer is not None:
+            self._answer.close()
+            self._answer = None
+
+    def _on_done(self, event: DoneEvent) -> None:
+        self._end_answer()
+        assert self._collector is not None
+        self.result = self._collector.build()
+        m = event.metrics
+        parts = []
+        if m.ttft_ms is not None:
+            parts.append(f"first token {m.ttft_ms:.0f} ms")
+        if m.tokens_per_s is not None:
+            parts.append(f"{m.tokens_per_s:.1f} tokens/s")
+        parts.append(f"{m.duration_ms / 1000:.2f} s")
+        self.status.value = STATUS_TEXT[event.reason]
+        if len(self._header.children) > 1:
+            self._header.children = [self.status]
+        self.footer.value = html.escape(" · ".join(p for p in [self._label, *parts] if p))
