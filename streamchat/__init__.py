@@ -37,7 +37,18 @@ from .events import (
     parse_event,
 )
 from .messages import Message, ToolCallRecord
-from .providers import DemoProvider, ModelRequest, Provider, ScriptedProvider, ToolCall, ToolDefinition, get_provider
+from .providers import (
+    DemoProvider,
+    LocalProvider,
+    ModelRequest,
+    OllamaProvider,
+    OpenAIProvider,
+    Provider,
+    ScriptedProvider,
+    ToolCall,
+    ToolDefinition,
+    get_provider,
+)
 from .result import ChatResult, ToolCallSummary
 from .session import ChatSession
 from .settings import Settings
@@ -56,9 +67,12 @@ __all__ = [
     "DoneEvent",
     "ErrorEvent",
     "Event",
+    "LocalProvider",
     "Message",
     "Metrics",
     "ModelRequest",
+    "OllamaProvider",
+    "OpenAIProvider",
     "Progress",
     "ProgressReporter",
     "Provider",

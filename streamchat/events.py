@@ -84,6 +84,10 @@ class Metrics(_Frozen):
     """Wall time of the whole turn, in ms."""
     model_calls: int = 0
     """How many requests were made to the model in this turn."""
+    backend_duration_ms: float | None = None
+    """Time the backend reported spending on the turn's model calls, in ms (None if it reports none)."""
+    backend_tokens_per_s: float | None = None
+    """Generation speed the backend reported (tokens / its generation time), when it reports one."""
     tools: tuple[ToolTiming, ...] = ()
     """One timing per tool call, in the order the calls finished."""
 

@@ -210,6 +210,9 @@ class _Turn:
         self.first_token: float | None = None
         self.last_token: float | None = None
         self.token_count = 0
+        self.backend_ms: float | None = None  # backend-reported timings (Ollama's durations)
+        self.generation_ms = 0.0
+        self.generated_tokens = 0
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -277,6 +280,7 @@ class _Turn:
                         self.emit(ThinkingEvent, text=delta.text, kind=delta.kind)
                     elif isinstance(delta, UsageDelta):
                         self.usage += Usage(prompt_tokens=delta.prompt_tokens, completion_tokens=delta.completion_tokens)
+                        self.on_backend_timings(delta)
                     elif isinstance(delta, NoticeDelta):
                         self.emit(ErrorEvent, message=delta.message, code=delta.code, retryable=False)
                     elif isinstance(delta, FinishDelta):
@@ -286,6 +290,13 @@ class _Turn:
                 return "length" if finish == "length" else "stop"
             await self.run_tools(calls)
         return "max_turns"
+
+    def on_backend_timings(self, usage: UsageDelta) -> None:
+        if usage.backend_duration_ms is not None:
+            self.backend_ms = (self.backend_ms or 0.0) + usage.backend_duration_ms
+        if usage.generation_ms and usage.completion_tokens is not None:
+            self.generation_ms += usage.generation_ms
+            self.generated_tokens += usage.completion_tokens
 
     def on_token(self, text: str) -> None:
         now = time.perf_counter()
@@ -402,6 +413,8 @@ class _Turn:
             tokens_per_s=rate,
             duration_ms=(now - self.started) * 1000,
             model_calls=self.model_calls,
+            backend_duration_ms=self.backend_ms,
+            backend_tokens_per_s=self.generated_tokens * 1000 / self.generation_ms if self.generation_ms else None,
             tools=tuple(self.timings),
         )
         self.emit(DoneEvent, reason=reason, text="".join(self.answer), usage=self.usage, metrics=metrics)

@@ -54,3 +54,25 @@ class Settings(BaseSettings):
     """Open-Meteo forecast endpoint used by `get_weather`; `STREAMCHAT_WEATHER_URL`."""
     http_timeout: float = Field(10.0, gt=0, validation_alias=_env("http_timeout", "STREAMCHAT_HTTP_TIMEOUT"))
     """Connect/read timeout in seconds for HTTP calls made by built-in tools; `STREAMCHAT_HTTP_TIMEOUT`."""
+    backend_connect_timeout: float = Field(
+        5.0, gt=0, validation_alias=_env("backend_connect_timeout", "STREAMCHAT_BACKEND_CONNECT_TIMEOUT")
+    )
+    """Seconds to open a connection to an LLM backend; `STREAMCHAT_BACKEND_CONNECT_TIMEOUT`."""
+    backend_read_timeout: float = Field(
+        300.0, gt=0, validation_alias=_env("backend_read_timeout", "STREAMCHAT_BACKEND_READ_TIMEOUT")
+    )
+    """Seconds to wait for a backend's response to start (a model may be loading); `STREAMCHAT_BACKEND_READ_TIMEOUT`."""
+    backend_stall_timeout: float = Field(
+        60.0, gt=0, validation_alias=_env("backend_stall_timeout", "STREAMCHAT_BACKEND_STALL_TIMEOUT")
+    )
+    """Seconds a started stream may go silent before the turn ends with an error; `STREAMCHAT_BACKEND_STALL_TIMEOUT`."""
+    backend_retries: int = Field(2, ge=0, validation_alias=_env("backend_retries", "STREAMCHAT_BACKEND_RETRIES"))
+    """Retries of a failed backend request before its first event; `STREAMCHAT_BACKEND_RETRIES`."""
+    backend_backoff: float = Field(
+        0.5, ge=0, validation_alias=_env("backend_backoff", "STREAMCHAT_BACKEND_BACKOFF")
+    )
+    """First retry delay in seconds, doubled on each retry, with jitter; `STREAMCHAT_BACKEND_BACKOFF`."""
+    backend_probe_timeout: float = Field(
+        0.5, gt=0, validation_alias=_env("backend_probe_timeout", "STREAMCHAT_BACKEND_PROBE_TIMEOUT")
+    )
+    """Seconds to wait for Ollama when picking a backend automatically; `STREAMCHAT_BACKEND_PROBE_TIMEOUT`."""

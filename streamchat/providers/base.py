@@ -77,6 +77,10 @@ class UsageDelta(_Delta):
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    backend_duration_ms: float | None = None
+    """Time the backend reports spending on the whole call (Ollama `total_duration`)."""
+    generation_ms: float | None = None
+    """Time the backend reports spending generating `completion_tokens` (Ollama `eval_duration`)."""
 
 
 class NoticeDelta(_Delta):

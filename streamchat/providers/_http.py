@@ -1,0 +1,338 @@
+"""The reliability layer shared by every HTTP backend (Ollama, OpenAI-compatible).
+
+One implementation of: a pooled `httpx.AsyncClient` per provider; connect and read
+timeouts; a stall timeout between chunks; retries with exponential backoff and jitter
+(honouring `Retry-After`) for connection errors, 408, 409, 429 and 5xx, made only while
+nothing of the response has been yielded yet, so a retry can never duplicate tokens;
+actionable errors for 400/401/403/404; a retry without tools when a model rejects them;
+and a JSON body answered to a streaming request handled as a one-chunk stream.
+
+Subclasses only know their wire format: `build_body`, `parse_stream`, `parse_body`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from ..errors import (
+    BackendError,
+    BackendResponseError,
+    BackendStreamError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+)
+from ..settings import Settings
+from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta
+
+__all__ = ["HttpPolicy", "HttpProvider"]
+
+logger = logging.getLogger("streamchat.providers")
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+"""4xx statuses worth a retry (every 5xx is too)."""
+MAX_RETRY_AFTER = 60.0
+"""A `Retry-After` longer than this (seconds) fails the request instead of waiting."""
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """Timeouts and retry rules of one HTTP provider."""
+
+    connect_timeout: float = 5.0
+    """Seconds to open a connection."""
+    read_timeout: float = 300.0
+    """Seconds to wait for the response to start."""
+    stall_timeout: float = 60.0
+    """Seconds a started stream may stay silent."""
+    retries: int = 2
+    """Retries before the first event of a response."""
+    backoff: float = 0.5
+    """First retry delay in seconds; doubled each retry, with jitter."""
+    max_backoff: float = 8.0
+    """Longest computed retry delay in seconds."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpPolicy:
+        """The policy the settings describe."""
+        return cls(
+            connect_timeout=settings.backend_connect_timeout,
+            read_timeout=settings.backend_read_timeout,
+            stall_timeout=settings.backend_stall_timeout,
+            retries=settings.backend_retries,
+            backoff=settings.backend_backoff,
+        )
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number `retry` (0-based)."""
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(self.max_backoff, self.backoff * 2**retry)
+        return random.uniform(ceiling / 2, ceiling)  # jitter: spread clients that failed together
+
+
+class _ToolsRejected(Exception):
+    """The backend answered 400 because the model cannot use tools."""
+
+
+class _StatusError(BackendResponseError):
+    """An HTTP error status, with the delay a `Retry-After` header asked for."""
+
+    retry_after: float | None = None
+
+
+class HttpProvider(Provider):
+    """Base class of providers that stream a chat completion over HTTP."""
+
+    path: ClassVar[str]
+    """The chat endpoint, relative to the base URL."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        super().__init__(model)
+        self.base_url = base_url.rstrip("/")
+        self.options: dict[str, Any] = dict(options or {})
+        self.settings = settings or Settings()
+        self.policy = HttpPolicy.from_settings(self.settings)
+        self._headers = dict(headers or {})
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._tools_rejected = False
+
+    # -- what a backend defines -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def build_body(self, request: ModelRequest, *, with_tools: bool) -> dict[str, Any]:
+        """The JSON request body for `request`."""
+
+    @abc.abstractmethod
+    def parse_stream(self, response: httpx.Response) -> AsyncIterator[ProviderDelta]:
+        """Deltas of a streamed response (read it through `guard_stalls`)."""
+
+    @abc.abstractmethod
+    def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
+        """Deltas of a whole JSON response (a backend that ignored `stream: true`)."""
+
+    def explain(self, status: int, detail: str) -> str:
+        """The user-facing message for an HTTP error status, saying what to do."""
+        where = f"{self.name} at {self.base_url}"
+        if status in (401, 403):
+            return f"{where} refused the request ({status}: {detail}): check the API key"
+        if status == 404:
+            return f"{where} has no model {self.model!r} or no endpoint {self.path} (404: {detail})"
+        if status == 400:
+            return f"{where} rejected the request (400: {detail})"
+        return f"{where} answered {status}: {detail}"
+
+    def unreachable_hint(self) -> str:
+        """What to do when the backend cannot be reached."""
+        return "check that the server is running and the base URL is right"
+
+    # -- the pooled client --------------------------------------------------------------------
+
+    def client(self) -> httpx.AsyncClient:
+        """This provider's pooled client, bound to the running event loop.
+
+        An `httpx.AsyncClient`'s pooled connections belong to the loop that opened them.
+        Sync entry points may run later turns on another (private) loop, so a client
+        made on a different loop is dropped and a new one made for this loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop or self._client.is_closed:
+            timeout = httpx.Timeout(
+                connect=self.policy.connect_timeout,
+                read=self.policy.read_timeout,
+                write=self.policy.read_timeout,
+                pool=self.policy.connect_timeout,
+            )
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout)
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. Safe to call more than once."""
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is None:
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop or loop is None or loop.is_closed():
+            await client.aclose()
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.model} at {self.base_url}"
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ProviderDelta, None]:
+        with_tools = bool(request.tools) and not self._tools_rejected
+        if request.tools and not with_tools:
+            yield self._tools_notice()
+        try:
+            async for delta in self._with_retries(self.build_body(request, with_tools=with_tools)):
+                yield delta
+            return
+        except _ToolsRejected:
+            self._tools_rejected = True
+        yield self._tools_notice()
+        async for delta in self._with_retries(self.build_body(request, with_tools=False)):
+            yield delta
+
+    def _tools_notice(self) -> ThinkingDelta:
+        return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
+
+    async def _with_retries(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
+        retry = 0
+        while True:
+            yielded = False
+            try:
+                async for delta in self._attempt(body):
+                    yielded = True
+                    yield delta
+                return
+            except BackendError as exc:
+                if yielded or not exc.retryable or retry >= self.policy.retries:
+                    if retry:
+                        exc.message = f"{exc.message} (after {retry + 1} attempts)"
+                        exc.args = (exc.message,)
+                    raise
+                retry_after = exc.retry_after if isinstance(exc, _StatusError) else None
+                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                    raise
+                delay = self.policy.delay(retry, retry_after)
+                retry += 1
+                logger.info("%s: %s; retry %d/%d in %.2f s", self.name, exc.message, retry, self.policy.retries, delay)
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
+        try:
+            async with self.client().stream("POST", self.path, json=body) as response:
+                if response.status_code >= 400:
+                    raise await self._status_error(response, tools_sent="tools" in body)
+                media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+                if media_type == "application/json":
+                    raw = await self._read_all(response)
+                    try:
+                        whole = json.loads(raw)
+                    except ValueError as exc:
+                        raise BackendStreamError(f"{self.name} answered JSON that does not parse: {exc}") from exc
+                    for delta in self.parse_body(whole):
+                        yield delta
+                else:
+                    async for delta in self.parse_stream(response):
+                        yield delta
+        except httpx.ConnectError as exc:
+            raise BackendUnreachableError(
+                f"cannot reach {self.name} at {self.base_url} ({exc}): {self.unreachable_hint()}"
+            ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise BackendUnreachableError(
+                f"{self.name} at {self.base_url} did not accept a connection within "
+                f"{self.policy.connect_timeout:g} s: {self.unreachable_hint()}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise BackendTimeoutError(
+                f"{self.name} at {self.base_url} did not answer within {self.policy.read_timeout:g} s"
+            ) from exc
+        except httpx.TransportError as exc:  # connection dropped, broken chunked framing…
+            raise BackendStreamError(
+                f"the connection to {self.name} at {self.base_url} broke: {exc or type(exc).__name__}",
+                retryable=True,
+            ) from exc
+
+    async def _read_all(self, response: httpx.Response) -> bytes:
+        parts = [chunk async for chunk in self.guard_stalls(response.aiter_bytes())]
+        return b"".join(parts)
+
+    async def _status_error(self, response: httpx.Response, *, tools_sent: bool) -> Exception:
+        raw = await response.aread()
+        detail = error_detail(raw) or response.reason_phrase or "no details"
+        status = response.status_code
+        if status == 400 and tools_sent and "does not support tools" in detail.lower():
+            return _ToolsRejected(detail)
+        retryable = status in RETRYABLE_STATUSES or status >= 500
+        error = _StatusError(self.explain(status, detail), status_code=status, code=f"http_{status}", retryable=retryable)
+        error.retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        return error
+
+    async def guard_stalls(self, items: AsyncIterable[T]) -> AsyncGenerator[T, None]:
+        """Re-yield `items`, failing with `BackendTimeoutError` if one takes longer than the stall timeout."""
+        iterator = aiter(items)
+        stall = self.policy.stall_timeout
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(stall):
+                        item = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    raise BackendTimeoutError(
+                        f"{self.name} at {self.base_url} stopped sending for {stall:g} s: ended the turn"
+                    ) from exc
+                yield item
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def error_detail(raw: bytes) -> str:
+    """The message inside an error body: Ollama's `{"error": "…"}`, OpenAI's `{"error": {"message": …}}`, or text."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:500]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, str):
+            return error
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("detail")
+            if isinstance(message, str):
+                return message
+        detail = data.get("detail") or data.get("message")
+        if isinstance(detail, str):
+            return detail
+    return text[:500]
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,229 @@
+"""`OllamaProvider` (`provider="ollama"`): Ollama's streaming `/api/chat` (NDJSON).
+
+Each line of the response is one JSON object: `message.content` is answer text,
+`message.thinking` reasoning (with `think=True`), `message.tool_calls` whole tool calls
+with object arguments (on any line, the final `done: true` one included), and the final
+line carries `done_reason`, token counts and nanosecond durations. A `{"error": "…"}`
+line ends the stream with an error. Retries and timeouts live in `_http.HttpProvider`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+
+from ..errors import BackendStreamError
+from ..messages import Message
+from ..settings import Settings
+from ._http import HttpProvider
+from .base import (
+    FinishDelta,
+    ModelRequest,
+    NoticeDelta,
+    ProviderDelta,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallPart,
+    UsageDelta,
+)
+
+__all__ = ["DEFAULT_OLLAMA_MODEL", "OllamaProvider", "OllamaStreamParser"]
+
+DEFAULT_OLLAMA_MODEL = "llama3.2"
+"""The model used when none is configured."""
+
+TOP_LEVEL_OPTIONS = frozenset({"think", "format", "keep_alive", "options", "tool_choice"})
+"""Keyword options sent at the top of the request; every other one goes into `options`."""
+
+
+class OllamaStreamParser:
+    """Turns Ollama's NDJSON lines into provider deltas; one parser per response."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.done = False
+        self._calls = 0
+        self._saw_tool_call = False
+
+    def feed_line(self, line: bytes) -> list[ProviderDelta]:
+        """The deltas of one complete line (without its newline)."""
+        text = line.strip()
+        if not text:
+            return [NoticeDelta(message="ollama sent a blank line; skipped it", code="malformed_chunk")]
+        try:
+            chunk = json.loads(text)
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            preview = text[:80].decode("utf-8", "replace")
+            return [NoticeDelta(message=f"ollama sent a line that is not JSON; skipped it: {preview!r}", code="malformed_chunk")]
+        if not isinstance(chunk, dict):
+            return [NoticeDelta(message=f"ollama sent a line that is not an object; skipped it: {chunk!r:.80}", code="malformed_chunk")]
+        return self.feed(chunk)
+
+    def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
+        """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
+        if "error" in chunk:
+            raise BackendStreamError(f"ollama reported an error: {chunk['error']}")
+        if self.done:
+            return []
+        out: list[ProviderDelta] = []
+        message = chunk.get("message")
+        if isinstance(message, dict):
+            if thinking := message.get("thinking"):
+                out.append(ThinkingDelta(text=str(thinking)))
+            if content := message.get("content"):
+                out.append(TextDelta(text=str(content)))
+            for call in message.get("tool_calls") or ():
+                out.append(self._tool_call(call))
+        if chunk.get("done"):
+            self.done = True
+            out.append(
+                UsageDelta(
+                    prompt_tokens=_int(chunk.get("prompt_eval_count")),
+                    completion_tokens=_int(chunk.get("eval_count")),
+                    backend_duration_ms=_ms(chunk.get("total_duration")),
+                    generation_ms=_ms(chunk.get("eval_duration")),
+                )
+            )
+            reason = "length" if chunk.get("done_reason") == "length" else "stop"
+            out.append(FinishDelta(reason="tool_calls" if self._saw_tool_call else reason))
+        return out
+
+    def finish(self) -> list[ProviderDelta]:
+        """Check the stream ended properly. Raises `BackendStreamError` if the final chunk never came."""
+        if not self.done:
+            raise BackendStreamError(
+                "the ollama stream ended before its final chunk (`done: true`): the answer is incomplete",
+                retryable=True,
+            )
+        return []
+
+    def _tool_call(self, call: Any) -> ToolCallPart:
+        self._saw_tool_call = True
+        self._calls += 1
+        function = call.get("function", {}) if isinstance(call, dict) else {}
+        call_id = (call.get("id") if isinstance(call, dict) else None) or f"ollama_{uuid.uuid4().hex[:12]}"
+        name = str(function.get("name") or "")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):  # some models' templates leave the arguments as JSON text
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except ValueError as exc:
+                return ToolCallPart(call_id=call_id, name=name, invalid_args=f"not valid JSON ({exc}): {arguments!r:.200}")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            return ToolCallPart(call_id=call_id, name=name, invalid_args=f"not a JSON object: {arguments!r:.200}")
+        return ToolCallPart(call_id=call_id, name=name, args=arguments)
+
+
+class OllamaProvider(HttpProvider):
+    """Ollama's `/api/chat`, streamed.
+
+    Extra keyword options go into the request as Ollama names them: `think`, `format`,
+    `keep_alive` at the top, the rest (`temperature`, `num_ctx`, `seed` …) in `options`.
+
+    Example:
+        >>> from streamchat import ChatSession, OllamaProvider
+        >>> session = ChatSession(OllamaProvider("llama3.2", temperature=0))
+    """
+
+    name = "ollama"
+    path = "/api/chat"
+
+    def __init__(
+        self, model: str | None = None, base_url: str | None = None, *, settings: Settings | None = None, **options: Any
+    ) -> None:
+        settings = settings or Settings()
+        super().__init__(
+            model or settings.model or DEFAULT_OLLAMA_MODEL,
+            _with_scheme(base_url or settings.ollama_host),
+            options=options,
+            settings=settings,
+        )
+
+    def explain(self, status: int, detail: str) -> str:
+        if status == 404 and "not found" in detail.lower():
+            return f"model {self.model!r} is not available in ollama at {self.base_url}: run `ollama pull {self.model}`"
+        return super().explain(status, detail)
+
+    def unreachable_hint(self) -> str:
+        from . import available_providers
+
+        return f"start it with `ollama serve`, set OLLAMA_HOST, or choose another provider; {available_providers(self.settings)}"
+
+    def build_body(self, request: ModelRequest, *, with_tools: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_message(m) for m in request.messages],
+            "stream": True,
+        }
+        if with_tools:
+            body["tools"] = [
+                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                for t in request.tools
+            ]
+        options = dict(self.options.get("options") or {})
+        for key, value in self.options.items():
+            if key in TOP_LEVEL_OPTIONS:
+                if key != "options":
+                    body[key] = value
+            else:
+                options[key] = value
+        if options:
+            body["options"] = options
+        return body
+
+    async def parse_stream(self, response: httpx.Response) -> AsyncIterator[ProviderDelta]:
+        parser = OllamaStreamParser(self.model)
+        buffer = b""
+        async for data in self.guard_stalls(response.aiter_bytes()):
+            buffer += data
+            if b"\n" not in data:
+                continue
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                for delta in parser.feed_line(line):
+                    yield delta
+        if buffer.strip():
+            for delta in parser.feed_line(buffer):
+                yield delta
+        for delta in parser.finish():
+            yield delta
+
+    def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
+        parser = OllamaStreamParser(self.model)
+        if not isinstance(body, dict):
+            raise BackendStreamError(f"ollama answered a JSON value that is not an object: {body!r:.80}")
+        return [*parser.feed(body), *parser.finish()]
+
+
+def _message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.call_id, "function": {"name": c.tool, "arguments": c.args}} for c in message.tool_calls
+        ]
+    if message.role == "tool" and message.tool:
+        out["tool_name"] = message.tool
+    return out
+
+
+def _with_scheme(url: str) -> str:
+    """`OLLAMA_HOST` may be `host` or `host:port` without a scheme, as Ollama's own CLI accepts."""
+    url = url.strip().rstrip("/")
+    if "://" in url:
+        return url
+    parsed = httpx.URL(f"http://{url}")
+    return str(parsed if parsed.port else parsed.copy_with(port=11434)).rstrip("/")
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ms(nanoseconds: Any) -> float | None:
+    return nanoseconds / 1e6 if isinstance(nanoseconds, int | float) and not isinstance(nanoseconds, bool) else None
