@@ -1,0 +1,118 @@
+"""A real ipykernel: chat() interrupted mid-turn, and every demo notebook run twice in one kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+SETUP = """
+from streamchat import ChatSession, ScriptedProvider, chat
+words = [f"word{i} " for i in range(400)]
+session = ChatSession(ScriptedProvider([words, ["Second ", "answer."]], token_delay=0.02), tools=[])
+"""
+
+
+@pytest.fixture
+def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env={**os.environ, "STREAMCHAT_DISPLAY": "widget"})
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _run(kc: BlockingKernelClient, code: str, *, on_message: Any = None) -> list[dict[str, Any]]:
+    """Execute `code`; return the iopub messages of this request until it is idle."""
+    msg_id = kc.execute(code)
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if on_message is not None:
+            on_message(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+
+
+def _widget_values(messages: list[dict[str, Any]]) -> list[str]:
+    return [
+        m["content"]["data"]["state"]["value"]
+        for m in messages
+        if m["msg_type"] in ("comm_open", "comm_msg") and "value" in m["content"]["data"].get("state", {})
+    ]
+
+
+def test_interrupting_chat_in_a_real_kernel_stops_the_turn_and_the_next_chat_works(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    km, kc = kernel
+    assert _run(kc, SETUP)[-1]["content"]["execution_state"] == "idle"
+    interrupted = []
+
+    def interrupt_after_first_tokens(msg: dict[str, Any]) -> None:
+        # Wait on the cell's own output, not on time: the live answer block showing words.
+        if not interrupted and "word3 " in json.dumps(msg["content"]):
+            km.interrupt_kernel()
+            interrupted.append(True)
+
+    messages = _run(kc, "r = chat('go', session=session)", on_message=interrupt_after_first_tokens)
+    assert interrupted
+    errors = [m["content"]["ename"] for m in messages if m["msg_type"] == "error"]
+    assert errors == ["KeyboardInterrupt"]
+    values = _widget_values(messages)
+    assert "■ stopped" in values  # the status line of the cell's ChatView
+    assert any(m["msg_type"] == "display_data" for m in messages)  # the view itself, shown in this cell
+
+    check = _run(
+        kc,
+        "last = session.history[-1]\n"
+        "print(last.role, last.interrupted, last.content.startswith('word0 word1 word2 word3 '), "
+        "len(last.content.split()) < 400, session.busy)",
+    )
+    stdout = "".join(m["content"]["text"] for m in check if m["msg_type"] == "stream")
+    assert stdout == "assistant True True True False\n"
+
+    after = _run(kc, "r2 = chat('again', session=session)\nprint(repr(r2.text), r2.reason)")
+    stdout = "".join(m["content"]["text"] for m in after if m["msg_type"] == "stream")
+    assert stdout == "'Second answer.' stop\n"
+    assert "Second answer." in "".join(_widget_values(after)).replace("<p>", "").replace("</p>", "")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_run_all_twice_in_the_same_kernel(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    with client.setup_kernel(env={**os.environ, "STREAMCHAT_DISPLAY": "widget"}):
+        for _ in range(2):
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index)  # raises CellExecutionError on any error
+                errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+                assert not errors, (path.name, index, errors)
+
+
+def test_load_ext_registers_the_chat_magics(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    _, kc = kernel
+    messages = _run(kc, "%load_ext streamchat\n%chat --text --provider demo What is 6 * 7?")
+    stdout = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert stdout.startswith("[calculate] Evaluating...\n[calculate] Done: 6 * 7 = 42\n6 * 7 = 42.\n")
+    cell = _run(kc, "%%chat --text --provider demo\nWhat is 2 + 3?")
+    stdout = "".join(m["content"]["text"] for m in cell if m["msg_type"] == "stream")
+    assert stdout.startswith("[calculate] Evaluating...\n[calculate] Done: 2 + 3 = 5\n2 + 3 = 5.\n")

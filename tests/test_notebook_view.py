@@ -1,0 +1,260 @@
+"""ChatView driven through a recording comm: exact widget states, coalescing, bytes, sanitizing."""
+
+from __future__ import annotations
+
+import asyncio
+import html.parser
+import json
+import uuid
+from typing import Any
+
+import comm
+import pytest
+
+from streamchat import ChatSession, ProgressReporter, ScriptedProvider, ToolCall, ToolError, tool
+from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent
+from streamchat.notebook.chat import consume
+from streamchat.notebook.render import Coalescer, finished_prefix, render_markdown
+from streamchat.notebook.view import ChatView
+
+
+class Recorder:
+    """Every message widgets send to the frontend: (comm_id, kind, data, size in bytes, time)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, dict[str, Any], int, float]] = []
+        self.clock = lambda: 0.0
+
+    def record(self, comm_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.messages.append((comm_id, kind, data, len(json.dumps(data)), self.clock()))
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """The latest state of every widget, as the frontend would hold it."""
+        out: dict[str, dict[str, Any]] = {}
+        for comm_id, _, data, _, _ in self.messages:
+            out.setdefault(comm_id, {}).update(data.get("state", {}))
+        return out
+
+    def values(self, comm_id: str, key: str = "value") -> list[Any]:
+        """Every value `key` took for one widget, in order (open state first)."""
+        return [d["state"][key] for c, _, d, _, _ in self.messages if c == comm_id and key in d.get("state", {})]
+
+
+class RecordingComm:
+    """A comm that records instead of talking to a kernel (as ipywidgets' own tests do)."""
+
+    kernel = "recording"
+
+    def __init__(self, recorder: Recorder, data: dict[str, Any]) -> None:
+        self.comm_id = uuid.uuid4().hex
+        self.recorder = recorder
+        recorder.record(self.comm_id, "open", data)
+
+    def send(self, data: dict[str, Any], buffers: Any = None) -> None:
+        self.recorder.record(self.comm_id, "update", data)
+
+    def on_msg(self, callback: Any) -> None:
+        pass
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    rec = Recorder()
+    monkeypatch.setattr(comm, "create_comm", lambda **kw: RecordingComm(rec, kw.get("data", {})))
+    return rec
+
+
+@tool
+async def fetch(name: str, report: ProgressReporter) -> str:
+    """Fetch a file, reporting progress."""
+    for percent in (0, 50, 100):
+        await report(f"Fetching {name}...", stage="download", percent=percent)
+        await asyncio.sleep(0)
+    return f"{name} fetched"
+
+
+@tool
+async def parse(name: str, report: ProgressReporter) -> str:
+    """Parse a file, failing halfway."""
+    await report(f"Parsing {name}...", percent=30)
+    await asyncio.sleep(0)
+    raise ToolError(f"{name} is not valid JSON")
+
+
+async def test_scripted_turn_with_two_parallel_tools_gives_exact_widget_states(recorder: Recorder) -> None:
+    provider = ScriptedProvider(
+        [
+            ["Let me look.", ToolCall("fetch", {"name": "a.json"}), ToolCall("parse", {"name": "b.json"})],
+            ["**a.json** arrived; b.json is broken."],
+        ]
+    )
+    session = ChatSession(provider, tools=[fetch, parse])
+    view = ChatView("Check the files")
+    result = await consume(session, "Check the files", view)
+
+    assert result.reason == "stop"
+    assert [(c.tool, c.status) for c in result.tool_calls] == [("fetch", "ok"), ("parse", "error")]
+    states = recorder.states()
+    assert states[view.prompt.model_id]["value"] == "<b>You:</b> Check the files"
+    assert states[view.status.model_id]["value"] == ""
+    first, card_a, card_b, second = view.body.children
+    assert view.html == "<p>Let me look.</p>\n<p><strong>a.json</strong> arrived; b.json is broken.</p>\n"
+    assert view.text == "Let me look.**a.json** arrived; b.json is broken."
+    assert states[card_a.header.model_id]["value"] == (
+        "🔧 <b>fetch</b> <code>{&quot;name&quot;: &quot;a.json&quot;}</code>"
+    )
+    duration = {c.tool: c.duration_ms for c in result.tool_calls}
+    bar = '<progress style="width:80%" max="100" value="{0}"></progress> {0}%<br>'
+    assert recorder.values(card_a.detail.model_id) == [
+        '<progress style="width:80%"></progress><br>Starting…',
+        bar.format(0) + "<i>download</i> · Fetching a.json...",
+        bar.format(50) + "<i>download</i> · Fetching a.json...",
+        bar.format(100) + "<i>download</i> · Fetching a.json...",
+        bar.format(100) + f"✓ <b>ok</b> · {duration['fetch'] / 1000:.2f} s · Done: a.json fetched",
+    ]
+    assert recorder.values(card_b.detail.model_id) == [
+        '<progress style="width:80%"></progress><br>Starting…',
+        bar.format(30) + "Parsing b.json...",
+        f"✗ <b>error</b> · {duration['parse'] / 1000:.2f} s · Error: b.json is not valid JSON",
+    ]
+    assert recorder.values(view.status.model_id) == [
+        "⏳ Thinking…",
+        "✎ Answering…",
+        "⚙ Running tools…",
+        "⏳ Thinking…",
+        "✎ Answering…",
+        "",
+    ]
+    assert states[first.live.model_id]["value"] == "<p>Let me look.</p>\n"
+    assert states[second.live.model_id]["value"] == "<p><strong>a.json</strong> arrived; b.json is broken.</p>\n"
+    footer = states[view.footer.model_id]["value"]
+    assert footer.startswith("first token ") and footer.endswith(" s")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _long_answer(tokens: int) -> list[str]:
+    """A realistic answer: paragraphs, a bullet list and a code block, `tokens` pieces long."""
+    pieces: list[str] = []
+    block = 0
+    while len(pieces) < tokens:
+        kind = block % 4
+        if kind == 3:
+            pieces += ["```python\n"] + [f"value_{i} = compute({i}) \n" for i in range(12)] + ["```\n\n"]
+        elif kind == 2:
+            for item in range(5):
+                pieces += ["- "] + [f"item{item}word{w} " for w in range(8)] + ["\n"]
+            pieces.append("\n")
+        else:
+            pieces += [f"word{w} " for w in range(90)] + ["end.\n\n"]
+        block += 1
+    return pieces[:tokens]
+
+
+def test_1000_tokens_per_second_for_10_s_stays_under_25_updates_per_second_and_3x_bytes(recorder: Recorder) -> None:
+    clock = FakeClock()
+    recorder.clock = clock
+    view = ChatView()
+    coalescer = Coalescer(clock=clock)
+    pieces = _long_answer(10_000)
+    answer = "".join(pieces)
+
+    def show(events: list[Any]) -> None:
+        for event in events:
+            view.handle(event)
+
+    for seq, piece in enumerate(pieces, start=1):
+        clock.now = seq / 1000  # one token every millisecond
+        if coalescer.due_in() == 0:  # what the driver's queue timeout does between tokens
+            show(coalescer.flush())
+        show(coalescer.push(TokenEvent(session_id="s", turn_id="t", seq=seq, content=piece)))
+    show(coalescer.push(DoneEvent(session_id="s", turn_id="t", seq=10_001, reason="stop", text=answer)))
+
+    assert view.text == answer
+    assert view.html == "".join(render_markdown(block) for block in _blocks(answer))
+    per_second: dict[int, int] = {}
+    for _, kind, _, _, at in recorder.messages:
+        if kind == "update":  # opens are the widgets being created; their bytes count below
+            per_second[int(at)] = per_second.get(int(at), 0) + 1
+    assert max(per_second.values()) <= 25, per_second
+    sent = sum(size for *_, size, _ in recorder.messages) + view.published_bytes
+    assert sent <= 3 * len(answer.encode()), (sent, len(answer.encode()))
+    print(f"max updates/s {max(per_second.values())}, bytes sent {sent} for an answer of {len(answer.encode())}")
+
+
+def _blocks(text: str) -> list[str]:
+    out = []
+    while (cut := finished_prefix(text)) > 0:
+        out.append(text[:cut])
+        text = text[cut:]
+    return [*out, text]
+
+
+def test_coalescer_passes_the_first_token_at_once_and_flushes_before_a_tool_event() -> None:
+    clock = FakeClock()
+    c = Coalescer(interval=0.05, clock=clock)
+    tok = lambda seq, text: TokenEvent(session_id="s", turn_id="t", seq=seq, content=text)  # noqa: E731
+    assert c.push(tok(1, "a")) == [tok(1, "a")]
+    clock.now = 0.01
+    assert c.push(tok(2, "b")) == []
+    assert c.due_in() == pytest.approx(0.04)
+    clock.now = 0.02
+    assert c.push(tok(3, "c")) == []
+    call = ToolCallEvent(session_id="s", turn_id="t", seq=4, call_id="c1", tool="x", args={})
+    assert c.push(call) == [tok(3, "bc"), call]
+    assert c.due_in() is None
+    clock.now = 0.1
+    assert c.push(tok(5, "d")) == [tok(5, "d")]
+
+
+def test_finished_prefix_freezes_only_complete_blocks() -> None:
+    assert finished_prefix("one paragraph still growing") == 0
+    assert finished_prefix("para\n\n- item") == len("para\n\n")
+    assert finished_prefix("```py\nx = 1\n\ny = 2\n") == 0  # an open fence is one block
+    assert finished_prefix("# Title\ntext") == len("# Title\n")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        "[x](javascript:alert(1))",
+        '<iframe src="https://example.com"></iframe>',
+        '<a href="javascript:alert(1)">x</a>',
+        "<svg onload=alert(1)>",
+    ],
+)
+def test_untrusted_markdown_renders_without_scripts_handlers_or_frames(recorder: Recorder, attack: str) -> None:
+    view = ChatView()
+    answer = f"Look: {attack} done\n\nnext paragraph"
+    view.handle(TokenEvent(session_id="s", turn_id="t", seq=1, content=answer))
+    view.handle(DoneEvent(session_id="s", turn_id="t", seq=2, reason="stop", text=answer))
+    sent = " ".join(json.dumps(d) for _, _, d, _, _ in recorder.messages) + view.html
+    for bad in ("<script", "onerror", "onload", "javascript:", "<iframe", "<svg"):
+        assert bad not in sent.lower()
+    checker = _TagChecker()
+    checker.feed(view.html)
+    assert checker.tags <= {"p", "a", "img"}
+    assert "next paragraph" in view.html
+
+
+class _TagChecker(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        for name, value in attrs:
+            assert not name.startswith("on")
+            assert not (value or "").strip().lower().startswith("javascript")
