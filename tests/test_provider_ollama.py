@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
-from backends.replay import Reply, ReplayServer, cut
+from backends.replay import Reply, ReplayServer, cut, cut_plans
 from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from core_helpers import brief, check_invariants
 from streamchat import DoneEvent, OllamaProvider
@@ -36,25 +36,6 @@ TEXT_AND_THINKING_EVENTS = [
     ("token", "世界!"),
     ("done", "stop", "Héllo wörld 🌍, 世界!"),
 ]
-
-
-def cut_plans(data: bytes) -> dict[str, list[bytes]]:
-    """The same bytes cut in several ways, named for the test ids."""
-    text = data.decode()
-    inside_chars = []  # the offsets inside every multi-byte character
-    offset = 0
-    for char in text:
-        size = len(char.encode())
-        inside_chars += range(offset + 1, offset + size)
-        offset += size
-    return {
-        "whole": [data],
-        "lines": cut(data, [i + 1 for i, b in enumerate(data) if b == 0x0A]),
-        "every-byte": cut(data, range(1, len(data))),
-        "every-7": cut(data, range(7, len(data), 7)),
-        "inside-utf8": cut(data, inside_chars),
-        "before-newlines": cut(data, [i for i, b in enumerate(data) if b == 0x0A]),
-    }
 
 
 def provider(server: ReplayServer, **options: object) -> OllamaProvider:

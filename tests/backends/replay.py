@@ -14,11 +14,11 @@ import json
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["RecordedRequest", "Reply", "ReplayServer", "cut"]
+__all__ = ["RecordedRequest", "Reply", "ReplayServer", "cut", "cut_plans"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,25 @@ def cut(data: bytes, points: Sequence[int]) -> list[bytes]:
     bounds = sorted({p for p in points if 0 < p < len(data)})
     edges = [0, *bounds, len(data)]
     return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
+def cut_plans(data: bytes) -> dict[str, list[bytes]]:
+    """The same bytes cut in several ways, named for the test ids."""
+    text = data.decode()
+    inside_chars = []  # the offsets inside every multi-byte character
+    offset = 0
+    for char in text:
+        size = len(char.encode())
+        inside_chars += range(offset + 1, offset + size)
+        offset += size
+    return {
+        "whole": [data],
+        "lines": cut(data, [i + 1 for i, b in enumerate(data) if b == 0x0A]),
+        "every-byte": cut(data, range(1, len(data))),
+        "every-7": cut(data, range(7, len(data), 7)),
+        "inside-utf8": cut(data, inside_chars),
+        "before-newlines": cut(data, [i for i, b in enumerate(data) if b == 0x0A]),
+    }
 
 
 class ReplayServer:
@@ -182,8 +201,3 @@ class ReplayServer:
         with self._disconnected:
             self.disconnects += 1
             self._disconnected.notify_all()
-
-
-def every(data: bytes, step: int) -> Iterator[int]:
-    """Offsets every `step` bytes."""
-    return iter(range(step, len(data), step))
