@@ -7,6 +7,8 @@ Example:
     >>> result = asyncio.run(session.send("What is 12 * (3 + 4)?"))
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .errors import (
     BackendError,
@@ -54,6 +56,28 @@ from .session import ChatSession
 from .settings import Settings
 from .tools import Progress, ProgressReporter, Tool, calculate, get_current_time, get_weather, tool
 
+if TYPE_CHECKING:
+    from .notebook import ChatView, ChatWidget, achat, chat, new_session
+
+_NOTEBOOK_NAMES = frozenset({"ChatView", "ChatWidget", "achat", "chat", "new_session"})
+
+
+def __getattr__(name: str) -> object:
+    """Import the notebook surface (and ipywidgets) only when one of its names is used."""
+    if name in _NOTEBOOK_NAMES:
+        from . import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'streamchat' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """Register the `%chat` and `%%chat` magics: ``%load_ext streamchat``."""
+    from .notebook.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "BackendError",
     "BackendResponseError",
@@ -62,6 +86,8 @@ __all__ = [
     "BackendUnreachableError",
     "ChatResult",
     "ChatSession",
+    "ChatView",
+    "ChatWidget",
     "ConfigurationError",
     "DemoProvider",
     "DoneEvent",
@@ -97,10 +123,20 @@ __all__ = [
     "Usage",
     "UsageError",
     "__version__",
+    "achat",
     "calculate",
+    "chat",
     "get_current_time",
     "get_provider",
     "get_weather",
+    "new_session",
     "parse_event",
     "tool",
 ]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """Jupyter Server loads streamchat's extension (`jupyter_server_extension`) through this."""
+    from jupyter_server_extension import _jupyter_server_extension_points as points
+
+    return points()

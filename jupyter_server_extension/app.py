@@ -1,0 +1,178 @@
+"""`StreamChat`: the Jupyter Server extension app; its traitlets mirror streamchat's settings.
+
+Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
+
+    c.StreamChat.provider = "ollama"
+    c.StreamChat.model = "llama3.2"
+    c.StreamChat.tools = ["streamchat.tools.builtin:get_weather", "mytools:search"]
+
+Unset settings (None) fall back to streamchat's environment variables and defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import PeriodicCallback
+from traitlets import Float, Int, List, Unicode
+
+from streamchat._version import __version__
+from streamchat.errors import ConfigurationError, StreamChatError
+from streamchat.providers import get_provider
+from streamchat.providers.base import Provider
+from streamchat.settings import Settings
+from streamchat.stores import MemoryStore
+from streamchat.tools.definition import Tool, tool
+
+from . import handlers
+from .service import ChatService, Limits
+
+__all__ = ["StreamChat", "load_object", "load_tools"]
+
+BUILTIN_TOOL_PATHS = [
+    "streamchat.tools.builtin:get_weather",
+    "streamchat.tools.builtin:calculate",
+    "streamchat.tools.builtin:get_current_time",
+]
+SETTINGS_TRAITS = ("provider", "model", "ollama_host", "openai_base_url", "openai_api_key", "local_model", "system")
+
+
+def load_object(path: str, *, setting: str) -> Any:
+    """Import the object named by ``module:attribute``; a `ConfigurationError` names what failed."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"StreamChat.{setting}: {path!r} is not of the form 'module:name'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"StreamChat.{setting}: cannot import module {module_name!r} for {path!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise ConfigurationError(f"StreamChat.{setting}: module {module_name!r} has no {attribute!r} ({path!r})") from exc
+    return obj
+
+
+def load_tools(paths: list[str]) -> list[Tool]:
+    """The tools named by import paths; a `ConfigurationError` names the first that fails."""
+    loaded = []
+    for path in paths:
+        obj = load_object(path, setting="tools")
+        if not callable(obj):
+            raise ConfigurationError(f"StreamChat.tools: {path!r} is not a function")
+        try:
+            loaded.append(tool(obj))
+        except StreamChatError as exc:
+            raise ConfigurationError(f"StreamChat.tools: {path!r}: {exc.message}") from exc
+    return loaded
+
+
+class StreamChat(ExtensionApp):
+    """Serves streamchat over REST, SSE and WebSocket, plus a chat page at ``streamchat/``."""
+
+    name = "streamchat"
+    extension_url = "/streamchat/"
+    load_other_extensions = True
+
+    provider = Unicode(None, allow_none=True, help="Backend name (ollama, openai, local, demo); None picks one.").tag(
+        config=True
+    )
+    model = Unicode(None, allow_none=True, help="Model name for the backend.").tag(config=True)
+    ollama_host = Unicode(None, allow_none=True, help="Ollama's base URL.").tag(config=True)
+    openai_base_url = Unicode(None, allow_none=True, help="Base URL of an OpenAI-compatible API (ending in /v1).").tag(
+        config=True
+    )
+    openai_api_key = Unicode(None, allow_none=True, help="API key for the OpenAI-compatible API.").tag(config=True)
+    local_model = Unicode(None, allow_none=True, help="Path of a GGUF file for the local model.").tag(config=True)
+    system = Unicode(None, allow_none=True, help="System prompt.").tag(config=True)
+    max_turns = Int(None, allow_none=True, help="Most model calls in one turn.").tag(config=True)
+    tool_timeout = Float(None, allow_none=True, help="Default seconds a tool call may run.").tag(config=True)
+    tools = List(
+        Unicode(), default_value=BUILTIN_TOOL_PATHS, help="Tools the model may call, as 'module:function' paths."
+    ).tag(config=True)
+    provider_factory = Unicode(
+        "",
+        help="Import path 'module:callable' of a function taking the Settings and returning a Provider; "
+        "called once per session. Overrides provider and model (used by tests and custom backends).",
+    ).tag(config=True)
+    idle_timeout = Float(3600.0, help="Seconds of inactivity after which a session is deleted.").tag(config=True)
+    max_message_size = Int(64 * 1024, help="Largest user message, in UTF-8 bytes (larger: 413).").tag(config=True)
+    max_sessions_per_user = Int(100, help="Most sessions one user may have at a time.").tag(config=True)
+    heartbeat_interval = Float(15.0, help="Seconds between SSE ': ping' comments (0 disables them).").tag(config=True)
+    disconnect_grace = Float(
+        0.5, help="Seconds a turn survives without any client before it is cancelled (a resume within it continues)."
+    ).tag(config=True)
+    replay_buffer_size = Int(2000, help="Events of the latest turn each session keeps for SSE resume.").tag(config=True)
+
+    def _settings(self) -> Settings:
+        given: dict[str, Any] = {name: getattr(self, name) for name in SETTINGS_TRAITS if getattr(self, name) is not None}
+        for name in ("max_turns", "tool_timeout"):
+            if getattr(self, name) is not None:
+                given[name] = getattr(self, name)
+        try:
+            return Settings(**given)
+        except ValueError as exc:
+            raise ConfigurationError(f"StreamChat: invalid setting: {exc}") from exc
+
+    def _provider_maker(self, settings: Settings) -> Callable[[], Provider]:
+        if self.provider_factory:
+            factory = load_object(self.provider_factory, setting="provider_factory")
+            return lambda: factory(settings)
+        return lambda: get_provider(self.provider, model=self.model, settings=settings)
+
+    def initialize_settings(self) -> None:
+        """Check the configuration and build the chat service; a bad setting is logged by name."""
+        try:
+            settings = self._settings()
+            tools = load_tools(list(self.tools))
+            make_provider = self._provider_maker(settings)
+            self.health_provider = make_provider()
+        except StreamChatError as exc:
+            self.log.error("streamchat: the extension cannot start: %s", exc.message)
+            raise
+        limits = Limits(
+            max_message_size=self.max_message_size,
+            max_sessions_per_user=self.max_sessions_per_user,
+            idle_timeout=self.idle_timeout,
+            disconnect_grace=self.disconnect_grace,
+        )
+        store = MemoryStore(replay_size=self.replay_buffer_size)
+        self.service = ChatService(store, make_provider=make_provider, tools=tools, settings=settings, limits=limits)
+        sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
+        self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
+        self._expiry.start()
+        self.log.info("streamchat: serving %s with tools %s", self.health_provider.describe(), [t.name for t in tools])
+
+    def initialize_handlers(self) -> None:
+        """Register the routes of DESIGN §3 under the server's base URL."""
+        self.handlers.extend(handlers.routes())
+
+    async def health(self) -> dict[str, Any]:
+        """Status, version, the provider and whether its endpoint answers."""
+        provider = self.health_provider
+        endpoint = getattr(provider, "base_url", None)
+        reachable = True  # an in-process model (demo, scripted, local) is always there
+        if isinstance(endpoint, str) and endpoint:
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    await client.get(endpoint)
+            except httpx.HTTPError:
+                reachable = False
+        return {
+            "status": "ok",
+            "version": __version__,
+            "provider": {"name": provider.name, "model": provider.model, "description": provider.describe()},
+            "endpoint": endpoint if isinstance(endpoint, str) else None,
+            "reachable": reachable,
+        }
+
+    async def stop_extension(self) -> None:
+        """Cancel running turns and close connections when the server stops."""
+        self._expiry.stop()
+        await self.service.aclose()
+        await self.health_provider.aclose()

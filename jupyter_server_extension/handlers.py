@@ -1,0 +1,393 @@
+"""The routes of DESIGN §3. Handlers are thin: parse, authorize, call the service, encode.
+
+Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
+the resource ``streamchat``; the WebSocket uses `ws_authenticated`), even when the
+server allows unauthenticated access. Errors are JSON ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from streamchat.errors import StreamChatError
+from streamchat.stores import ReplayGapError
+
+from . import wire
+from .service import BadRequestError, ChatService, Follower, MessageTooLargeError, http_status
+
+if TYPE_CHECKING:
+    from .app import StreamChat
+
+__all__ = ["RESOURCE", "owner_of", "routes"]
+
+RESOURCE = "streamchat"
+STATIC = Path(__file__).parent / "static"
+SESSION = r"(?P<session_id>[^/]+)"
+
+
+def owner_of(handler: JupyterHandler) -> str:
+    """The identity a session belongs to: the Jupyter user, or the holder of the server token.
+
+    With jupyter_server's default identity provider a request carrying the shared server
+    token but no login cookie gets a fresh anonymous user every time; all such requests
+    come from whoever holds that one token, so they share one owner.
+    """
+    provider = handler.identity_provider
+    token = provider.token
+    given = provider.get_token(handler) or ""
+    if token and provider.is_token_authenticated(handler) and hmac.compare_digest(given, token):
+        return "\0server-token"  # cannot collide with a user name taken from a request
+    return str(handler.current_user.username)
+
+
+class _StreamChatMixin:
+    """What every streamchat handler shares: the extension, the service, JSON errors."""
+
+    auth_resource = RESOURCE
+    settings: dict[str, Any]
+
+    @property
+    def extension(self) -> StreamChat:
+        """The running `StreamChat` extension app."""
+        app: StreamChat = self.settings["streamchat"]
+        return app
+
+    @property
+    def service(self) -> ChatService:
+        """The chat service holding the sessions."""
+        return self.extension.service
+
+
+class ApiHandler(_StreamChatMixin, APIHandler):
+    """Base of the REST and SSE routes."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Answer ``{"error": {"code", "message"}}``, never a traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, StreamChatError):
+            status_code, code, message = http_status(exc), exc.code, exc.message
+            self.set_status(status_code)
+        elif isinstance(exc, web.HTTPError):
+            code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+                status_code, "http_error"
+            )
+            message = exc.log_message or self._reason
+        else:
+            code, message = "internal_error", "internal server error (see the server log)"
+        self.finish(json.dumps(wire.error_body(code, message)))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Log expected API errors in one line; keep tornado's traceback for real failures."""
+        if isinstance(value, StreamChatError) and http_status(value) < 500:
+            self.log.info("streamchat: %s %s -> %s %s", self.request.method, self.request.path, value.code, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def chat_request(self) -> wire.ChatRequest:
+        """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
+        if len(self.request.body) > self.service.limits.max_body_size:
+            raise MessageTooLargeError(f"the request body is over {self.service.limits.max_body_size} bytes")
+        try:
+            return wire.parse_chat_request(self.request.body)
+        except wire.ClientMessageError as exc:
+            raise BadRequestError(exc.message, code=exc.code) from exc
+
+    @property
+    def owner(self) -> str:
+        """The identity owning the sessions this request may touch."""
+        return owner_of(self)
+
+
+class _SseHandler(ApiHandler):
+    """Writes a followed turn as Server-Sent Events, with heartbeats; a disconnect stops following."""
+
+    _follower: Follower | None = None
+
+    async def stream(self, follower: Follower) -> None:
+        """Send the turn's events from the follower's position until `done`."""
+        self._follower = follower
+        heartbeat = self.extension.heartbeat_interval or None
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            await self.flush()
+            while not follower.ended:
+                events = await follower.next_events(timeout=heartbeat)
+                if events:
+                    self.write(b"".join(wire.sse_event(event) for event in events))
+                elif not follower.ended:
+                    self.write(wire.sse_comment("ping"))
+                await self.flush()
+        except (StreamClosedError, ReplayGapError):
+            pass  # the client left, or fell too far behind: it may resume with Last-Event-ID
+        finally:
+            follower.close()
+        if not self.request.connection.stream.closed():  # type: ignore[attr-defined]
+            await self.finish(set_content_type="text/event-stream")
+
+    def on_connection_close(self) -> None:
+        """The client went away: stop following (the turn is cancelled after the grace window)."""
+        if self._follower is not None:
+            self._follower.close()
+        super().on_connection_close()
+
+
+class HealthHandler(ApiHandler):
+    """``GET api/streamchat/health``."""
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def get(self) -> None:
+        """Status, version, provider and reachability."""
+        await self.finish(json.dumps(await self.extension.health()))
+
+
+class ToolsHandler(ApiHandler):
+    """``GET api/streamchat/tools``."""
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def get(self) -> None:
+        """The tools the model may call."""
+        await self.finish(json.dumps([t.definition.model_dump() for t in self.service.tools]))
+
+
+class ChatHandler(ApiHandler):
+    """``POST api/streamchat/chat``: the whole answer as JSON."""
+
+    _follower: Follower | None = None
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def post(self) -> None:
+        """Run a turn and answer its `ChatResult`."""
+        request = self.chat_request()
+        self._follower = await self.service.start_turn(self.owner, request.session_id, request.message)
+        result = await self.service.collect(self._follower)
+        await self.finish(result.model_dump_json())
+
+    def on_connection_close(self) -> None:
+        """The client went away: stop following (the turn is cancelled after the grace window)."""
+        if self._follower is not None:
+            self._follower.close()
+        super().on_connection_close()
+
+
+class ChatStreamHandler(_SseHandler):
+    """``POST api/streamchat/chat/stream``: the turn as SSE."""
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def post(self) -> None:
+        """Run a turn and stream its events."""
+        request = self.chat_request()
+        await self.stream(await self.service.start_turn(self.owner, request.session_id, request.message))
+
+
+class SessionStreamHandler(_SseHandler):
+    """``GET api/streamchat/sessions/{id}/stream?message=…``: SSE for `EventSource`, resumable."""
+
+    @web.authenticated
+    @authorized(action="write", resource=RESOURCE)
+    async def get(self, session_id: str) -> None:
+        """Resume with `Last-Event-ID`, or start a turn (creating the named session if needed)."""
+        last_event_id = self.request.headers.get("Last-Event-ID")
+        if last_event_id is not None:
+            if not last_event_id.strip().isdigit():
+                raise BadRequestError("Last-Event-ID must be an event's seq (an integer)", code="bad_last_event_id")
+            follower = await self.service.resume(self.owner, session_id, int(last_event_id))
+            if follower is None:
+                self.set_status(204)  # nothing left to send: tells EventSource to stop reconnecting
+                await self.finish(set_content_type="text/event-stream")
+                return
+        else:
+            self.check_xsrf_cookie()  # starting a turn changes state: same checks as a POST (or Referer)
+            message = self.get_query_argument("message", None)
+            follower = await self.service.start_turn(self.owner, session_id, message, create_missing=True)
+        await self.stream(follower)
+
+
+class SessionHandler(ApiHandler):
+    """``GET`` / ``DELETE api/streamchat/sessions/{id}``."""
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def get(self, session_id: str) -> None:
+        """The session's history."""
+        history = await self.service.history(self.owner, session_id)
+        body = {"session_id": session_id, "history": [m.model_dump(mode="json") for m in history]}
+        await self.finish(json.dumps(body))
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def delete(self, session_id: str) -> None:
+        """Stop the running turn, if any, and forget the session."""
+        await self.service.delete(self.owner, session_id)
+        self.set_status(204)
+        await self.finish()
+
+
+class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+    """``WS api/streamchat/ws``: full duplex chat on any number of the user's sessions."""
+
+    owner: str
+    _pumps: dict[str, tuple[Follower, asyncio.Task[None]]]
+    _tasks: set[asyncio.Task[None]]
+    _last_session: str | None = None
+
+    def set_default_headers(self) -> None:
+        """No page headers on a WebSocket upgrade (as jupyter_server's kernel socket)."""
+
+    @property
+    def max_message_size(self) -> int:  # type: ignore[override]
+        """Frames over this size are refused by tornado (the socket closes with 1009)."""
+        return self.service.limits.max_body_size
+
+    @ws_authenticated
+    @authorized(action="write", resource=RESOURCE)
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Authenticate and authorize, then upgrade."""
+        self.owner = owner_of(self)
+        self._pumps = {}
+        self._tasks = set()
+        await super().get(*args, **kwargs)
+
+    def on_message(self, message: str | bytes) -> None:
+        """Parse a client message and handle it in a task; bad messages get an `error` reply."""
+        try:
+            parsed = wire.parse_client_message(message)
+        except wire.ClientMessageError as exc:
+            self._send(wire.ws_error(exc.code, exc.message))
+            return
+        task = asyncio.get_running_loop().create_task(self._handle(parsed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, message: wire.ClientMessage) -> None:
+        try:
+            await self._dispatch(message)
+        except StreamChatError as exc:
+            self._send(wire.ws_error(exc.code, exc.message))
+
+    async def _dispatch(self, message: wire.ClientMessage) -> None:
+        service = self.service
+        if isinstance(message, wire.ChatMessage):
+            follower = await service.start_turn(self.owner, message.session_id, message.message)
+            self._last_session = follower.session_id
+            pump = asyncio.get_running_loop().create_task(self._pump(follower))
+            self._pumps[follower.session_id] = (follower, pump)
+        elif isinstance(message, wire.ToolsList):
+            tools = [t.definition.model_dump() for t in service.tools]
+            self._send(json.dumps({"type": "tools.list", "tools": tools}))
+        elif isinstance(message, wire.ChatClear):
+            await service.clear(self.owner, self._session(message.session_id))
+        elif isinstance(message, wire.ChatCancel):
+            session_id = self._session(message.session_id)
+            await service.open_session(self.owner, session_id)
+            chat = service.running(session_id)
+            if chat is None or not chat.cancel():
+                raise StreamChatError(f"no turn is running in session {session_id!r}", code="not_running")
+        else:
+            await self._control_tool(message)
+
+    async def _control_tool(self, message: wire.ToolControl) -> None:
+        if message.session_id is not None:
+            await self.service.open_session(self.owner, message.session_id)
+            sessions = [message.session_id]
+        else:
+            sessions = list(self._pumps)
+        action = message.type.split(".")[1]
+        for session_id in sessions:
+            chat = self.service.running(session_id)
+            if chat is not None and getattr(chat, f"{action}_tool")(message.call_id):
+                return
+        raise StreamChatError(f"no running tool call {message.call_id!r} to {action}", code="not_running")
+
+    def _session(self, session_id: str | None) -> str:
+        chosen = session_id or self._last_session
+        if chosen is None:
+            raise StreamChatError("no session: give a session_id", code="bad_message")
+        return chosen
+
+    async def _pump(self, follower: Follower) -> None:
+        try:
+            while not follower.ended:
+                for event in await follower.next_events():
+                    await self.write_message(wire.ws_event(event))
+        except (WebSocketClosedError, StreamClosedError, ReplayGapError):
+            pass
+        finally:
+            follower.close()
+            if self._pumps.get(follower.session_id, (None,))[0] is follower:
+                del self._pumps[follower.session_id]
+
+    def _send(self, text: str) -> None:
+        try:
+            self.write_message(text)
+        except WebSocketClosedError:
+            pass
+
+    def on_close(self) -> None:
+        """The socket closed: stop following its turns (they are cancelled after the grace window)."""
+        for follower, pump in list(getattr(self, "_pumps", {}).values()):
+            follower.close()
+            pump.cancel()
+
+
+class PageHandler(_StreamChatMixin, JupyterHandler):
+    """``GET streamchat/``: the chat page."""
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def get(self) -> None:
+        """The page; it also makes sure the `_xsrf` cookie the page sends back is set."""
+        if not self.request.path.endswith("/"):
+            self.redirect(self.request.path + "/")  # the page's links are relative to the directory
+            return
+        self.xsrf_token  # noqa: B018  (sets the cookie)
+        page = (STATIC / "index.html").read_bytes()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        await self.finish(page)
+
+
+class AssetHandler(_StreamChatMixin, JupyterHandler, web.StaticFileHandler):  # type: ignore[misc]
+    """``GET streamchat/static/…``: the page's script and vendored libraries, for logged-in users."""
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def get(self, path: str, include_body: bool = True) -> None:
+        """Serve one static file."""
+        await web.StaticFileHandler.get(self, path, include_body)
+
+    @web.authenticated
+    @authorized(resource=RESOURCE)
+    async def head(self, path: str) -> None:
+        """Headers of one static file."""
+        await web.StaticFileHandler.get(self, path, include_body=False)
+
+
+def routes() -> list[tuple[str, type, dict[str, Any]] | tuple[str, type]]:
+    """The extension's routes, relative to the server's base URL."""
+    return [
+        (r"api/streamchat/health", HealthHandler),
+        (r"api/streamchat/tools", ToolsHandler),
+        (r"api/streamchat/chat", ChatHandler),
+        (r"api/streamchat/chat/stream", ChatStreamHandler),
+        (rf"api/streamchat/sessions/{SESSION}/stream", SessionStreamHandler),
+        (rf"api/streamchat/sessions/{SESSION}", SessionHandler),
+        (r"api/streamchat/ws", ChatWebSocketHandler),
+        (r"streamchat/?", PageHandler),
+        (r"streamchat/static/(.*)", AssetHandler, {"path": str(STATIC)}),
+    ]

@@ -1,0 +1,348 @@
+"""The server side of chat sessions: ownership, limits, turns that outlive connections.
+
+Each turn runs as a server-side task that feeds the session's replay buffer in the
+store; every connection watching it (an SSE response, a WebSocket, a REST call) is a
+`Follower` reading that buffer. So a client that loses its SSE connection can come back
+with `Last-Event-ID` and get exactly the events it missed.
+
+Disconnect cancels: when the last follower of a running turn goes away, the turn is
+cancelled after `disconnect_grace` seconds (0.5 s by default) unless a client resumes it
+within that window. The tool calls get `CancelledError`, the backend request is closed,
+and the turn still ends with `done(reason="cancelled")` in the buffer and history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamchat.errors import SessionBusyError, StreamChatError, UsageError
+from streamchat.events import Event
+from streamchat.messages import Message
+from streamchat.providers.base import Provider
+from streamchat.result import ChatResult
+from streamchat.session import ChatSession
+from streamchat.settings import Settings
+from streamchat.stores import ReplayGapError, SessionRecord, SessionStore
+from streamchat.tools.definition import Tool
+
+__all__ = [
+    "ApiError",
+    "BadRequestError",
+    "ChatService",
+    "Follower",
+    "Limits",
+    "MessageTooLargeError",
+    "SessionNotFoundError",
+    "TooManySessionsError",
+    "http_status",
+]
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class ApiError(StreamChatError):
+    """An error the API answers with its own HTTP status."""
+
+    status = 400
+
+
+class BadRequestError(ApiError):
+    """The request is malformed (bad JSON, missing or empty message, bad session id…)."""
+
+    code = "bad_request"
+
+
+class SessionNotFoundError(ApiError):
+    """No such session for this user (it never existed, expired, or belongs to someone else)."""
+
+    code = "session_not_found"
+    status = 404
+
+
+class MessageTooLargeError(ApiError):
+    """The message (or the request body) is over the configured size limit."""
+
+    code = "message_too_large"
+    status = 413
+
+
+class TooManySessionsError(ApiError):
+    """The user already has the most sessions allowed."""
+
+    code = "too_many_sessions"
+    status = 429
+
+
+def http_status(exc: StreamChatError) -> int:
+    """The HTTP status answering `exc`."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, SessionBusyError):
+        return 409
+    if isinstance(exc, ReplayGapError):
+        return 410
+    if isinstance(exc, UsageError):
+        return 400
+    return 500
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's limits on sessions and messages."""
+
+    max_message_size: int = 64 * 1024
+    """Largest message, in UTF-8 bytes."""
+    max_sessions_per_user: int = 100
+    """Most sessions one user may have at a time."""
+    idle_timeout: float = 3600.0
+    """Seconds of inactivity after which a session is deleted."""
+    disconnect_grace: float = 0.5
+    """Seconds a running turn survives without any follower before it is cancelled."""
+
+    @property
+    def max_body_size(self) -> int:
+        """Largest request body or WebSocket frame: a maximal message, JSON-escaped, plus the envelope."""
+        return 6 * self.max_message_size + 4096  # "\\u001f" is the worst case: 6 bytes per byte
+
+
+class TurnRun:
+    """One turn running on the server; it lives until `done`, not as long as a connection."""
+
+    def __init__(self, session_id: str, chat: ChatSession) -> None:
+        self.session_id = session_id
+        self.chat = chat
+        self.task: asyncio.Task[None] | None = None
+        self.finished = False
+        self.followers = 0
+        self.cancel_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.changed: asyncio.Future[None] = self._loop.create_future()
+
+    def notify(self) -> None:
+        """Wake every follower waiting for a new event."""
+        changed, self.changed = self.changed, self._loop.create_future()
+        changed.set_result(None)
+
+
+class Follower:
+    """A connection's view of a turn: its events after a given `seq`, then new ones as they come."""
+
+    def __init__(self, service: ChatService, session_id: str, run: TurnRun | None, after: int) -> None:
+        self.service = service
+        self.session_id = session_id
+        self.run = run
+        self.after = after
+        self.ended = False
+        self._closed = asyncio.get_running_loop().create_future()
+        if run is not None:
+            run.followers += 1
+            if run.cancel_timer is not None:
+                run.cancel_timer.cancel()
+                run.cancel_timer = None
+
+    async def next_events(self, timeout: float | None = None) -> list[Event]:
+        """The next events, waiting up to `timeout` seconds for some ([] on timeout or at the end)."""
+        while not self.ended:
+            changed = self.run.changed if self.run is not None else None
+            events = await self.service.store.events_after(self.session_id, self.after)
+            if events:
+                self.after = events[-1].seq
+                self.ended = events[-1].type == "done"
+                return events
+            if changed is None or self.run is None or self.run.finished:
+                self.ended = True  # the turn ended without a (further) done, e.g. the server is stopping
+                return []
+            await asyncio.wait({changed, self._closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if self._closed.done():
+                self.ended = True
+            elif not changed.done():
+                return []  # timed out: the caller may send a heartbeat
+        return []
+
+    def close(self) -> None:
+        """Stop following; the last follower to leave a running turn starts its cancel countdown."""
+        if self._closed.done():
+            return
+        self._closed.set_result(None)
+        run = self.run
+        if run is None:
+            return
+        run.followers -= 1
+        if run.followers == 0 and not run.finished:
+            grace = self.service.limits.disconnect_grace
+            run.cancel_timer = asyncio.get_running_loop().call_later(grace, run.chat.cancel)
+
+
+class ChatService:
+    """Sessions of the Jupyter Server extension: who owns them, their turns, their limits."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        make_provider: Callable[[], Provider],
+        tools: Sequence[Tool],
+        settings: Settings,
+        limits: Limits,
+    ) -> None:
+        self.store = store
+        self.make_provider = make_provider
+        self.tools = list(tools)
+        self.settings = settings
+        self.limits = limits
+        self._providers: dict[str, Provider] = {}
+        self._runs: dict[str, TurnRun] = {}
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def open_session(self, owner: str, session_id: str | None, *, create_missing: bool = False) -> SessionRecord:
+        """The caller's session `session_id` (a new one when None); 404 for anyone else's."""
+        if session_id is None:
+            return await self._create(owner, uuid.uuid4().hex)
+        if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+            raise BadRequestError("a session id is 1 to 64 letters, digits, '-' or '_'", code="bad_session_id")
+        record = await self.store.get(session_id)
+        if record is None and create_missing:
+            return await self._create(owner, session_id)
+        if record is None or record.owner != owner:
+            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        return record
+
+    async def _create(self, owner: str, session_id: str) -> SessionRecord:
+        if await self.store.count_owned(owner) >= self.limits.max_sessions_per_user:
+            raise TooManySessionsError(
+                f"you already have {self.limits.max_sessions_per_user} sessions: delete one first"
+            )
+        return await self.store.create(session_id, owner=owner)
+
+    async def history(self, owner: str, session_id: str) -> list[Message]:
+        """The session's history."""
+        record = await self.open_session(owner, session_id)
+        await self.store.touch(session_id)
+        return list(record.history)
+
+    async def delete(self, owner: str, session_id: str) -> None:
+        """Stop the session's running turn, if any, and forget the session."""
+        await self.open_session(owner, session_id)
+        await self._drop(session_id)
+
+    async def clear(self, owner: str, session_id: str) -> None:
+        """Forget the session's history; refused while a turn runs."""
+        await self.open_session(owner, session_id)
+        if session_id in self._runs:
+            raise SessionBusyError("a turn is running in this session: cancel it before clearing")
+        await self.store.save_history(session_id, ())
+
+    async def _drop(self, session_id: str) -> None:
+        run = self._runs.get(session_id)
+        if run is not None and run.task is not None:
+            run.chat.cancel()
+            await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
+        await self.store.delete(session_id)
+        provider = self._providers.pop(session_id, None)
+        if provider is not None:
+            await provider.aclose()
+
+    async def expire_idle(self) -> list[str]:
+        """Delete the sessions idle for longer than the idle timeout; returns their ids."""
+        expired = await self.store.idle_since(time.time() - self.limits.idle_timeout)
+        expired = [session_id for session_id in expired if session_id not in self._runs]
+        for session_id in expired:
+            await self._drop(session_id)
+        return expired
+
+    # -- turns -----------------------------------------------------------------------------
+
+    def check_message(self, message: Any) -> str:
+        """The message, or a 400/413 error saying what is wrong with it."""
+        if message is None:
+            raise BadRequestError('a "message" is required', code="bad_message")
+        if not isinstance(message, str):
+            raise BadRequestError('"message" must be a string', code="bad_message")
+        if not message.strip():
+            raise BadRequestError('"message" must not be empty', code="bad_message")
+        if len(message.encode("utf-8", "surrogatepass")) > self.limits.max_message_size:
+            raise MessageTooLargeError(f"the message is over the limit of {self.limits.max_message_size} bytes")
+        return message
+
+    async def start_turn(
+        self, owner: str, session_id: str | None, message: Any, *, create_missing: bool = False
+    ) -> Follower:
+        """Start a turn in the caller's session and follow it from its first event."""
+        message = self.check_message(message)
+        record = await self.open_session(owner, session_id, create_missing=create_missing)
+        session_id = record.session_id
+        if not await self.store.begin_turn(session_id):
+            raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
+        try:
+            provider = self._providers.get(session_id) or self._providers.setdefault(session_id, self.make_provider())
+            chat = ChatSession(
+                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
+            )
+        except BaseException:
+            await self.store.end_turn(session_id)
+            raise
+        run = self._runs[session_id] = TurnRun(session_id, chat)
+        follower = Follower(self, session_id, run, after=0)
+        run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
+        return follower
+
+    async def _drive(self, run: TurnRun, message: str) -> None:
+        try:
+            async for event in run.chat.stream(message):
+                await self.store.append_event(run.session_id, event)
+                run.notify()
+        finally:
+            try:
+                if await self.store.get(run.session_id) is not None:
+                    await self.store.save_history(run.session_id, run.chat.history)
+            finally:
+                await self.store.end_turn(run.session_id)
+                if run.cancel_timer is not None:
+                    run.cancel_timer.cancel()
+                run.finished = True
+                if self._runs.get(run.session_id) is run:
+                    del self._runs[run.session_id]
+                run.notify()
+
+    async def resume(self, owner: str, session_id: str, last_seq: int) -> Follower | None:
+        """Follow the session's latest turn after event `last_seq`; None when nothing is left."""
+        await self.open_session(owner, session_id)
+        run = self._runs.get(session_id)
+        pending = await self.store.events_after(session_id, last_seq)
+        if run is None and not pending:
+            return None
+        return Follower(self, session_id, run, after=last_seq)
+
+    async def collect(self, follower: Follower) -> ChatResult:
+        """Wait for the followed turn to end and return its result."""
+        result = ChatResult.collector(follower.session_id)
+        try:
+            while not follower.ended:
+                for event in await follower.next_events():
+                    result.add(event)
+        finally:
+            follower.close()
+        return result.build()
+
+    def running(self, session_id: str) -> ChatSession | None:
+        """The chat of the session's running turn, if one runs in this process."""
+        run = self._runs.get(session_id)
+        return None if run is None else run.chat
+
+    async def aclose(self) -> None:
+        """Cancel every running turn and close the providers and the store."""
+        for run in list(self._runs.values()):
+            run.chat.cancel()
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+        await self.store.aclose()

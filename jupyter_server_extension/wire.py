@@ -1,0 +1,216 @@
+"""The one event→wire encoding, shared by the SSE and WebSocket routes (DESIGN §3).
+
+SSE: ``id: <seq>``, ``event: <type>``, ``data: <one-line JSON>``, blank line. JSON
+escapes every control character, so a token holding ``\\n``, ``\\r``, ``event:`` or
+``id:`` can never start a field of its own.
+
+WebSocket: the same JSON object, with `type` renamed to the WebSocket message type
+(`token` → `chat.token`, `done` → `chat.complete` …). `event_from_ws` reverses it.
+
+Client → server WebSocket messages are parsed into the `ClientMessage` union here too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from streamchat.events import Event, parse_event
+
+__all__ = [
+    "WS_TYPES",
+    "ChatCancel",
+    "ChatClear",
+    "ChatRequest",
+    "ChatMessage",
+    "ClientMessage",
+    "ClientMessageError",
+    "SessionId",
+    "ToolControl",
+    "ToolsList",
+    "error_body",
+    "event_from_ws",
+    "parse_chat_request",
+    "parse_client_message",
+    "sse_comment",
+    "sse_event",
+    "ws_error",
+    "ws_event",
+]
+
+WS_TYPES: dict[str, str] = {
+    "thinking": "chat.thinking",
+    "token": "chat.token",
+    "tool_call": "tool.call",
+    "tool_progress": "tool.progress",
+    "tool_result": "tool.result",
+    "error": "chat.error",
+    "done": "chat.complete",
+}
+"""WebSocket message type of each event type."""
+_EVENT_TYPES = {ws: event for event, ws in WS_TYPES.items()}
+
+SessionId: TypeAlias = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""A session id: 1–64 letters, digits, `-` or `_`."""
+
+
+# -- server → client ------------------------------------------------------------------------
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json")
+
+
+def sse_event(event: Event) -> bytes:
+    """One SSE frame for `event`."""
+    data = json.dumps(_event_json(event), separators=(",", ":"))
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def sse_comment(text: str = "ping") -> bytes:
+    """An SSE comment line (the heartbeat); clients ignore it."""
+    return f": {text}\n\n".encode()
+
+
+def ws_event(event: Event) -> str:
+    """The WebSocket message for `event`."""
+    body = _event_json(event)
+    body["type"] = WS_TYPES[event.type]
+    return json.dumps(body, separators=(",", ":"))
+
+
+def event_from_ws(message: str | bytes | dict[str, Any]) -> Event:
+    """The event a WebSocket event message carries (raises `ValueError` for other messages)."""
+    body = dict(json.loads(message) if isinstance(message, (str, bytes)) else message)
+    event_type = _EVENT_TYPES.get(body.get("type", ""))
+    if event_type is None:
+        raise ValueError(f"not an event message: type {body.get('type')!r}")
+    body["type"] = event_type
+    return parse_event(body)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The JSON body of an HTTP error: ``{"error": {"code", "message"}}``."""
+    return {"error": {"code": code, "message": message}}
+
+
+def ws_error(code: str, message: str) -> str:
+    """The WebSocket `error` message answering a bad client message."""
+    return json.dumps({"type": "error", "code": code, "message": message})
+
+
+# -- client → server ------------------------------------------------------------------------
+
+
+class _ClientBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ChatRequest(_ClientBase):
+    """The JSON body of ``POST chat`` and ``POST chat/stream``."""
+
+    message: str
+    """The user's message."""
+    session_id: SessionId | None = None
+    """The session to continue; None starts a new one."""
+
+
+class ChatMessage(_ClientBase):
+    """``chat.message``: send a message; without `session_id` a new session is created."""
+
+    type: Literal["chat.message"]
+    message: str
+    """The user's message."""
+    session_id: SessionId | None = None
+    """The session to continue; None starts a new one."""
+
+
+class ChatCancel(_ClientBase):
+    """``chat.cancel``: stop the running turn of a session (the socket's latest by default)."""
+
+    type: Literal["chat.cancel"]
+    session_id: SessionId | None = None
+    """The session; None means the session this socket used last."""
+
+
+class ChatClear(_ClientBase):
+    """``chat.clear``: forget a session's history (the socket's latest by default)."""
+
+    type: Literal["chat.clear"]
+    session_id: SessionId | None = None
+    """The session; None means the session this socket used last."""
+
+
+class ToolsList(_ClientBase):
+    """``tools.list``: ask for the tool definitions."""
+
+    type: Literal["tools.list"]
+
+
+class ToolControl(_ClientBase):
+    """``tool.cancel`` / ``tool.pause`` / ``tool.resume`` of one running tool call."""
+
+    type: Literal["tool.cancel", "tool.pause", "tool.resume"]
+    call_id: str = Field(min_length=1)
+    """The call, as in its `tool.call` message."""
+    session_id: SessionId | None = None
+    """The session running the call; None searches this socket's running turns."""
+
+
+ClientMessage: TypeAlias = Annotated[
+    ChatMessage | ChatCancel | ChatClear | ToolsList | ToolControl, Field(discriminator="type")
+]
+"""Any message a WebSocket client may send."""
+_CLIENT_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+class ClientMessageError(ValueError):
+    """A WebSocket client message that is not JSON, or not one of the known messages."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
+    )
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse a chat request body; raises `ClientMessageError` saying what is wrong."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClientMessageError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ClientMessageError("bad_request", 'the body must be a JSON object {"message": ..., "session_id": ...}')
+    if "message" not in body:
+        raise ClientMessageError("bad_request", 'the body needs a "message"')
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ClientMessageError("bad_request", f"invalid request: {_problems(exc)}") from exc
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    """Parse one client message; raises `ClientMessageError` saying what is wrong."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClientMessageError("invalid_json", f"the message is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        raise ClientMessageError("bad_message", 'a message is a JSON object with a string "type"')
+    try:
+        return _CLIENT_ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        known = ("chat.message", "chat.cancel", "chat.clear", "tools.list", "tool.cancel", "tool.pause", "tool.resume")
+        if body["type"] not in known:
+            raise ClientMessageError(
+                "unknown_message", f"unknown message type {body['type']!r}; known: {', '.join(known)}"
+            ) from exc
+        raise ClientMessageError("bad_message", f"invalid {body['type']} message: {_problems(exc)}") from exc
