@@ -1,0 +1,98 @@
+"""chat()/achat() outside a kernel, the default session, ChatWidget's buttons, magic arguments."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import streamchat
+from streamchat import ChatSession, ChatWidget, ScriptedProvider, UsageError, ToolCall, achat, chat, new_session
+from streamchat.notebook import default_session
+from streamchat.notebook.magics import run_magic
+
+
+def test_chat_outside_a_kernel_streams_cli_text_and_returns_the_result(capsys: pytest.CaptureFixture[str]) -> None:
+    provider = ScriptedProvider([[ToolCall("calculate", {"expression": "6 * 7"})], ["It is ", "42."]])
+    result = chat("What is 6 * 7?", session=ChatSession(provider))
+    assert capsys.readouterr().out == "[calculate] Evaluating...\n[calculate] Done: 6 * 7 = 42\nIt is 42.\n"
+    assert result.text == "It is 42."
+    assert [(c.tool, c.status) for c in result.tool_calls] == [("calculate", "ok")]
+    assert repr(result).startswith("ChatResult(text='It is 42.', reason='stop', tools=[calculate:ok], ttft=")
+
+
+def test_the_default_session_keeps_context_until_new_session(capsys: pytest.CaptureFixture[str]) -> None:
+    first = new_session(ScriptedProvider(["One.", "Two."]), tools=[])
+    chat("a")
+    chat("b")
+    assert [m.content for m in first.history] == ["a", "One.", "b", "Two."]
+    second = new_session("demo")
+    assert default_session() is second and second.history == []
+    with pytest.raises(UsageError, match="either `session=`"):
+        chat("x", session=first, provider="demo")
+    capsys.readouterr()
+
+
+def test_chat_rejects_a_bad_display_mode_and_a_busy_session_clearly() -> None:
+    with pytest.raises(UsageError, match="display must be"):
+        chat("x", session=ChatSession(ScriptedProvider(["y"]), tools=[]), display="fancy")  # type: ignore[arg-type]
+
+
+async def test_achat_shows_a_widget_view_and_stopping_keeps_the_partial_answer() -> None:
+    started = asyncio.Event()
+
+    async def script(_: object):  # five words, then a signal, then words until stopped
+        for i in range(500):
+            if i == 5:
+                started.set()
+            await asyncio.sleep(0.002)
+            yield f"w{i} "
+
+    session = ChatSession(ScriptedProvider([script]), tools=[])
+    task = asyncio.create_task(achat("go", session=session, display="widget"))
+    await started.wait()
+    session.cancel()  # what the view's Stop button calls
+    result = await task
+    assert result.reason == "cancelled"
+    assert result.text.startswith("w0 w1 w2 w3 w4 ")
+    assert session.history[-1].interrupted and session.history[-1].content == result.text
+
+
+async def test_chat_widget_buttons_send_stop_and_clear() -> None:
+    session = ChatSession(ScriptedProvider([[f"w{i} " for i in range(300)]], token_delay=0.005), tools=[])
+    widget = ChatWidget(session=session)
+    widget.input.value = "Talk"  # Enter in the box sends
+    task = widget.task
+    assert task is not None and widget.input.value == ""
+    while "w3" not in widget.views[0].text:
+        await asyncio.sleep(0.005)
+    widget.send_button.click()  # a second turn while one streams is refused with a notice
+    assert widget.notice.value == ""  # the box was empty: nothing to send
+    widget.input.value = "More"
+    assert widget.notice.value == "an answer is still streaming: stop it or wait for it first"
+    widget.clear_button.click()
+    assert widget.notice.value == "Stop the answer before clearing."
+    widget.stop_button.click()
+    result = await task
+    assert result is not None and result.reason == "cancelled"
+    assert widget.views[0].status.value == "■ stopped"
+    assert widget.stop_button.disabled
+    widget.clear_button.click()
+    assert widget.views == [] and widget.conversation.children == () and session.history == []
+
+
+def test_magic_arguments_are_checked_with_a_usage_message() -> None:
+    with pytest.raises(UsageError, match="unrecognized arguments: --bogus"):
+        run_magic("--bogus hi")
+    with pytest.raises(UsageError, match="put the message in the cell body"):
+        run_magic("--provider demo hello", "also a body")
+
+
+def test_import_streamchat_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, streamchat; print('ipywidgets' in sys.modules, callable(streamchat.load_ipython_extension))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "False True\n"
+    assert streamchat.chat is chat and streamchat.achat is achat
