@@ -88,8 +88,10 @@ class OllamaStreamParser:
                     generation_ms=_ms(chunk.get("eval_duration")),
                 )
             )
-            reason = "length" if chunk.get("done_reason") == "length" else "stop"
-            out.append(FinishDelta(reason="tool_calls" if self._saw_tool_call else reason))
+            if self._saw_tool_call:
+                out.append(FinishDelta(reason="tool_calls"))
+            else:
+                out.append(FinishDelta(reason="length" if chunk.get("done_reason") == "length" else "stop"))
         return out
 
     def finish(self) -> list[ProviderDelta]:

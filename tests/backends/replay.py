@@ -60,7 +60,7 @@ def cut(data: bytes, points: Sequence[int]) -> list[bytes]:
 def cut_plans(data: bytes) -> dict[str, list[bytes]]:
     """The same bytes cut in several ways, named for the test ids."""
     text = data.decode()
-    inside_chars = []  # the offsets inside every multi-byte character
+    inside_chars: list[int] = []  # the offsets inside every multi-byte character
     offset = 0
     for char in text:
         size = len(char.encode())
