@@ -107,10 +107,10 @@ def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
     if mode != "auto":
         return mode  # type: ignore[return-value]
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:
         return "text"
-    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"
+    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"  # type: ignore[no-untyped-call]
 
 
 def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppable: bool) -> _Renderer:
@@ -128,7 +128,7 @@ def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppabl
         controls=controls if stoppable else None,
         on_stop=session.cancel if stoppable else None,
     )
-    display(view)
+    display(view)  # type: ignore[no-untyped-call]
     return view
 
 

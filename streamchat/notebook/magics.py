@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UsageError
 from ..result import ChatResult
 from ..session import ChatSession
-from .chat import chat
+from .chat import DisplayMode, chat
 
 __all__ = ["load_ipython_extension"]
 
@@ -41,7 +41,7 @@ def run_magic(line: str, cell: str | None = None) -> ChatResult:
     message = cell if cell is not None and cell.strip() else " ".join(args.words)
     if cell is not None and cell.strip() and args.words:
         raise UsageError("%%chat: put the message in the cell body, options on the %%chat line")
-    display = "text" if args.text else None
+    display: DisplayMode | None = "text" if args.text else None
     if args.session:
         session = _SESSIONS.get(args.session)
         if session is None:

@@ -46,10 +46,10 @@ STATUS_TEXT = {
 def _publisher() -> tuple[Any, str] | None:
     """The kernel's display publisher and the current request's msg_id, or None outside a kernel."""
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with ipywidgets
         return None
-    shell = get_ipython()
+    shell = get_ipython()  # type: ignore[no-untyped-call]
     kernel = getattr(shell, "kernel", None)
     if shell is None or kernel is None:
         return None
@@ -57,7 +57,7 @@ def _publisher() -> tuple[Any, str] | None:
     return shell.display_pub, msg_id
 
 
-class _AnswerPart(widgets.VBox):
+class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """A run of answer text: frozen blocks in an `Output`, the growing block in an `HTML`."""
 
     def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle) -> None:
@@ -89,7 +89,7 @@ class _AnswerPart(widgets.VBox):
     @property
     def html(self) -> str:
         """The whole rendered part: frozen blocks then the live block."""
-        return "".join(self.frozen_html) + self.live.value
+        return "".join(self.frozen_html) + str(self.live.value)
 
     def _freeze(self, block_html: str) -> None:
         self.frozen_html.append(block_html)
@@ -106,7 +106,7 @@ class _AnswerPart(widgets.VBox):
         display_pub.publish(data=bundle, metadata={})
 
 
-class ToolCard(widgets.VBox):
+class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """One tool call: name and arguments, a progress bar, the current stage, the outcome."""
 
     def __init__(self, event: ToolCallEvent, controls: ToolControls | None = None) -> None:
@@ -156,7 +156,7 @@ def _bar(percent: float | None) -> str:
     return f'<progress style="width:80%" max="100" value="{percent:.0f}"></progress> {percent:.0f}%<br>'
 
 
-class ChatView(widgets.VBox):
+class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """The live view of one turn: status line, answer and tool cards in order, metrics footer.
 
     Feed it the turn's events with `handle` (already coalesced: see `Coalescer`); `chat()`,
@@ -233,11 +233,11 @@ class ChatView(widgets.VBox):
             self.cards[event.call_id] = card
             self.body.children = (*self.body.children, card)
         elif isinstance(event, ToolProgressEvent):
-            if (card := self.cards.get(event.call_id)) is not None:
-                card.progress(event)
+            if (running := self.cards.get(event.call_id)) is not None:
+                running.progress(event)
         elif isinstance(event, ToolResultEvent):
-            if (card := self.cards.get(event.call_id)) is not None:
-                card.result(event)
+            if (finished := self.cards.get(event.call_id)) is not None:
+                finished.result(event)
         elif isinstance(event, ErrorEvent):
             self._end_answer()
             note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')

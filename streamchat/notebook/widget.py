@@ -25,7 +25,7 @@ from .view import ChatView
 __all__ = ["ChatWidget"]
 
 
-class ChatWidget(widgets.VBox):
+class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """An interactive chat: type a message and press Enter (or Send); Stop, Clear, per-tool controls.
 
     Example:
