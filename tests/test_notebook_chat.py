@@ -96,3 +96,18 @@ def test_import_streamchat_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "False True\n"
     assert streamchat.chat is chat and streamchat.achat is achat
+
+
+def test_run_sync_works_with_and_without_a_running_loop_on_one_private_loop() -> None:
+    from streamchat import _sync
+
+    async def which_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    outside = _sync.run_sync(which_loop())
+
+    async def inside_a_running_loop() -> asyncio.AbstractEventLoop:
+        return _sync.run_sync(which_loop())  # blocks this loop's thread, as a notebook cell does
+
+    inside = asyncio.run(inside_a_running_loop())
+    assert outside is inside is _sync.private_loop()
