@@ -12,8 +12,7 @@ import comm
 import pytest
 
 from streamchat import ChatSession, ProgressReporter, ScriptedProvider, ToolCall, ToolError, tool
-from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent
-from streamchat.notebook.chat import consume
+from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent, ToolProgressEvent, ToolResultEvent
 from streamchat.notebook.render import Coalescer, finished_prefix, render_markdown
 from streamchat.notebook.view import ChatView
 
@@ -93,7 +92,10 @@ async def test_scripted_turn_with_two_parallel_tools_gives_exact_widget_states(r
     )
     session = ChatSession(provider, tools=[fetch, parse])
     view = ChatView("Check the files")
-    result = await consume(session, "Check the files", view)
+    async for event in session.stream("Check the files"):  # every event, uncoalesced: exact states
+        view.handle(event)
+    result = view.result
+    assert result is not None
 
     assert result.reason == "stop"
     assert [(c.tool, c.status) for c in result.tool_calls] == [("fetch", "ok"), ("parse", "error")]
@@ -214,6 +216,26 @@ def test_coalescer_passes_the_first_token_at_once_and_flushes_before_a_tool_even
     assert c.due_in() is None
     clock.now = 0.1
     assert c.push(tok(5, "d")) == [tok(5, "d")]
+
+
+def test_coalescer_keeps_the_latest_progress_of_each_call_and_flushes_it_before_the_result() -> None:
+    clock = FakeClock()
+    c = Coalescer(interval=0.05, clock=clock)
+
+    def progress(seq: int, call_id: str, percent: float) -> ToolProgressEvent:
+        return ToolProgressEvent(session_id="s", turn_id="t", seq=seq, call_id=call_id, tool="x", message="m", percent=percent)
+
+    assert c.push(progress(1, "a", 0)) == [progress(1, "a", 0)]
+    clock.now = 0.01
+    assert c.push(progress(2, "b", 0)) == []
+    assert c.push(progress(3, "a", 10)) == []
+    assert c.push(progress(4, "a", 20)) == []
+    clock.now = 0.06
+    assert c.push(progress(5, "b", 30)) == [progress(5, "b", 30), progress(4, "a", 20)]  # order of first report
+    clock.now = 0.07
+    assert c.push(progress(6, "a", 90)) == []
+    result = ToolResultEvent(session_id="s", turn_id="t", seq=7, call_id="a", tool="x", status="ok", duration_ms=1.0)
+    assert c.push(result) == [progress(6, "a", 90), result]
 
 
 def test_finished_prefix_freezes_only_complete_blocks() -> None:

@@ -37,12 +37,16 @@ _default_config: tuple[Any, ...] | None = None
 
 
 class _Renderer(Protocol):
+    merges_progress: bool
+
     def handle(self, event: Event) -> None: ...
     def stopped(self) -> None: ...
 
 
 class _TextView:
     """The CLI's `TextRenderer` behind the renderer interface of `ChatView`."""
+
+    merges_progress = False  # a log shows every progress line
 
     def __init__(self) -> None:
         self.renderer = TextRenderer(sys.stdout)
@@ -166,7 +170,7 @@ def chat(
     future = _sync.submit(pump())
     future.add_done_callback(lambda _: events.put(_END))  # also when cancelled before it ran
     result = ResultCollector(chosen.session_id)
-    coalescer = Coalescer()
+    coalescer = Coalescer(merge_progress=view.merges_progress)
     interrupted = False
     while True:
         try:
@@ -225,7 +229,7 @@ async def consume(session: ChatSession, message: str, view: _Renderer) -> ChatRe
     task = asyncio.get_running_loop().create_task(pump())
     task.add_done_callback(lambda _: events.put_nowait(_END))
     result = ResultCollector(session.session_id)
-    coalescer = Coalescer()
+    coalescer = Coalescer(merge_progress=view.merges_progress)
     try:
         while True:
             try:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import nh3
 from markdown_it import MarkdownIt
 
-from ..events import Event, ThinkingEvent, TokenEvent
+from ..events import Event, ThinkingEvent, TokenEvent, ToolProgressEvent
 
 __all__ = ["Coalescer", "finished_prefix", "render_markdown"]
 
@@ -67,56 +67,57 @@ def finished_prefix(text: str) -> int:
 
 
 class Coalescer:
-    """Merges bursts of text deltas so a view updates at most once per `interval` seconds.
+    """Merges bursts of text deltas and progress reports so a view updates at most once per `interval`.
 
     The first delta after a quiet period passes at once; later ones wait until `interval`
-    has passed since the last update and go out merged. Any other event first flushes the
-    pending text, so the order of text and tool events is kept. `clock` is injectable so
-    tests can drive time.
+    has passed since the last update and go out merged (text concatenated; for progress,
+    the latest report of each tool call). Any other event first flushes what is pending,
+    so the order of text and tool events is kept. `clock` is injectable so tests can
+    drive time.
     """
 
-    def __init__(self, interval: float = 0.06, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, interval: float = 0.06, clock: Callable[[], float] = time.monotonic, *, merge_progress: bool = True
+    ) -> None:
         self.interval = interval
         self.clock = clock
-        self._pending: list[TokenEvent | ThinkingEvent] = []
+        self.merge_progress = merge_progress
+        """False passes every progress report (a text log prints each one)."""
+        self._text: list[TokenEvent | ThinkingEvent] = []
+        self._progress: dict[str, ToolProgressEvent] = {}
         self._last = -float("inf")
 
     def push(self, event: Event) -> list[Event]:
         """Take one event; return the events to render now, in order."""
-        if not _mergeable(event):
-            return [*self.flush(), event]
-        if self._pending and not _same_stream(self._pending[-1], event):
-            out = self.flush()
+        if isinstance(event, ToolProgressEvent) and self.merge_progress:
+            out = self.flush() if self._text else []
+            self._progress[event.call_id] = event  # a newer report replaces an unsent one
+        elif isinstance(event, TokenEvent) or (isinstance(event, ThinkingEvent) and event.kind == "reasoning"):
+            switching = self._progress or (self._text and type(self._text[-1]) is not type(event))
+            out = self.flush() if switching else []
+            self._text.append(event)
         else:
-            out = []
-        self._pending.append(event)  # type: ignore[arg-type]
+            return [*self.flush(), event]
         if self.clock() - self._last >= self.interval:
             out.extend(self.flush())
         return out
 
     def due_in(self) -> float | None:
-        """Seconds until the pending text must be flushed (0 if overdue); None if none is pending."""
-        if not self._pending:
+        """Seconds until what is pending must be flushed (0 if overdue); None if nothing is pending."""
+        if not self._text and not self._progress:
             return None
         return max(0.0, self._last + self.interval - self.clock())
 
     def flush(self) -> list[Event]:
-        """Return the pending text as one merged event (or nothing), and restart the interval."""
-        if not self._pending:
-            return []
-        pending, self._pending = self._pending, []
-        self._last = self.clock()
-        last = pending[-1]
-        if len(pending) == 1:
-            return [last]
-        if isinstance(last, TokenEvent):
-            return [last.model_copy(update={"content": "".join(e.content for e in pending)})]  # type: ignore[union-attr]
-        return [last.model_copy(update={"text": "".join(e.text for e in pending)})]  # type: ignore[union-attr]
-
-
-def _mergeable(event: Event) -> bool:
-    return isinstance(event, TokenEvent) or (isinstance(event, ThinkingEvent) and event.kind == "reasoning")
-
-
-def _same_stream(a: Event, b: Event) -> bool:
-    return type(a) is type(b)
+        """Return what is pending, merged, and restart the interval (if anything was pending)."""
+        out: list[Event] = [*self._progress.values()]
+        text, self._text, self._progress = self._text, [], {}
+        if len(text) == 1:
+            out.append(text[0])
+        elif text and isinstance(text[-1], TokenEvent):
+            out.append(text[-1].model_copy(update={"content": "".join(e.content for e in text)}))  # type: ignore[union-attr]
+        elif text:
+            out.append(text[-1].model_copy(update={"text": "".join(e.text for e in text)}))  # type: ignore[union-attr]
+        if out:
+            self._last = self.clock()
+        return out

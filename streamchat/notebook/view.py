@@ -167,6 +167,9 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         >>> # async for event in session.stream("What is 2 + 2?"): view.handle(event)
     """
 
+    merges_progress = True
+    """Progress reports arriving faster than the view updates are merged (latest wins)."""
+
     def __init__(
         self,
         message: str | None = None,
