@@ -342,6 +342,9 @@ class _Turn:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in sorted(done, key=lambda t: order[call_of[t]]):
                 self.answer_call(call_of[task], task.result())
+        # Results are recorded as calls finish; the model reads them in the order it asked.
+        answered = self.messages[-len(calls):]
+        self.messages[-len(calls):] = sorted(answered, key=lambda m: order[m.tool_call_id or ""])
 
     def progress_emitter(self, call: ToolCallPart) -> Callable[[Progress], None]:
         def emit(progress: Progress) -> None:
