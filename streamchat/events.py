@@ -39,7 +39,7 @@ DoneReason: TypeAlias = Literal["stop", "cancelled", "error", "max_turns", "leng
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class Usage(_Frozen):

@@ -47,6 +47,9 @@ from .tools.runner import ToolCallRun, ToolOutcome
 __all__ = ["ChatSession"]
 
 THINKING_STATUS = "Thinking…"
+# Backpressure: the producer waits once this many events are queued for a slow consumer,
+# so a fast model does not pile a whole answer's events up in memory.
+_QUEUE_HIGH_WATER = 256
 
 
 def _new_id() -> str:
@@ -163,6 +166,8 @@ class ChatSession:
         try:
             while True:
                 event = await turn.queue.get()
+                if turn.queue.qsize() <= _QUEUE_HIGH_WATER // 2:
+                    turn.space.set()
                 yield event
                 if event.type == "done":
                     break
@@ -192,6 +197,7 @@ class _Turn:
         self.session = session
         self.turn_id = _new_id()
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.space = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.task: asyncio.Task[None] | None = None
         self.seq = 0
@@ -285,6 +291,9 @@ class _Turn:
                         self.emit(ErrorEvent, message=delta.message, code=delta.code, retryable=False)
                     elif isinstance(delta, FinishDelta):
                         finish = delta.reason
+                    if self.queue.qsize() >= _QUEUE_HIGH_WATER:
+                        self.space.clear()
+                        await self.space.wait()
             calls = self.close_response(interrupted=False)
             if not calls:
                 return "length" if finish == "length" else "stop"
