@@ -25,6 +25,7 @@ from .events import (
     ToolCallEvent,
     ToolProgressEvent,
     ToolResultEvent,
+    ToolStatus,
     ToolTiming,
     Usage,
 )
@@ -411,7 +412,7 @@ class _Turn:
         if reason in ("cancelled", "error"):
             self.mark_interrupted()
         for call_id in list(self.unanswered):
-            status = "cancelled" if reason == "cancelled" else "error"
+            status: ToolStatus = "cancelled" if reason == "cancelled" else "error"
             why = "the turn was stopped" if reason == "cancelled" else "the turn failed before the tool ran"
             self.answer_call(call_id, ToolOutcome(status=status, error=why, duration_ms=0.0))
         self.session._history.extend(self.messages)

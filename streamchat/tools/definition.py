@@ -93,7 +93,7 @@ class ProgressReporter:
             in_loop = False
         if in_loop:
             self._emit(progress)
-            return _Held(None if self._running.is_set() else self._running.wait())
+            return _Held(None if self._running.is_set() else self.hold())
         if self._cancelled:
             raise asyncio.CancelledError
         self._loop.call_soon_threadsafe(self._emit, progress)

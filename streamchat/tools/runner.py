@@ -140,12 +140,12 @@ class ToolCallRun:
             return outcome("timeout", error=f"timed out after {self.timeout:g} s")
         if inner.cancelled():
             return outcome("cancelled", error="cancelled")
-        exc = inner.exception()
-        if exc is None:
+        failure = inner.exception()
+        if failure is None:
             return outcome("ok", result=inner.result())
-        if isinstance(exc, ToolError):
-            return outcome("error", error=exc.message)
-        return outcome("error", error=f"{type(exc).__name__}: {exc}")
+        if isinstance(failure, ToolError):
+            return outcome("error", error=failure.message)
+        return outcome("error", error=f"{type(failure).__name__}: {failure}")
 
     async def _supervise(self) -> bool:
         """Wait for the inner task, counting only unpaused time against the timeout."""
