@@ -64,3 +64,31 @@ def test_interactive_prompt_reads_messages_until_exit():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("> [calculate] Evaluating...\n[calculate] Done: 1 + 1 = 2\n1 + 1 = 2.")
+
+
+SLOW_CLI = """
+import sys
+from streamchat.cli import main
+from streamchat.providers import PROVIDERS, ScriptedProvider
+# A registered provider whose answer takes minutes, so Ctrl-C surely lands mid-answer.
+PROVIDERS["slow"] = lambda model, settings: ScriptedProvider([[f"word{i} " for i in range(5000)]], token_delay=0.05)
+sys.exit(main(["chat", "--provider", "slow", "tell me a long story"]))
+"""
+
+
+def test_ctrl_c_stops_the_answer_cleanly():
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read(6) == "word0 "  # the answer is streaming
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert out.endswith("\n[stopped]\n")
+    assert "Traceback" not in err
