@@ -7,7 +7,18 @@ import asyncio
 import pytest
 
 import streamchat
-from streamchat import ChatSession, ChatWidget, ScriptedProvider, UsageError, ToolCall, achat, chat, new_session
+from streamchat import (
+    ChatSession,
+    ChatWidget,
+    ProgressReporter,
+    ScriptedProvider,
+    ToolCall,
+    UsageError,
+    achat,
+    chat,
+    new_session,
+    tool,
+)
 from streamchat.notebook import default_session
 from streamchat.notebook.magics import run_magic
 
@@ -111,3 +122,79 @@ def test_run_sync_works_with_and_without_a_running_loop_on_one_private_loop() ->
 
     inside = asyncio.run(inside_a_running_loop())
     assert outside is inside is _sync.private_loop()
+
+
+async def _until(condition: object, what: str) -> None:
+    """Yield to the loop until `condition()` holds (bounded: fails instead of hanging)."""
+    for _ in range(2000):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_chat_widget_tool_cards_pause_resume_and_cancel_one_call() -> None:
+    gate = asyncio.Event()
+
+    @tool
+    async def ticker(name: str, report: ProgressReporter) -> str:
+        """Tick until released.
+
+        Args:
+            name: Which ticker.
+        """
+        step = 0
+        while not gate.is_set() or step < 3:
+            step += 1
+            await report(f"{name} tick {step}", percent=min(step, 99))
+            await asyncio.sleep(0.005)
+        return f"{name} finished"
+
+    provider = ScriptedProvider([[ToolCall("ticker", {"name": "A"}), ToolCall("ticker", {"name": "B"})], ["Done."]])
+    widget = ChatWidget(session=ChatSession(provider, tools=[ticker]))
+    task = widget.send("tick")
+    view = widget.views[0]
+    await _until(lambda: len(view.cards) == 2, "two tool cards")
+    card_a, card_b = view.cards.values()
+    assert [b.description for b in card_a.buttons.children] == ["Cancel", "Pause", "Resume"]
+    await _until(lambda: "tick" in card_a.detail.value, "progress on card A")
+    card_a.buttons.children[1].click()  # Pause A
+    await _until(lambda: card_a.paused and card_a.detail.value.endswith(" · ⏸ <b>paused</b>"), "card A paused")
+    card_b.buttons.children[0].click()  # Cancel B; A stays paused meanwhile
+    await _until(lambda: card_b.status == "cancelled", "card B cancelled")
+    assert card_a.paused and card_a.detail.value.endswith(" · ⏸ <b>paused</b>") and card_a.status == "running"
+    gate.set()
+    card_a.buttons.children[2].click()  # Resume A
+    result = await task
+    assert result is not None and [(c.tool, c.args["name"], c.status) for c in result.tool_calls] == [
+        ("ticker", "A", "ok"),
+        ("ticker", "B", "cancelled"),
+    ]
+    assert card_a.status == "ok" and card_a.buttons.children == () and card_b.buttons.children == ()
+    assert view.text == "Done."
+
+
+def test_ctrl_c_in_a_script_stops_the_turn_prints_stopped_and_raises(tmp_path: object) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "from streamchat import ChatSession, ScriptedProvider, chat\n"
+        "s = ChatSession(ScriptedProvider([[f'w{i} ' for i in range(2000)]], token_delay=0.005), tools=[])\n"
+        "try:\n"
+        "    chat('go', session=s)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt', s.history[-1].interrupted, s.busy, flush=True)\n"
+    )
+    with subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        seen = ""
+        while "w3 " not in seen:  # wait on the script's output, not on time
+            seen += proc.stdout.read(1)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=30) == 0
+    lines = (seen + rest).splitlines()
+    assert lines[0].startswith("w0 w1 w2 w3 ")
+    assert lines[-2:] == ["[stopped]", "KeyboardInterrupt True False"]

@@ -71,7 +71,7 @@ class Coalescer:
 
     The first delta after a quiet period passes at once; later ones wait until `interval`
     has passed since the last update and go out merged (text concatenated; for progress,
-    the latest report of each tool call). Any other event first flushes what is pending,
+    the latest report of each tool call and stage). Any other event first flushes what is pending,
     so the order of text and tool events is kept. `clock` is injectable so tests can
     drive time.
     """
@@ -90,8 +90,12 @@ class Coalescer:
     def push(self, event: Event) -> list[Event]:
         """Take one event; return the events to render now, in order."""
         if isinstance(event, ToolProgressEvent) and self.merge_progress:
-            out = self.flush() if self._text else []
-            self._progress[event.call_id] = event  # a newer report replaces an unsent one
+            pending = self._progress.get(event.call_id)
+            # A newer report replaces an unsent one of the same stage; a new stage (e.g.
+            # "paused") is never merged away, so the view sees every stage change.
+            changed = pending is not None and pending.stage != event.stage
+            out = self.flush() if self._text or changed else []
+            self._progress[event.call_id] = event
         elif isinstance(event, TokenEvent) or (isinstance(event, ThinkingEvent) and event.kind == "reasoning"):
             switching = self._progress or (self._text and type(self._text[-1]) is not type(event))
             out = self.flush() if switching else []

@@ -117,6 +117,9 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.detail = widgets.HTML(_bar(None) + "Starting…")
         self.status = "running"
         """`running`, then the tool's final status (`ok`, `error`, `cancelled`, `timeout`)."""
+        self.paused = False
+        """True while the call is paused (held at its next progress report)."""
+        self._last: ToolProgressEvent | None = None
         self.buttons = widgets.HBox()
         children: list[widgets.Widget] = [self.header, self.detail]
         if controls is not None:
@@ -131,8 +134,14 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def progress(self, event: ToolProgressEvent) -> None:
         """Show a progress report."""
+        if event.stage in ("paused", "resumed"):  # the runner's own reports for Pause/Resume
+            self.paused = event.stage == "paused"
+            if self._last is not None:  # keep showing where the tool is
+                event = self._last
+        self._last = event
         stage = f"<i>{html.escape(event.stage)}</i> · " if event.stage else ""
-        self.detail.value = f"{_bar(event.percent)}{stage}{html.escape(event.message)}"
+        held = " · ⏸ <b>paused</b>" if self.paused else ""
+        self.detail.value = f"{_bar(event.percent)}{stage}{html.escape(event.message)}{held}"
 
     def result(self, event: ToolResultEvent) -> None:
         """Show the outcome and duration; the bar is full for `ok`, removed otherwise."""
