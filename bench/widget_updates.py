@@ -2,9 +2,10 @@
 
 A scripted model streams a 10,000-token Markdown answer (paragraphs, lists, code) at
 1,000 tokens/s for 10 s through the real driver (`consume`: coalescing on the wall
-clock) into a `ChatView` whose widget comms record every message. Prints the state
-updates per second, the total bytes sent against the answer's size, and whether the
-rendered text equals the answer.
+clock) into a `ChatView` whose widget comms record every message, once per block mode
+(`display`: how `chat()` in a cell sends finished blocks; `widgets`: how `ChatWidget`
+does). Prints the state updates per second, the total bytes sent against the answer's
+size, and whether the rendered text equals the answer.
 
     python bench/widget_updates.py [--tokens 10000] [--rate 1000]
 """
@@ -23,7 +24,7 @@ import comm
 
 from streamchat import ChatSession, ScriptedProvider
 from streamchat.notebook.chat import consume
-from streamchat.notebook.view import ChatView
+from streamchat.notebook.view import BlockMode, ChatView
 
 
 class RecordingComm:
@@ -64,8 +65,9 @@ def answer_pieces(tokens: int) -> list[str]:
     return pieces[:tokens]
 
 
-async def main(tokens: int, rate: float) -> None:
-    comm.create_comm = lambda **kw: RecordingComm(kw.get("data", {}))  # type: ignore[assignment]
+async def measure(tokens: int, rate: float, blocks: BlockMode) -> None:
+    """Stream one answer into a `ChatView` with the given block mode and print the figures."""
+    RecordingComm.log = []
     pieces = answer_pieces(tokens)
     answer = "".join(pieces)
 
@@ -78,7 +80,7 @@ async def main(tokens: int, rate: float) -> None:
             yield piece
 
     session = ChatSession(ScriptedProvider([paced]), tools=[])
-    view = ChatView()
+    view = ChatView(blocks=blocks)
     started = time.monotonic()
     result = await consume(session, "stream", view)
     elapsed = time.monotonic() - started
@@ -90,11 +92,18 @@ async def main(tokens: int, rate: float) -> None:
     comm_bytes = sum(size for _, _, size in RecordingComm.log)
     sent = comm_bytes + view.published_bytes
     size = len(answer.encode())
+    print(f"-- blocks={blocks!r} ({'chat() / achat() in a cell' if blocks == 'display' else 'ChatWidget'})")
     print(f"answer: {tokens} tokens, {size} bytes, streamed in {elapsed:.2f} s ({tokens / elapsed:.0f} tokens/s)")
     print(f"state updates per second: max {max(updates.values())}, per second {[updates[k] for k in sorted(updates)]}")
     print(f"bytes sent: {sent} ({comm_bytes} in widget messages + {view.published_bytes} in frozen blocks)")
     print(f"bytes sent / answer size: {sent / size:.2f}x")
     print(f"rendered text equals the answer: {view.text == answer == result.text}")
+
+
+async def main(tokens: int, rate: float) -> None:
+    comm.create_comm = lambda **kw: RecordingComm(kw.get("data", {}))  # type: ignore[assignment]
+    for blocks in ("display", "widgets"):
+        await measure(tokens, rate, blocks)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from streamchat import ChatSession, ProgressReporter, ScriptedProvider, ToolCall, ToolError, tool
 from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent, ToolProgressEvent, ToolResultEvent
 from streamchat.notebook.render import Coalescer, finished_prefix, render_markdown
-from streamchat.notebook.view import ChatView
+from streamchat.notebook.view import BlockMode, ChatView
 
 
 class Recorder:
@@ -162,10 +162,13 @@ def _long_answer(tokens: int) -> list[str]:
     return pieces[:tokens]
 
 
-def test_1000_tokens_per_second_for_10_s_stays_under_25_updates_per_second_and_3x_bytes(recorder: Recorder) -> None:
+@pytest.mark.parametrize("blocks", ["display", "widgets"])
+def test_1000_tokens_per_second_for_10_s_stays_under_25_updates_per_second_and_3x_bytes(
+    recorder: Recorder, blocks: BlockMode
+) -> None:
     clock = FakeClock()
     recorder.clock = clock
-    view = ChatView()
+    view = ChatView(blocks=blocks)
     coalescer = Coalescer(clock=clock)
     pieces = _long_answer(10_000)
     answer = "".join(pieces)
@@ -189,8 +192,9 @@ def test_1000_tokens_per_second_for_10_s_stays_under_25_updates_per_second_and_3
             per_second[int(at)] = per_second.get(int(at), 0) + 1
     assert max(per_second.values()) <= 25, per_second
     sent = sum(size for *_, size, _ in recorder.messages) + view.published_bytes
-    assert sent <= 3 * len(answer.encode()), (sent, len(answer.encode()))
-    print(f"max updates/s {max(per_second.values())}, bytes sent {sent} for an answer of {len(answer.encode())}")
+    # `widgets` mode (ChatWidget's background turns) pays two widget opens per block; it is
+    # still linear, and only the cell mode is held to 3x.
+    assert sent <= (3 if blocks == "display" else 4) * len(answer.encode()), (sent, len(answer.encode()))
 
 
 def _blocks(text: str) -> list[str]:

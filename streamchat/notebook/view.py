@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
@@ -29,7 +29,10 @@ from ..events import (
 from ..result import ChatResult, ResultCollector
 from .render import finished_prefix, render_markdown
 
-__all__ = ["ChatView", "ToolCard", "ToolControls"]
+__all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
+
+BlockMode = Literal["display", "widgets"]
+"""How finished Markdown blocks are sent: captured display data, or nested widgets (see `_AnswerPart`)."""
 
 ToolControls = Callable[[str, str], object]
 """Called with (action, call_id) when a tool card's Cancel/Pause/Resume button is clicked."""
@@ -58,10 +61,23 @@ def _publisher() -> tuple[Any, str] | None:
 
 
 class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
-    """A run of answer text: frozen blocks in an `Output`, the growing block in an `HTML`."""
+    """A run of answer text: frozen blocks above, the growing block in an `HTML` below.
 
-    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle) -> None:
-        self.frozen = widgets.Output(layout=widgets.Layout(margin="0"))
+    Blocks freeze one of two ways (`BlockMode`):
+    - ``display``: published once as display data that this part's `Output` widget
+      captures. The cheapest, but the frontend only captures output of a request that is
+      still running, so it fits a turn run by a cell (`chat()`, `await achat()`).
+    - ``widgets``: each block becomes an `HTML` widget in a fresh box nested in the
+      previous one, so appending never re-sends a growing children list. Works from a
+      background task (`ChatWidget`), at the cost of two widget opens per block.
+    """
+
+    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle, blocks: BlockMode) -> None:
+        self.blocks = blocks
+        self._layout = html_layout
+        self._style = html_style
+        self.frozen = widgets.Output(layout=html_layout) if blocks == "display" else widgets.VBox(layout=html_layout)
+        self._chain_tail = self.frozen
         self.live = widgets.HTML(layout=html_layout, style=html_style)
         super().__init__([self.frozen, self.live], layout=html_layout)
         self.source = ""
@@ -69,21 +85,26 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.frozen_html: list[str] = []
         self.published_bytes = 0
         """Bytes of display data published for frozen blocks (they are not comm messages)."""
+        self._since_freeze = 3
 
     def append(self, text: str) -> None:
         """Add streamed text; freeze blocks that are complete, re-render the growing one."""
         self.source += text
         tail = self.source[self.frozen_upto :]
         cut = finished_prefix(tail)
-        if cut:
+        # In `widgets` mode a freeze costs one more update: at most one per three appends,
+        # so a view stays within ~1.3 updates per coalesced flush (≤ ~22 a second).
+        self._since_freeze += 1
+        if cut and (self.blocks == "display" or self._since_freeze >= 3):
             self._freeze(render_markdown(tail[:cut]))
             self.frozen_upto += cut
             tail = tail[cut:]
+            self._since_freeze = 0
         self.live.value = render_markdown(tail)
 
     def close(self) -> None:
         """Stop capturing into the `Output` widget; the cell's later output goes to the cell."""
-        if self.frozen.msg_id:
+        if self.blocks == "display" and self.frozen.msg_id:
             self.frozen.msg_id = ""
 
     @property
@@ -93,6 +114,11 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _freeze(self, block_html: str) -> None:
         self.frozen_html.append(block_html)
+        if self.blocks == "widgets":
+            tail = widgets.VBox(layout=self._layout)
+            self._chain_tail.children = [widgets.HTML(block_html, layout=self._layout, style=self._style), tail]
+            self._chain_tail = tail
+            return
         bundle = {"text/html": block_html, "text/plain": ""}
         self.published_bytes += len(json.dumps(bundle))
         publisher = _publisher()
@@ -186,6 +212,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         controls: ToolControls | None = None,
         on_stop: Callable[[], object] | None = None,
         label: str = "",
+        blocks: BlockMode = "display",
     ) -> None:
         self._html_layout = widgets.Layout(margin="0")
         self._html_style = HTMLStyle()
@@ -199,6 +226,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.footer = widgets.HTML(html.escape(label))
         self._label = label
         self.controls = controls
+        self.blocks = blocks
         self.cards: dict[str, ToolCard] = {}
         """Tool cards by call id."""
         self.result: ChatResult | None = None
@@ -266,7 +294,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_token(self, event: TokenEvent) -> None:
         if self._answer is None:
-            self._answer = _AnswerPart(self._html_layout, self._html_style)
+            self._answer = _AnswerPart(self._html_layout, self._html_style, self.blocks)
             self._parts.append(self._answer)
             self.body.children = (*self.body.children, self._answer)
             self.status.value = "✎ Answering…"

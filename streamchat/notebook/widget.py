@@ -72,7 +72,8 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             raise UsageError("an answer is still streaming: stop it or wait for it first")
         if not message.strip():
             raise UsageError("the message must be a non-empty string")
-        view = ChatView(message, controls=self._control)
+        # A background task outlives the request that started it, so blocks go into widgets.
+        view = ChatView(message, controls=self._control, blocks="widgets")
         self.views.append(view)
         self.conversation.children = (*self.conversation.children, view)
         self.stop_button.disabled = False
