@@ -198,3 +198,25 @@ def test_ctrl_c_in_a_script_stops_the_turn_prints_stopped_and_raises(tmp_path: o
     lines = (seen + rest).splitlines()
     assert lines[0].startswith("w0 w1 w2 w3 ")
     assert lines[-2:] == ["[stopped]", "KeyboardInterrupt True False"]
+
+
+async def test_a_refused_turn_raises_before_any_view_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    session = ChatSession(ScriptedProvider([[f"w{i} " for i in range(100)]], token_delay=0.01), tools=[])
+    with pytest.raises(UsageError, match="non-empty string"):
+        chat("   ", session=session)
+    running = asyncio.create_task(achat("first", session=session, display="text"))
+    await _until(lambda: session.busy, "the first turn running")
+    with pytest.raises(streamchat.SessionBusyError, match="already answering"):
+        await achat("second", session=session, display="text")
+    session.cancel()
+    assert (await running).reason == "cancelled"
+    assert capsys.readouterr().out.endswith("[stopped]\n")
+
+
+def test_tools_given_as_an_iterator_are_not_consumed_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamchat import calculate
+
+    provider = ScriptedProvider([[ToolCall("calculate", {"expression": "1 + 1"})], ["Two."]])
+    result = chat("1 + 1?", provider=provider, tools=iter([calculate]))
+    assert [(c.tool, c.status) for c in result.tool_calls] == [("calculate", "ok")]
+    capsys.readouterr()

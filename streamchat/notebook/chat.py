@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 from .. import _sync
 from ..cli import TextRenderer
-from ..errors import UsageError
+from ..errors import SessionBusyError, UsageError
 from ..events import DoneEvent, Event
 from ..providers.base import Provider
 from ..result import ChatResult, ResultCollector
@@ -61,8 +61,10 @@ class _TextView:
             print("[stopped]")
 
 
-def _config(provider: Any, model: Any, tools: Any, system: Any) -> tuple[Any, ...]:
-    return (provider if isinstance(provider, str | None) else id(provider), model, None if tools is None else tuple(tools), system)
+def _config(provider: Any, model: Any, tools: list[Any] | None, system: Any) -> tuple[Any, ...]:
+    """What makes `chat(provider=…, …)` reuse the default session: the same arguments."""
+    provider_key = provider if isinstance(provider, str | None) else id(provider)
+    return (provider_key, model, None if tools is None else tuple(tools), system)
 
 
 def new_session(
@@ -80,6 +82,7 @@ def new_session(
         >>> # chat("What time is it in Tokyo?")  # now uses `session`
     """
     global _default, _default_config
+    tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
     _default = ChatSession(provider, model=model, tools=tools, system=system, **options)
     _default_config = _config(provider, model, tools, system)
     return _default
@@ -99,6 +102,7 @@ def _session_for(
         return session
     if (provider, model, tools, system) == (None, None, None, None):
         return default_session()
+    tools = None if tools is None else list(tools)
     if _default is not None and _default_config == _config(provider, model, tools, system):
         return _default
     return new_session(provider, model=model, tools=tools, system=system)
@@ -115,6 +119,14 @@ def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
     except ImportError:
         return "text"
     return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"  # type: ignore[no-untyped-call]
+
+
+def _check_turn(session: ChatSession, message: str) -> None:
+    """Refuse a turn the session would refuse, before a view is shown for it."""
+    if not isinstance(message, str) or not message.strip():
+        raise UsageError("the message must be a non-empty string")
+    if session.busy:
+        raise SessionBusyError("this session is already answering a message: wait for it or stop it")
 
 
 def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppable: bool) -> _Renderer:
@@ -160,6 +172,7 @@ def chat(
         '12 * (3 + 4) = 84 ...'
     """
     chosen = _session_for(session, provider, model, tools, system)
+    _check_turn(chosen, message)
     view = _renderer(chosen, _display_mode(display), stoppable=False)
     events: queue.Queue[object] = queue.Queue()
 
@@ -214,6 +227,7 @@ async def achat(
         >>> result = await achat("What time is it in Tokyo?")  # doctest: +SKIP
     """
     chosen = _session_for(session, provider, model, tools, system)
+    _check_turn(chosen, message)
     view = _renderer(chosen, _display_mode(display), stoppable=True)
     return await consume(chosen, message, view)
 
