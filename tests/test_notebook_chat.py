@@ -220,3 +220,19 @@ def test_tools_given_as_an_iterator_are_not_consumed_twice(capsys: pytest.Captur
     result = chat("1 + 1?", provider=provider, tools=iter([calculate]))
     assert [(c.tool, c.status) for c in result.tool_calls] == [("calculate", "ok")]
     capsys.readouterr()
+
+
+async def test_the_view_stop_button_stops_the_turn_and_leaves() -> None:
+    from streamchat.notebook.chat import consume
+    from streamchat.notebook.view import ChatView
+
+    session = ChatSession(ScriptedProvider([[f"w{i} " for i in range(500)]], token_delay=0.002), tools=[])
+    view = ChatView(on_stop=session.cancel)
+    assert view.stop_button is not None and view.children[1].children == (view.status, view.stop_button)
+    task = asyncio.create_task(consume(session, "go", view))
+    await _until(lambda: "w3 " in view.text, "the first words")
+    view.stop_button.click()
+    result = await task
+    assert result.reason == "cancelled" and view.status.value == "■ stopped"
+    assert view.children[1].children == (view.status,)  # the button is gone once the turn ended
+    assert view.text == result.text == session.history[-1].content

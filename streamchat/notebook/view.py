@@ -218,10 +218,13 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._html_style = HTMLStyle()
         self.prompt = widgets.HTML(f"<b>You:</b> {html.escape(message)}" if message else "")
         self.status = widgets.HTML("⏳ Thinking…")
-        self.stop_button = widgets.Button(description="Stop", icon="stop", layout=widgets.Layout(width="auto"))
+        self.stop_button: widgets.Button | None = None
+        """Stops the turn (shown while it runs, when the view was given `on_stop`)."""
+        header = widgets.HBox([self.status])
         if on_stop is not None:
+            self.stop_button = widgets.Button(description="Stop", icon="stop", layout=widgets.Layout(width="auto"))
             self.stop_button.on_click(lambda _: on_stop())
-        header = widgets.HBox([self.status, self.stop_button] if on_stop is not None else [self.status])
+            header.children = [self.status, self.stop_button]
         self.body = widgets.VBox()
         self.footer = widgets.HTML(html.escape(label))
         self._label = label
