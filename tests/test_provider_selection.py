@@ -20,7 +20,13 @@ from streamchat import (
     UnknownProviderError,
     get_provider,
 )
-from streamchat.providers import NO_BACKEND_ANNOUNCEMENT, describe_choice
+from streamchat.providers import NO_BACKEND_ANNOUNCEMENT, _probes, describe_choice
+
+
+@pytest.fixture(autouse=True)
+def forget_probes() -> None:
+    """Each test sets up its own Ollama (or none) at the same URL: no answer remembered from another test."""
+    _probes.clear()
 
 
 def nobody_listening() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -90,9 +91,13 @@ PROVIDERS: dict[str, Callable[[str | None, Settings], Provider]] = {
 }
 """Provider factories by name: each takes the model name (or None) and the settings."""
 
+PROBE_TTL = 5.0
+"""Seconds an Ollama probe's answer is reused by the automatic choice."""
+
 _choice_lock = threading.Lock()
 _last_choice: str | None = None
 _announced: set[str] = set()
+_probes: dict[str, tuple[float, list[str] | None]] = {}
 
 
 def describe_choice() -> str | None:
@@ -160,14 +165,27 @@ def _auto(model: str | None, settings: Settings) -> tuple[Provider, str]:
 
 
 def _ollama_models(base_url: str, timeout: float) -> list[str] | None:
-    """Names of the models Ollama has, or None if it does not answer within `timeout` seconds."""
+    """Names of the models Ollama has, or None if it does not answer within `timeout` seconds.
+
+    Remembered for a few seconds: a server creating many sessions probes once, not per session.
+    """
+    now = time.monotonic()
+    with _choice_lock:
+        cached = _probes.get(base_url)
+    if cached is not None and now - cached[0] < PROBE_TTL:
+        return cached[1]
     try:
-        response = httpx.get(f"{base_url}/api/tags", timeout=timeout)
-        response.raise_for_status()
-        models = response.json().get("models") or []
-        return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
+        # a plain-HTTP probe needs no CA bundle (loading one costs more than the probe itself)
+        with httpx.Client(timeout=timeout, verify=not base_url.startswith("http://")) as client:
+            response = client.get(f"{base_url}/api/tags")
+            response.raise_for_status()
+            models = response.json().get("models") or []
+        found: list[str] | None = [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
     except (httpx.HTTPError, ValueError, AttributeError):
-        return None
+        found = None
+    with _choice_lock:
+        _probes[base_url] = (now, found)
+    return found
 
 
 def _announce(announcement: str) -> None:
