@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import email.utils
 import socket
+import threading
 import time
 
+import httpx
 import pytest
 
 from backends.fixtures import FAST, replay, replay_server, run_turn  # noqa: F401  (fixtures)
@@ -175,14 +177,44 @@ async def test_an_unreachable_backend_says_what_is_available() -> None:
     )
 
 
-def test_the_pooled_client_follows_the_event_loop(replay: ReplayServer) -> None:
-    """Sync entry points may run turns on different loops; a client bound to a closed loop must not be reused."""
+async def test_the_pooled_client_follows_the_event_loop(replay: ReplayServer) -> None:
+    """A session driven from streamchat's private loop, then from the caller's, keeps working.
+
+    The client made on the first loop is closed there (its connections belong to it), and a
+    new client serves the second loop.
+    """
     provider = make("ollama", replay.url)
-    for word in ("one", "two"):
-        body, content_type = stream_of("ollama", word)
-        replay.reset(Reply([body], content_type=content_type))
-        events = asyncio.run(run_turn(provider))
-        assert brief(events)[-1] == ("done", "stop", word)
+    request = ModelRequest(messages=(Message(role="user", content="x"),))
+
+    async def words() -> list[str]:
+        return [d.text async for d in provider.stream(request) if isinstance(d, TextDelta)]
+
+    other = asyncio.new_event_loop()
+    worker = threading.Thread(target=other.run_forever, daemon=True)
+    worker.start()
+    try:
+        body, content_type = stream_of("ollama", "one")
+        replay.reset(Reply([body], content_type=content_type), Reply([stream_of("ollama", "two")[0]], content_type=content_type))
+        assert asyncio.run_coroutine_threadsafe(words(), other).result(30) == ["one"]
+        first_client = asyncio.run_coroutine_threadsafe(_current_client(provider), other).result(30)
+        assert await words() == ["two"]
+        assert provider.client() is not first_client
+        # the retired client was closed on its own loop
+        assert asyncio.run_coroutine_threadsafe(_is_closed(first_client), other).result(30)
+    finally:
+        await provider.aclose()
+        other.call_soon_threadsafe(other.stop)
+        worker.join(30)
+        other.close()
+
+
+async def _current_client(provider: HttpProvider) -> httpx.AsyncClient:
+    return provider.client()
+
+
+async def _is_closed(client: httpx.AsyncClient) -> bool:
+    await asyncio.sleep(0)  # let the scheduled close run first (the loop runs callbacks in order)
+    return client.is_closed
 
 
 async def test_aclose_closes_the_pooled_client(replay: ReplayServer) -> None:

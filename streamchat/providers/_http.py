@@ -153,11 +153,15 @@ class HttpProvider(Provider):
         """This provider's pooled client, bound to the running event loop.
 
         An `httpx.AsyncClient`'s pooled connections belong to the loop that opened them.
-        Sync entry points may run later turns on another (private) loop, so a client
-        made on a different loop is dropped and a new one made for this loop.
+        A session may be driven from a notebook's loop and, through a sync entry point,
+        from streamchat's private loop; so a client made on another loop is retired
+        (closed on its own loop) and a new one made for this loop.
         """
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop or self._client.is_closed:
+        if self._client is not None and self._client_loop is not loop:
+            _retire(self._client, self._client_loop)
+            self._client = None
+        if self._client is None or self._client.is_closed:
             timeout = httpx.Timeout(
                 connect=self.policy.connect_timeout,
                 read=self.policy.read_timeout,
@@ -172,16 +176,11 @@ class HttpProvider(Provider):
         """Close the pooled connections. Safe to call more than once."""
         client, loop = self._client, self._client_loop
         self._client = self._client_loop = None
-        if client is None:
-            return
-        try:
-            same_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop or loop is None or loop.is_closed():
-            await client.aclose()
-        elif loop.is_running():
-            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        if client is not None:
+            if loop is asyncio.get_running_loop():
+                await client.aclose()
+            else:
+                _retire(client, loop)
 
     def describe(self) -> str:
         return f"{self.name} {self.model} at {self.base_url}"
@@ -299,6 +298,16 @@ class HttpProvider(Provider):
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _retire(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Close `client` on the loop that owns its connections, if that loop still runs.
+
+    A loop that is already closed took its connections with it; one that exists but is
+    not running cannot be reached from here, and its connections close with it.
+    """
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop)
 
 
 def error_detail(raw: bytes) -> str:
