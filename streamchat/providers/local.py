@@ -38,6 +38,7 @@ class LocalProvider(Provider):
 
     Options: `n_ctx` (default 2048), `n_threads`, `chat_format` … load the model;
     `max_tokens` (default 512), `temperature`, `seed`, `stop` … shape each answer.
+    Without `model=`, `settings.local_model` (`STREAMCHAT_LOCAL_MODEL`) names the file.
 
     Example:
         >>> from streamchat import ChatSession, LocalProvider

@@ -127,6 +127,8 @@ class OllamaProvider(HttpProvider):
 
     Extra keyword options go into the request as Ollama names them: `think`, `format`,
     `keep_alive` at the top, the rest (`temperature`, `num_ctx`, `seed` …) in `options`.
+    `settings=` supplies the defaults (`OLLAMA_HOST`, `STREAMCHAT_MODEL`) and the timeouts
+    and retries.
 
     Example:
         >>> from streamchat import ChatSession, OllamaProvider

@@ -153,7 +153,8 @@ class OpenAIProvider(HttpProvider):
     """An OpenAI-compatible chat completions API, streamed.
 
     Extra keyword options (`temperature`, `max_tokens`, `tool_choice`, `reasoning_effort`
-    …) go into the request body unchanged.
+    …) go into the request body unchanged. `settings=` supplies the defaults
+    (`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `STREAMCHAT_MODEL`) and the timeouts and retries.
 
     Example:
         >>> from streamchat import ChatSession, OpenAIProvider
