@@ -19,7 +19,7 @@ from backends.fixtures import FAST, replay, replay_server, run_turn  # noqa: F40
 from backends.replay import Reply, ReplayServer
 from backends.transcripts import ndjson, ollama_chunk, ollama_done, openai_chunk, openai_usage, sse
 from core_helpers import brief, check_invariants
-from streamchat import OllamaProvider, OpenAIProvider, Settings
+from streamchat import ChatSession, OllamaProvider, OpenAIProvider, Settings
 from streamchat.providers import ModelRequest, TextDelta
 from streamchat.providers._http import HttpProvider, retry_after_seconds
 from streamchat.messages import Message
@@ -236,3 +236,17 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 < (retry_after_seconds(later) or 0) <= 30
     assert retry_after_seconds(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_cancelling_a_session_turn_closes_the_http_response(replay: ReplayServer, kind: str) -> None:
+    body, content_type = stream_of(kind, *(f"w{i} " for i in range(200)))
+    replay.reset(Reply([body[i : i + 40] for i in range(0, len(body), 40)], content_type=content_type, pause=0.02))
+    session = ChatSession(make(kind, replay.url), tools=[])
+    async with contextlib.aclosing(session.stream("count")) as events:
+        async for event in events:
+            if event.type == "token":
+                assert session.cancel()
+    assert await asyncio.to_thread(replay.wait_for_disconnects, 1)
+    assert session.history[-1].interrupted and session.history[-1].content.startswith("w0 ")
+    await session.aclose()

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -125,7 +126,7 @@ class HttpProvider(Provider):
         """The JSON request body for `request`."""
 
     @abc.abstractmethod
-    def parse_stream(self, response: httpx.Response) -> AsyncIterator[ProviderDelta]:
+    def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
         """Deltas of a streamed response (read it through `guard_stalls`)."""
 
     @abc.abstractmethod
@@ -191,15 +192,19 @@ class HttpProvider(Provider):
         with_tools = bool(request.tools) and not self._tools_rejected
         if request.tools and not with_tools:
             yield self._tools_notice()
+        # Nested generators are closed explicitly (aclosing), so leaving the stream closes
+        # the HTTP response before `aclose()` returns, not whenever the loop finalizes them.
         try:
-            async for delta in self._with_retries(self.build_body(request, with_tools=with_tools)):
-                yield delta
+            async with contextlib.aclosing(self._with_retries(self.build_body(request, with_tools=with_tools))) as deltas:
+                async for delta in deltas:
+                    yield delta
             return
         except _ToolsRejected:
             self._tools_rejected = True
         yield self._tools_notice()
-        async for delta in self._with_retries(self.build_body(request, with_tools=False)):
-            yield delta
+        async with contextlib.aclosing(self._with_retries(self.build_body(request, with_tools=False))) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def _tools_notice(self) -> ThinkingDelta:
         return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
@@ -209,9 +214,10 @@ class HttpProvider(Provider):
         while True:
             yielded = False
             try:
-                async for delta in self._attempt(body):
-                    yielded = True
-                    yield delta
+                async with contextlib.aclosing(self._attempt(body)) as deltas:
+                    async for delta in deltas:
+                        yielded = True
+                        yield delta
                 return
             except BackendError as exc:
                 if yielded or not exc.retryable or retry >= self.policy.retries:
@@ -242,8 +248,9 @@ class HttpProvider(Provider):
                     for delta in self.parse_body(whole):
                         yield delta
                 else:
-                    async for delta in self.parse_stream(response):
-                        yield delta
+                    async with contextlib.aclosing(self.parse_stream(response)) as deltas:
+                        async for delta in deltas:
+                            yield delta
         except httpx.ConnectError as exc:
             raise BackendUnreachableError(
                 f"cannot reach {self.name} at {self.base_url} ({exc}): {self.unreachable_hint()}"
@@ -264,8 +271,8 @@ class HttpProvider(Provider):
             ) from exc
 
     async def _read_all(self, response: httpx.Response) -> bytes:
-        parts = [chunk async for chunk in self.guard_stalls(response.aiter_bytes())]
-        return b"".join(parts)
+        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
+            return b"".join([chunk async for chunk in chunks])
 
     async def _status_error(self, response: httpx.Response, *, tools_sent: bool) -> Exception:
         raw = await response.aread()

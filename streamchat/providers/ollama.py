@@ -9,9 +9,10 @@ line ends the stream with an error. Retries and timeouts live in `_http.HttpProv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import httpx
@@ -181,17 +182,18 @@ class OllamaProvider(HttpProvider):
             body["options"] = options
         return body
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncIterator[ProviderDelta]:
+    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
         parser = OllamaStreamParser(self.model)
         buffer = b""
-        async for data in self.guard_stalls(response.aiter_bytes()):
-            buffer += data
-            if b"\n" not in data:
-                continue
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                for delta in parser.feed_line(line):
-                    yield delta
+        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as reads:
+            async for data in reads:  # a read may end anywhere, even inside a UTF-8 character
+                buffer += data
+                if b"\n" not in data:
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    for delta in parser.feed_line(line):
+                        yield delta
         if buffer.strip():
             for delta in parser.feed_line(buffer):
                 yield delta

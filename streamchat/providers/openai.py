@@ -10,9 +10,10 @@ Retries and timeouts live in `_http.HttpProvider`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -220,16 +221,17 @@ class OpenAIProvider(HttpProvider):
             body.pop("tool_choice", None)
         return body
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncIterator[ProviderDelta]:
+    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
         parser = OpenAIStreamParser()
         media_type = response.headers.get("content-type", "").partition(";")[0].strip()
         if media_type != "text/event-stream":
             raise BackendStreamError(f"{self.base_url} answered {media_type or 'no content type'}, not an event stream")
-        async for event in self.guard_stalls(EventSource(response).aiter_sse()):
-            for delta in parser.feed_data(event.data):
-                yield delta
-            if parser.done:
-                return
+        async with contextlib.aclosing(self.guard_stalls(EventSource(response).aiter_sse())) as events:
+            async for event in events:
+                for delta in parser.feed_data(event.data):
+                    yield delta
+                if parser.done:
+                    return
         for delta in parser.finish():
             yield delta
 
