@@ -115,7 +115,7 @@ async def test_cancelling_stops_local_generation_at_once(gguf_path: Path) -> Non
     assert provider._lock.acquire(blocking=False)
     provider._lock.release()
     stopped_at = provider.generated_tokens
-    assert seen <= stopped_at <= seen + 8  # at most the tokens already queued, plus the one in flight
+    assert seen <= stopped_at <= seen + 16  # at most the tokens already queued, plus the one in flight
     assert session.history[-1].interrupted
     # and the model answers the next turn normally
     provider.generate_options["max_tokens"] = 4
