@@ -221,3 +221,19 @@ async def test_a_stream_that_ends_without_finishing_is_an_error_not_a_short_answ
         ("error", "backend_stream_error", "the stream ended before the model finished: the answer is incomplete"),
         ("done", "error", "Once upon"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (500, b'{"error":{"code":500,"message":"tools param requires --jinja flag","type":"server_error"}}'),
+        (400, b'{"object":"error","message":"\\"auto\\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}'),
+    ],
+    ids=["llama.cpp", "vllm"],
+)
+async def test_servers_that_cannot_take_tools_are_asked_without_them(replay: ReplayServer, status: int, error: bytes) -> None:
+    replay.reset(Reply([error], status=status, content_type="application/json"), Reply([ANSWER], content_type=SSE))
+    events = await run_turn(provider(replay), "α?", tools=[lookup])
+    assert brief(events)[1] == ("thinking", "status", "test-model does not support tools: answering without them")
+    assert brief(events)[-1] == ("done", "stop", "α, then β.")
+    assert len(replay.requests) == 2 and "tools" not in replay.requests[1].json()

@@ -46,6 +46,13 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 """4xx statuses worth a retry (every 5xx is too)."""
 MAX_RETRY_AFTER = 60.0
 """A `Retry-After` longer than this (seconds) fails the request instead of waiting."""
+TOOLS_REJECTED = (
+    "does not support tools",  # Ollama (400), also on its /v1
+    "tools param requires",  # llama.cpp's server without --jinja (500)
+    "unsupported param: tools",  # older llama.cpp servers (500)
+    "tool choice requires",  # vLLM without --enable-auto-tool-choice (400)
+)
+"""Phrases of the errors servers answer when the model or server cannot take tools."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +285,7 @@ class HttpProvider(Provider):
         raw = await response.aread()
         detail = error_detail(raw) or response.reason_phrase or "no details"
         status = response.status_code
-        if status == 400 and tools_sent and "does not support tools" in detail.lower():
+        if status in (400, 500) and tools_sent and any(phrase in detail.lower() for phrase in TOOLS_REJECTED):
             return _ToolsRejected(detail)
         retryable = status in RETRYABLE_STATUSES or status >= 500
         error = _StatusError(self.explain(status, detail), status_code=status, code=f"http_{status}", retryable=retryable)
