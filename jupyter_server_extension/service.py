@@ -174,6 +174,7 @@ class Follower:
         if run is None:
             return
         run.followers -= 1
+        self.run = None  # a closed follower keeps nothing of the turn alive
         if run.followers == 0 and not run.finished:
             grace = self.service.limits.disconnect_grace
             run.cancel_timer = asyncio.get_running_loop().call_later(grace, run.chat.cancel)

@@ -48,6 +48,11 @@ class Script:
 SCRIPT = Script()
 
 
+def session_providers() -> list[ScriptedProvider]:
+    """The providers made for sessions (the first one made is the extension's health provider)."""
+    return SCRIPT.providers[1:]
+
+
 def make_provider(settings: Settings) -> ScriptedProvider:
     """`StreamChat.provider_factory` for the tests: a fresh scripted provider per session."""
     provider = ScriptedProvider(list(SCRIPT.turns), token_delay=SCRIPT.token_delay)
@@ -72,11 +77,13 @@ class Gate:
 
     opened: asyncio.Event | None = None
     started: asyncio.Event | None = None
+    cancelled_event: asyncio.Event | None = None
     cancelled: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
         """Fresh events on the running loop."""
-        self.opened, self.started, self.cancelled = asyncio.Event(), asyncio.Event(), []
+        self.opened, self.started, self.cancelled_event = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.cancelled = []
 
 
 GATE = Gate()
@@ -95,6 +102,8 @@ async def wait_here(label: str, report: ProgressReporter) -> str:
         await GATE.opened.wait()
     except asyncio.CancelledError:
         GATE.cancelled.append(label)
+        assert GATE.cancelled_event is not None
+        GATE.cancelled_event.set()
         raise
     await report(f"{label} released", percent=100)
     return f"{label} done"
@@ -102,8 +111,7 @@ async def wait_here(label: str, report: ProgressReporter) -> str:
 
 TOOLS = ["server_helpers:count_to", "server_helpers:wait_here", "streamchat.tools.builtin:calculate"]
 PARALLEL_SCRIPT: list[ScriptTurn] = [
-    ["Let me ", "count."],
-    [ToolCall("count_to", {"n": 3}, call_id="a"), ToolCall("count_to", {"n": 2}, call_id="b")],
+    ["Let me ", "count.", ToolCall("count_to", {"n": 3}, call_id="a"), ToolCall("count_to", {"n": 2}, call_id="b")],
     ["Counted: ", "**3** and\n", "2."],
 ]
 """A turn with text, two parallel tool calls with progress, then a final answer."""
@@ -164,8 +172,8 @@ def fresh_script() -> None:
 
 
 @pytest.fixture
-def base_url(jp_serverapp: Any, jp_http_port: int, jp_base_url: str) -> str:
-    """The server's URL, ending in its base URL."""
+def base_url(jp_serverapp: Any, http_server: Any, jp_http_port: int, jp_base_url: str) -> str:
+    """The live server's URL, ending in its base URL (`http_server` makes it listen)."""
     return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
 
 
