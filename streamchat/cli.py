@@ -31,6 +31,7 @@ from .events import (
     ToolProgressEvent,
     ToolResultEvent,
 )
+from .providers import describe_choice
 from .session import ChatSession
 
 __all__ = ["TextRenderer", "main"]
@@ -125,7 +126,8 @@ async def _chat(args: argparse.Namespace) -> int:
     session = ChatSession(args.provider, model=args.model, system=args.system)
     try:
         if not args.json:
-            print(f"streamchat: using {session.provider.describe()}", file=sys.stderr)
+            choice = describe_choice() or f"using {session.provider.describe()}"
+            print(f"streamchat: {choice}", file=sys.stderr)
         if args.message:
             done = await _run_turn(session, " ".join(args.message), as_json=args.json)
             return {"stop": 0, "cancelled": 130, "error": 1}.get(done.reason, 0)
