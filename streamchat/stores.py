@@ -97,7 +97,7 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def begin_turn(self, session_id: str) -> bool:
-        """Mark a turn as running in the session; False if one already runs."""
+        """Mark a turn as running and empty the replay buffer for it; False if one already runs."""
 
     @abc.abstractmethod
     async def end_turn(self, session_id: str) -> None:
@@ -105,7 +105,7 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def append_event(self, session_id: str, event: Event) -> None:
-        """Add an event to the replay buffer; an event with `seq` 1 starts a new turn's buffer."""
+        """Add an event of the running turn to the replay buffer."""
 
     @abc.abstractmethod
     async def events_after(self, session_id: str, seq: int) -> list[Event]:
@@ -172,6 +172,8 @@ class MemoryStore(SessionStore):
         if session_id in self._turns:
             return False
         self._turns.add(session_id)
+        self._buffers[session_id] = collections.deque(maxlen=self.replay_size)
+        self._dropped[session_id] = 0
         return True
 
     async def end_turn(self, session_id: str) -> None:
@@ -179,9 +181,8 @@ class MemoryStore(SessionStore):
 
     async def append_event(self, session_id: str, event: Event) -> None:
         buffer = self._buffers.get(session_id)
-        if buffer is None or event.seq == 1:
-            buffer = self._buffers[session_id] = collections.deque(maxlen=self.replay_size)
-            self._dropped[session_id] = 0
+        if buffer is None:
+            return  # the session was deleted
         if len(buffer) == buffer.maxlen:
             self._dropped[session_id] = buffer[0].seq
         buffer.append(event)

@@ -184,6 +184,14 @@ async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def ws(jp_ws_fetch: Any) -> AsyncIterator[Any]:
+    """A WebSocket to ``api/streamchat/ws`` authenticated with the server token; closed afterwards."""
+    connection = await jp_ws_fetch("api", "streamchat", "ws")
+    yield connection
+    connection.close()
+
+
 def auth(token: str) -> dict[str, str]:
     """The Authorization header for a token."""
     return {"Authorization": f"token {token}"}
