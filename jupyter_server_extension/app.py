@@ -133,7 +133,8 @@ class StreamChat(ExtensionApp):
             make_provider = self._provider_maker(settings)
             self.health_provider = make_provider()
         except StreamChatError as exc:
-            self.log.error("streamchat: the extension cannot start: %s", exc.message)
+            log = self.serverapp.log if self.serverapp is not None else self.log
+            log.error("streamchat: the extension cannot start: %s", exc.message)
             raise
         limits = Limits(
             max_message_size=self.max_message_size,
@@ -173,6 +174,8 @@ class StreamChat(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Cancel running turns and close connections when the server stops."""
+        if not hasattr(self, "service"):
+            return  # the configuration was refused at startup
         self._expiry.stop()
         await self.service.aclose()
         await self.health_provider.aclose()

@@ -1,0 +1,169 @@
+"""REST routes against a real Jupyter server: health, tools, chat, history, delete, bad input, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from server_helpers import *  # noqa: F403
+from server_helpers import BOB, GATE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+
+from jupyter_server_extension.app import load_tools
+from streamchat import ConfigurationError
+
+
+async def test_health_and_tools(client: httpx.AsyncClient) -> None:
+    health = (await client.get("api/streamchat/health")).json()
+    assert health["status"] == "ok" and health["reachable"] is True
+    assert health["provider"] == {"name": "scripted", "model": "script", "description": "scripted script"}
+    tools = (await client.get("api/streamchat/tools")).json()
+    assert [t["name"] for t in tools] == ["count_to", "wait_here", "calculate"]
+    assert tools[0]["parameters"]["properties"] == {"n": {"description": "How far to count.", "type": "integer"}}
+    assert tools[0]["description"] == "Count to n, reporting progress at each step."
+
+
+async def test_chat_history_and_delete(client: httpx.AsyncClient) -> None:
+    SCRIPT.turns = [[ToolCall("calculate", {"expression": "6 * 7"}, call_id="k")], ["It is ", "42."], ["Still 42."]]
+    first = (await client.post("api/streamchat/chat", json={"message": "6 times 7?"})).json()
+    assert first["text"] == "It is 42." and first["reason"] == "stop"
+    calculated = {"expression": "6 * 7", "result": 42, "summary": "6 * 7 = 42"}
+    assert [(c["tool"], c["status"], c["result"]) for c in first["tool_calls"]] == [("calculate", "ok", calculated)]
+    assert set(first) >= {"session_id", "text", "tool_calls", "usage", "metrics"}
+    session_id = first["session_id"]
+    second = (await client.post("api/streamchat/chat", json={"message": "sure?", "session_id": session_id})).json()
+    assert second["text"] == "Still 42." and second["session_id"] == session_id
+    history = (await client.get(f"api/streamchat/sessions/{session_id}")).json()
+    assert history["session_id"] == session_id
+    assert [(m["role"], m["content"]) for m in history["history"]] == [
+        ("user", "6 times 7?"),
+        ("assistant", ""),
+        ("tool", json.dumps(calculated)),
+        ("assistant", "It is 42."),
+        ("user", "sure?"),
+        ("assistant", "Still 42."),
+    ]
+    assert (await client.delete(f"api/streamchat/sessions/{session_id}")).status_code == 204
+    gone = await client.get(f"api/streamchat/sessions/{session_id}")
+    assert gone.status_code == 404 and error_of(gone)["code"] == "session_not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[]", 400, "bad_request"),
+        (b"{}", 400, "bad_request"),
+        (b'{"message": ""}', 400, "bad_message"),
+        (b'{"message": " \\n "}', 400, "bad_message"),
+        (b'{"message": 5}', 400, "bad_request"),
+        (b'{"message": "hi", "session_id": 7}', 400, "bad_request"),
+        (b'{"message": "hi", "session_id": "has space"}', 400, "bad_request"),
+        (b'{"message": "hi", "extra": 1}', 400, "bad_request"),
+        (b'{"message": "hi", "session_id": "unknown"}', 404, "session_not_found"),
+        (json.dumps({"message": "x" * 1001}).encode(), 413, "message_too_large"),
+        (json.dumps({"message": "é" * 501}).encode(), 413, "message_too_large"),
+        (b'{"message": "' + b"y" * 11_000 + b'"}', 413, "message_too_large"),
+    ],
+)
+@pytest.mark.parametrize("route", ["api/streamchat/chat", "api/streamchat/chat/stream"])
+async def test_bad_requests_get_json_errors(client: httpx.AsyncClient, route: str, body: bytes, status: int, code: str) -> None:
+    response = await client.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    error = error_of(response)
+    assert error["code"] == code and error["message"] and "Traceback" not in error["message"]
+    assert session_providers() == []  # nothing reached the model
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return server_config(max_message_size=1000, max_sessions_per_user=2)
+
+
+async def test_a_busy_session_answers_409(client: httpx.AsyncClient, jp_serverapp: Any) -> None:
+    GATE.reset()
+    SCRIPT.turns = [[ToolCall("wait_here", {"label": "b"})], ["done"]]
+    first = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "one", "session_id": None}))
+    assert GATE.started is not None and GATE.opened is not None
+    await GATE.started.wait()
+    (session_id,) = jp_serverapp.web_app.settings["streamchat"].service.store._records
+    busy = await client.post("api/streamchat/chat", json={"message": "two", "session_id": session_id})
+    assert busy.status_code == 409
+    assert error_of(busy) == {
+        "code": "session_busy",
+        "message": "this session is already answering a message: wait for it or cancel it",
+    }
+    busy_stream = await client.get(f"api/streamchat/sessions/{session_id}/stream", params={"message": "two"})
+    assert busy_stream.status_code == 409
+    GATE.opened.set()
+    assert (await first).json()["text"] == "done"
+
+
+async def test_sessions_per_user_are_limited(client: httpx.AsyncClient, base_url: str) -> None:
+    for n in range(2):
+        await sse_events(client, "GET", f"api/streamchat/sessions/mine{n}/stream", params={"message": "hi"})
+    third = await client.post("api/streamchat/chat", json={"message": "hi"})
+    assert third.status_code == 429 and error_of(third)["code"] == "too_many_sessions"
+    async with httpx.AsyncClient(base_url=base_url, headers=auth(BOB)) as bob:  # another user has his own quota
+        assert (await bob.post("api/streamchat/chat", json={"message": "hi"})).status_code == 200
+
+
+class TestIdleExpiry:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(idle_timeout=0.0)
+
+    async def test_idle_sessions_expire_and_running_ones_do_not(self, client: httpx.AsyncClient, jp_serverapp: Any) -> None:
+        service = jp_serverapp.web_app.settings["streamchat"].service
+        await client.post("api/streamchat/chat", json={"message": "hi"})
+        GATE.reset()
+        SCRIPT.turns = [[ToolCall("wait_here", {"label": "e"})], ["end"]]
+        running = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "hi"}))
+        assert GATE.started is not None and GATE.opened is not None
+        await GATE.started.wait()
+        (idle_id, running_id) = list(service.store._records)
+        assert await service.expire_idle() == [idle_id]
+        assert (await client.get(f"api/streamchat/sessions/{idle_id}")).status_code == 404
+        GATE.opened.set()
+        assert (await running).json()["session_id"] == running_id
+
+
+class TestDefaultIdentityProvider:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        config = server_config()
+        del config["ServerApp"]["identity_provider_class"]
+        return config
+
+    async def test_requests_with_the_server_token_share_their_sessions(self, jp_fetch: Any) -> None:
+        # jupyter_server invents a new anonymous user for every token request without a cookie
+        first = json.loads((await jp_fetch("api/streamchat/chat", method="POST", body='{"message": "hi"}')).body)
+        history = json.loads((await jp_fetch("api/streamchat/sessions", first["session_id"])).body)
+        assert [m["content"] for m in history["history"]] == ["hi", "Hello there"]
+
+
+class TestBadConfiguration:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(tools=["streamchat.tools.builtin:calculate", "server_helpers:no_such_tool"])
+
+    async def test_an_unknown_tool_is_a_clear_startup_error(
+        self, capsys: pytest.CaptureFixture[str], client: httpx.AsyncClient
+    ) -> None:
+        server_log = capsys.readouterr().err  # the server logs to stderr while it starts
+        assert (
+            "streamchat: the extension cannot start: StreamChat.tools: module 'server_helpers' has no "
+            "'no_such_tool' ('server_helpers:no_such_tool')\n" in server_log
+        )
+        assert (await client.get("api/streamchat/health")).status_code == 404  # not loaded
+
+
+def test_load_tools_names_what_fails() -> None:
+    with pytest.raises(ConfigurationError, match=r"cannot import module 'nowhere' for 'nowhere:tool'"):
+        load_tools(["nowhere:tool"])
+    with pytest.raises(ConfigurationError, match=r"'calculate' is not of the form 'module:name'"):
+        load_tools(["calculate"])
+    assert [t.name for t in load_tools(["streamchat.tools.builtin:calculate"])] == ["calculate"]
