@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
+import ipywidgets
 import pytest
 
 import streamchat
@@ -21,6 +23,13 @@ from streamchat import (
 )
 from streamchat.notebook import default_session
 from streamchat.notebook.magics import run_magic
+
+
+@pytest.fixture(autouse=True)
+def close_widgets() -> Iterator[None]:
+    """Close the widgets a test made, so none is left for interpreter shutdown to collect."""
+    yield
+    ipywidgets.Widget.close_all()
 
 
 def test_chat_outside_a_kernel_streams_cli_text_and_returns_the_result(capsys: pytest.CaptureFixture[str]) -> None:

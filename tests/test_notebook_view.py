@@ -6,15 +6,24 @@ import asyncio
 import html.parser
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import comm
+import ipywidgets
 import pytest
 
 from streamchat import ChatSession, ProgressReporter, ScriptedProvider, ToolCall, ToolError, tool
 from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent, ToolProgressEvent, ToolResultEvent
 from streamchat.notebook.render import Coalescer, finished_prefix, render_markdown
 from streamchat.notebook.view import BlockMode, ChatView
+
+
+@pytest.fixture(autouse=True)
+def close_widgets() -> Iterator[None]:
+    """Close the widgets a test made, so none is left for interpreter shutdown to collect."""
+    yield
+    ipywidgets.Widget.close_all()
 
 
 class Recorder:
