@@ -51,11 +51,10 @@ def owner_of(handler: JupyterHandler) -> str:
     return str(handler.current_user.username)
 
 
-class _StreamChatMixin:
+class _StreamChatMixin(JupyterHandler):
     """What every streamchat handler shares: the extension, the service, JSON errors."""
 
     auth_resource = RESOURCE
-    settings: dict[str, Any]
 
     @property
     def extension(self) -> StreamChat:
@@ -67,10 +66,6 @@ class _StreamChatMixin:
     def service(self) -> ChatService:
         """The chat service holding the sessions."""
         return self.extension.service
-
-
-class ApiHandler(_StreamChatMixin, APIHandler):
-    """Base of the REST and SSE routes."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Answer ``{"error": {"code", "message"}}``, never a traceback."""
@@ -85,6 +80,7 @@ class ApiHandler(_StreamChatMixin, APIHandler):
             message = exc.log_message or self._reason
         else:
             code, message = "internal_error", "internal server error (see the server log)"
+        self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(wire.error_body(code, message)))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -93,6 +89,10 @@ class ApiHandler(_StreamChatMixin, APIHandler):
             self.log.info("streamchat: %s %s -> %s %s", self.request.method, self.request.path, value.code, value)
         else:
             super().log_exception(typ, value, tb)
+
+
+class ApiHandler(_StreamChatMixin, APIHandler):
+    """Base of the REST and SSE routes."""
 
     def chat_request(self) -> wire.ChatRequest:
         """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
