@@ -116,3 +116,31 @@ def test_load_ext_registers_the_chat_magics(kernel: tuple[KernelManager, Blockin
     cell = _run(kc, "%%chat --text --provider demo\nWhat is 2 + 3?")
     stdout = "".join(m["content"]["text"] for m in cell if m["msg_type"] == "stream")
     assert stdout.startswith("[calculate] Evaluating...\n[calculate] Done: 2 + 3 = 5\n2 + 3 = 5.\n")
+
+
+def test_the_stop_button_of_an_awaited_achat_works_in_a_real_kernel(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    _, kc = kernel
+    _run(kc, SETUP)
+    clicked = []
+
+    def click_stop_once_words_show(msg: dict[str, Any]) -> None:
+        # What a frontend sends when the Stop button is clicked: a comm message to its model.
+        if msg["msg_type"] == "comm_open":
+            state = msg["content"]["data"]["state"]
+            if state.get("_model_name") == "ButtonModel" and state.get("description") == "Stop":
+                stop_ids.append(msg["content"]["comm_id"])
+        if not clicked and stop_ids and "word3 " in json.dumps(msg["content"]):
+            content = {"comm_id": stop_ids[0], "data": {"method": "custom", "content": {"event": "click"}}}
+            kc.shell_channel.send(kc.session.msg("comm_msg", content))
+            clicked.append(True)
+
+    stop_ids: list[str] = []
+    code = "from streamchat import achat\nr = await achat('go', session=session)"
+    messages = _run(kc, code, on_message=click_stop_once_words_show)
+    assert clicked
+    assert not [m for m in messages if m["msg_type"] == "error"]
+    assert "■ stopped" in _widget_values(messages)
+    check = _run(kc, "print(r.reason, session.history[-1].interrupted, len(r.text.split()) < 400)")
+    assert "".join(m["content"]["text"] for m in check if m["msg_type"] == "stream") == "cancelled True True\n"
