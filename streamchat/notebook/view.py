@@ -241,6 +241,12 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         super().__init__([self.prompt, header, self.body, self.footer])
         self._header = header
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:  # what a frontend without widgets shows instead
+            bundle["text/plain"] = "ChatView (a live widget: open this notebook in Jupyter to see it)"
+        return bundle
+
     # -- state for readers and tests ----------------------------------------------------
 
     @property

@@ -64,6 +64,12 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         bar = widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button])
         super().__init__([self.label, self.conversation, bar, self.notice])
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:  # what a frontend without widgets shows instead
+            bundle["text/plain"] = "ChatWidget (an interactive widget: open this notebook in Jupyter to use it)"
+        return bundle
+
     # -- actions ------------------------------------------------------------------------
 
     def send(self, message: str) -> asyncio.Task[ChatResult | None]:
