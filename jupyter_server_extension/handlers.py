@@ -264,6 +264,11 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         self._tasks = set()
         await super().get(*args, **kwargs)
 
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        """Send each message at once: tokens are small, and Nagle's algorithm would hold them ~40 ms."""
+        super().open(*args, **kwargs)
+        self.set_nodelay(True)
+
     def on_message(self, message: str | bytes) -> None:
         """Parse a client message and handle it in a task; bad messages get an `error` reply."""
         try:

@@ -76,7 +76,7 @@ async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_tur
     await expect(second.locator('.tool-card[data-call-id="s"] [role=progressbar]')).to_have_attribute("aria-valuenow", "10")
     await page.locator("#stop").click()
     await expect(second).to_have_attribute("data-reason", "cancelled")
-    await expect(second.locator('.tool-card[data-call-id="s"] .note')).to_contain_text("cancelled")
+    await expect(second.locator('.tool-card[data-call-id="s"] .note')).to_have_text("Cancelled")
     await expect(page.locator("#send")).to_be_enabled()
     assert GATE.cancelled == ["slow"]
     await page.screenshot(path=SCREENSHOT)  # for a human look at the page

@@ -124,7 +124,8 @@ const handlers = {
       card.note.textContent = `Done${summary ? `: ${summary}` : ""} (${Math.round(event.duration_ms)} ms)`;
     } else {
       card.node.classList.add("failed");
-      card.note.textContent = `${event.status}: ${event.error ?? ""}`;
+      const status = event.status[0].toUpperCase() + event.status.slice(1);
+      card.note.textContent = event.error && event.error !== event.status ? `${status}: ${event.error}` : status;
     }
   },
   "chat.error"(state, event) {
