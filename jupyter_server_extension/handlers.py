@@ -1,3 +1,5 @@
+# jupyter_server's `authorized` decorator is untyped, and tornado's handler methods take *args:
+# mypy: disable-error-code="untyped-decorator,override"
 """The routes of DESIGN §3. Handlers are thin: parse, authorize, call the service, encode.
 
 Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
@@ -134,7 +136,7 @@ class _SseHandler(ApiHandler):
             pass  # the client left, or fell too far behind: it may resume with Last-Event-ID
         finally:
             follower.close()
-        if not self.request.connection.stream.closed():  # type: ignore[attr-defined]
+        if not self.request.connection.stream.closed():  # type: ignore[union-attr]
             await self.finish(set_content_type="text/event-stream")
 
     def on_connection_close(self) -> None:
@@ -239,7 +241,7 @@ class SessionHandler(ApiHandler):
         await self.finish()
 
 
-class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
     """``WS api/streamchat/ws``: full duplex chat on any number of the user's sessions."""
 
     owner: str
@@ -251,7 +253,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         """No page headers on a WebSocket upgrade (as jupyter_server's kernel socket)."""
 
     @property
-    def max_message_size(self) -> int:  # type: ignore[override]
+    def max_message_size(self) -> int:
         """Frames over this size are refused by tornado (the socket closes with 1009)."""
         return self.service.limits.max_body_size
 
@@ -367,7 +369,7 @@ class PageHandler(_StreamChatMixin, JupyterHandler):
         await self.finish(page)
 
 
-class AssetHandler(_StreamChatMixin, JupyterHandler, web.StaticFileHandler):  # type: ignore[misc]
+class AssetHandler(_StreamChatMixin, JupyterHandler, web.StaticFileHandler):
     """``GET streamchat/static/…``: the page's script and vendored libraries, for logged-in users."""
 
     @web.authenticated
