@@ -7,6 +7,7 @@ browser, a server, a model) fails the run there instead of passing silently.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -19,6 +20,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Close the widgets the tests made while ipywidgets is intact: left to interpreter
+    # shutdown, each Widget.__del__ prints an "Exception ignored" traceback.
+    ipywidgets = sys.modules.get("ipywidgets")
+    if ipywidgets is not None:
+        ipywidgets.Widget.close_all()
     if os.environ.get("CI") and _skipped and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
