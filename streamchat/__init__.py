@@ -57,7 +57,9 @@ from .settings import Settings
 from .tools import Progress, ProgressReporter, Tool, calculate, get_current_time, get_weather, tool
 
 if TYPE_CHECKING:
-    from .notebook import ChatView, ChatWidget, achat, chat, new_session
+    from .notebook.chat import achat, chat, new_session
+    from .notebook.view import ChatView
+    from .notebook.widget import ChatWidget
 
 _NOTEBOOK_NAMES = frozenset({"ChatView", "ChatWidget", "achat", "chat", "new_session"})
 

@@ -76,3 +76,5 @@ class Settings(BaseSettings):
         0.5, gt=0, validation_alias=_env("backend_probe_timeout", "STREAMCHAT_BACKEND_PROBE_TIMEOUT")
     )
     """Seconds to wait for Ollama when picking a backend automatically; `STREAMCHAT_BACKEND_PROBE_TIMEOUT`."""
+    display: str = Field("auto", validation_alias=_env("display", "STREAMCHAT_DISPLAY"))
+    """How `chat()` shows a turn: `auto` (a widget in a Jupyter kernel), `widget` or `text`; `STREAMCHAT_DISPLAY`."""

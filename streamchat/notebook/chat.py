@@ -10,7 +10,6 @@ frontend (and nbclient/nbval) attach them to the right cell.
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import sys
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ from ..events import DoneEvent, Event
 from ..providers.base import Provider
 from ..result import ChatResult, ResultCollector
 from ..session import ChatSession
+from ..settings import Settings
 from ..tools.definition import Tool
 from .render import Coalescer
 
@@ -109,7 +109,7 @@ def _session_for(
 
 
 def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
-    mode = display or os.environ.get("STREAMCHAT_DISPLAY", "auto").strip().lower() or "auto"
+    mode = display or Settings().display.strip().lower() or "auto"
     if mode not in ("auto", "widget", "text"):
         raise UsageError(f"display must be 'auto', 'widget' or 'text', not {mode!r} (check STREAMCHAT_DISPLAY)")
     if mode != "auto":
