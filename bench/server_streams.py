@@ -63,6 +63,7 @@ def make_provider(settings: Settings) -> ScriptedProvider:
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -70,6 +71,7 @@ def free_port() -> int:
 
 
 def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """`jupyter server` with streamchat and the stamping model, in a subprocess."""
     config = {
         "ServerApp": {
             "jpserver_extensions": {"streamchat": True},
@@ -98,6 +100,7 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 async def wait_ready(base: str) -> None:
+    """Wait until the extension answers its health route."""
     async with httpx.AsyncClient(headers={"Authorization": f"token {TOKEN}"}) as client:
         for _ in range(300):
             try:
@@ -124,6 +127,7 @@ async def direct(tokens: int) -> tuple[float, float]:
 
 
 async def through_sse(client: httpx.AsyncClient, base: str, tokens: int) -> tuple[float, float]:
+    """(time to first token, total) through POST chat/stream."""
     start = time.perf_counter()
     first = 0.0
     async with aconnect_sse(client, "POST", f"{base}api/streamchat/chat/stream", json={"message": f"{tokens} 0"}) as source:
@@ -134,6 +138,7 @@ async def through_sse(client: httpx.AsyncClient, base: str, tokens: int) -> tupl
 
 
 async def through_ws(port: int, tokens: int) -> tuple[float, float]:
+    """(time to first token, total) through the WebSocket (connection set up beforehand)."""
     ws = await websocket_connect(
         HTTPRequest(f"ws://127.0.0.1:{port}/api/streamchat/ws", headers={"Authorization": f"token {TOKEN}"})
     )
@@ -152,6 +157,7 @@ async def through_ws(port: int, tokens: int) -> tuple[float, float]:
 
 
 async def overheads(base: str, port: int, tokens: int, repeat: int) -> None:
+    """Print part 1: time to first token and per-event cost of each path."""
     events = tokens + 2  # thinking, tokens, done
     rows = []
     async with httpx.AsyncClient(headers={"Authorization": f"token {TOKEN}"}, timeout=60) as client:
@@ -204,6 +210,7 @@ async def raw_sse_stream(port: int, tokens: int, lateness: list[float]) -> None:
 
 
 async def load_step(port: int, streams: int, seconds: float) -> tuple[float, float, int]:
+    """Run `streams` concurrent streams; (p50, p99, tokens received)."""
     lateness: list[float] = []
     tokens = int(seconds * 20)
     await asyncio.gather(*(raw_sse_stream(port, tokens, lateness) for _ in range(streams)))
@@ -213,6 +220,7 @@ async def load_step(port: int, streams: int, seconds: float) -> tuple[float, flo
 
 
 async def concurrency(port: int, max_streams: int, seconds: float) -> None:
+    """Print part 2: grow the load until p99 added latency reaches 50 ms."""
     print(f"\n2. concurrent SSE streams, 20 tokens/s each for {seconds:g} s (latency = received − produced)")
     print(f"   {'streams':>8} {'tokens':>8} {'p50 ms':>8} {'p99 ms':>8}")
     held = 0
@@ -229,6 +237,7 @@ async def concurrency(port: int, max_streams: int, seconds: float) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    """Start the server, measure, stop the server."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory() as workdir:
@@ -244,6 +253,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=2000, help="tokens in the overhead turn")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported")

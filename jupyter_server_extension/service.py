@@ -37,13 +37,16 @@ __all__ = [
     "ChatService",
     "Follower",
     "Limits",
+    "SESSION_ID_PATTERN",
     "MessageTooLargeError",
     "SessionNotFoundError",
     "TooManySessionsError",
     "http_status",
 ]
 
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""What a session id may be: 1–64 letters, digits, `-` or `_`."""
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 
 class ApiError(StreamChatError):

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from streamchat.events import Event, parse_event
 
+from .service import SESSION_ID_PATTERN
+
 __all__ = [
     "WS_TYPES",
     "ChatCancel",
@@ -52,7 +54,7 @@ WS_TYPES: dict[str, str] = {
 """WebSocket message type of each event type."""
 _EVENT_TYPES = {ws: event for event, ws in WS_TYPES.items()}
 
-SessionId: TypeAlias = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+SessionId: TypeAlias = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 """A session id: 1–64 letters, digits, `-` or `_`."""
 
 
@@ -65,6 +67,8 @@ def _event_json(event: Event) -> dict[str, Any]:
 
 def sse_event(event: Event) -> bytes:
     """One SSE frame for `event`."""
+    # ASCII-only JSON (json's default): line breaks, control characters and even lone
+    # surrogates a model may emit travel escaped, so a frame is always one valid line.
     data = json.dumps(_event_json(event), separators=(",", ":"))
     return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
