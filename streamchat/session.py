@@ -173,8 +173,7 @@ class ChatSession:
                 if event.type == "done":
                     break
         finally:
-            if not task.done():
-                task.cancel()
+            turn.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._turn = None
 
@@ -201,6 +200,7 @@ class _Turn:
         self.space = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.task: asyncio.Task[None] | None = None
+        self.cancel_requested = False
         self.seq = 0
         self.messages: list[Message] = [Message(role="user", content=message)]
         self.runs: dict[str, ToolCallRun] = {}
@@ -238,8 +238,10 @@ class _Turn:
         return True
 
     def cancel(self) -> bool:
-        if self.task is None or self.task.done():
+        # Once only: a second cancel would interrupt the clean-up (tool cancellation) of the first.
+        if self.task is None or self.task.done() or self.cancel_requested:
             return False
+        self.cancel_requested = True
         return self.task.cancel()
 
     def control(self, call_id: str, action: Callable[[ToolCallRun], bool]) -> bool:

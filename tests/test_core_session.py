@@ -317,3 +317,30 @@ async def test_send_returns_a_chat_result():
 
 # A forward-referenced annotation, resolved through the module globals by get_type_hints.
 from streamchat import ProgressReporter as ProgressReporterT  # noqa: E402
+
+
+async def test_cancelling_twice_still_cancels_the_tools_cleanly():
+    cleaned: list[str] = []
+
+    @tool
+    async def slow_cleanup(report: ProgressReporterT) -> str:
+        """Takes a moment to clean up when cancelled."""
+        await report("working")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # e.g. closing a connection
+            cleaned.append("done")
+            raise
+        return "unreachable"
+
+    session = ChatSession(ScriptedProvider([[ToolCall("slow_cleanup")]]), tools=[slow_cleanup])
+    events = []
+    async for event in session.stream("go"):
+        events.append(event)
+        if event.type == "tool_progress":
+            assert session.cancel()
+            assert not session.cancel()
+    check_invariants(events)
+    assert cleaned == ["done"]
+    assert [(e.status, e.error) for e in events if e.type == "tool_result"] == [("cancelled", "cancelled")]
