@@ -14,6 +14,7 @@ and the turn still ends with `done(reason="cancelled")` in the buffer and histor
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import time
 import uuid
@@ -122,10 +123,16 @@ class TurnRun:
         self.chat = chat
         self.task: asyncio.Task[None] | None = None
         self.finished = False
-        self.followers = 0
+        self.followers: set[Follower] = set()
         self.cancel_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self.changed: asyncio.Future[None] = self._loop.create_future()
+
+    def publish(self, event: Event) -> None:
+        """Hand an event to every attached follower and wake them."""
+        for follower in self.followers:
+            follower.inbox.append(event)
+        self.notify()
 
     def notify(self) -> None:
         """Wake every follower waiting for a new event."""
@@ -134,7 +141,11 @@ class TurnRun:
 
 
 class Follower:
-    """A connection's view of a turn: its events after a given `seq`, then new ones as they come."""
+    """A connection's view of a turn: its events after a given `seq`, then new ones as they come.
+
+    Live events reach a follower through its own inbox, so a slow reader never loses any;
+    the store's bounded replay buffer only serves what was sent before it attached.
+    """
 
     def __init__(self, service: ChatService, session_id: str, run: TurnRun | None, after: int) -> None:
         self.service = service
@@ -142,23 +153,37 @@ class Follower:
         self.run = run
         self.after = after
         self.ended = False
+        self._backlog_read = False
+        self.inbox: collections.deque[Event] = collections.deque()
+        """Events published since the last `next_events`."""
         self._closed = asyncio.get_running_loop().create_future()
         if run is not None:
-            run.followers += 1
+            run.followers.add(self)
             if run.cancel_timer is not None:
                 run.cancel_timer.cancel()
                 run.cancel_timer = None
 
     async def next_events(self, timeout: float | None = None) -> list[Event]:
-        """The next events, waiting up to `timeout` seconds for some ([] on timeout or at the end)."""
+        """The next events, waiting up to `timeout` seconds for some ([] on timeout or at the end).
+
+        Raises `ReplayGapError` (before returning anything) when resuming from an event that
+        the replay buffer no longer holds.
+        """
         while not self.ended:
-            changed = self.run.changed if self.run is not None else None
-            events = await self.service.store.events_after(self.session_id, self.after)
+            run = self.run
+            changed = run.changed if run is not None else None
+            if not self._backlog_read:
+                self._backlog_read = True
+                events = await self.service.store.events_after(self.session_id, self.after)
+            else:
+                events = list(self.inbox)
+            self.inbox.clear()
+            events = [event for event in events if event.seq > self.after]  # backlog and inbox may overlap
             if events:
                 self.after = events[-1].seq
                 self.ended = events[-1].type == "done"
                 return events
-            if changed is None or self.run is None or self.run.finished:
+            if changed is None or run is None or run.finished:
                 self.ended = True  # the turn ended without a (further) done, e.g. the server is stopping
                 return []
             await asyncio.wait({changed, self._closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -176,9 +201,9 @@ class Follower:
         run = self.run
         if run is None:
             return
-        run.followers -= 1
+        run.followers.discard(self)
         self.run = None  # a closed follower keeps nothing of the turn alive
-        if run.followers == 0 and not run.finished:
+        if not run.followers and not run.finished:
             grace = self.service.limits.disconnect_grace
             run.cancel_timer = asyncio.get_running_loop().call_later(grace, run.chat.cancel)
 
@@ -285,15 +310,18 @@ class ChatService:
         if not await self.store.begin_turn(session_id):
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         try:
-            provider = self._providers.get(session_id) or self._providers.setdefault(session_id, self.make_provider())
+            provider = self._providers.get(session_id)
+            if provider is None:
+                provider = self._providers[session_id] = self.make_provider()
             chat = ChatSession(
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
             )
+            run = TurnRun(session_id, chat)
+            follower = Follower(self, session_id, run, after=0)
         except BaseException:
-            await self.store.end_turn(session_id)
+            await self.store.end_turn(session_id)  # a turn that never started must not leave the session busy
             raise
-        run = self._runs[session_id] = TurnRun(session_id, chat)
-        follower = Follower(self, session_id, run, after=0)
+        self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
         return follower
 
@@ -301,7 +329,7 @@ class ChatService:
         try:
             async for event in run.chat.stream(message):
                 await self.store.append_event(run.session_id, event)
-                run.notify()
+                run.publish(event)
         finally:
             try:
                 if await self.store.get(run.session_id) is not None:
