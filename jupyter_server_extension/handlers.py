@@ -123,12 +123,15 @@ class _SseHandler(ApiHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        # A browser's EventSource reconnects after `retry` ms: well within the grace window.
+        retry = wire.sse_retry(int(self.service.limits.disconnect_grace * 500))
         try:
             await self.flush()
             while not follower.ended:
                 events = await follower.next_events(timeout=heartbeat)
                 if events:
-                    self.write(b"".join(wire.sse_event(event) for event in events))
+                    self.write(retry + b"".join(wire.sse_event(event) for event in events))
+                    retry = b""
                 elif not follower.ended:
                     self.write(wire.sse_comment("ping"))
                 await self.flush()

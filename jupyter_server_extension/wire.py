@@ -38,6 +38,7 @@ __all__ = [
     "parse_client_message",
     "sse_comment",
     "sse_event",
+    "sse_retry",
     "ws_error",
     "ws_event",
 ]
@@ -71,6 +72,15 @@ def sse_event(event: Event) -> bytes:
     # surrogates a model may emit travel escaped, so a frame is always one valid line.
     data = json.dumps(_event_json(event), separators=(",", ":"))
     return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    """A `retry:` field: how long an `EventSource` waits before reconnecting.
+
+    Written as the first line of the first event's block (a block holding only `retry`
+    dispatches nothing by the spec, but some client libraries report it as an event).
+    """
+    return f"retry: {milliseconds}\n".encode()
 
 
 def sse_comment(text: str = "ping") -> bytes:

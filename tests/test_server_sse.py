@@ -104,6 +104,7 @@ class TestHeartbeat:
                     GATE.opened.set()
         assert lines.count(": ping") >= 1
         assert "event: done" in lines
+        assert lines[:2] == ["retry: 100", "id: 1"]  # EventSource reconnects within the 0.2 s grace window
 
 
 class TestDisconnect:
