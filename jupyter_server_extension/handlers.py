@@ -334,8 +334,10 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     async def _pump(self, follower: Follower) -> None:
         try:
             while not follower.ended:
-                for event in await follower.next_events():
-                    await self.write_message(wire.ws_event(event))
+                sent = [self.write_message(wire.ws_event(event)) for event in await follower.next_events()]
+                # one wait per batch paces the turn to the client; every write's outcome is collected
+                if any(isinstance(r, Exception) for r in await asyncio.gather(*sent, return_exceptions=True)):
+                    break
         except (WebSocketClosedError, StreamClosedError, ReplayGapError):
             pass
         finally:
