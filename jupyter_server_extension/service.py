@@ -1,9 +1,10 @@
 """The server side of chat sessions: ownership, limits, turns that outlive connections.
 
-Each turn runs as a server-side task that feeds the session's replay buffer in the
-store; every connection watching it (an SSE response, a WebSocket, a REST call) is a
-`Follower` reading that buffer. So a client that loses its SSE connection can come back
-with `Last-Event-ID` and get exactly the events it missed.
+Each turn runs as a server-side task that records its events in the session's replay
+buffer (in the store) and hands them to every connection watching it (an SSE response,
+a WebSocket, a REST call), each a `Follower`. A client that lost its SSE connection comes
+back with `Last-Event-ID`: its new follower reads the missed events from the buffer, then
+the live ones, each exactly once.
 
 Disconnect cancels: when the last follower of a running turn goes away, the turn is
 cancelled after `disconnect_grace` seconds (0.5 s by default) unless a client resumes it
