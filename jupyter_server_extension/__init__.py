@@ -12,6 +12,7 @@ __all__ = ["StreamChat"]
 
 
 def __getattr__(name: str) -> Any:
+    """`StreamChat`, imported on first use."""
     if name == "StreamChat":  # imported lazily: importing the package must not start jupyter_server
         from .app import StreamChat
 

@@ -46,6 +46,15 @@ async def test_ws_gives_the_same_events_as_chat_session(ws: WebSocketClientConne
     assert messages[-1]["text"] == "Let me count.Counted: **3** and\n2."
 
 
+async def test_tokens_with_line_breaks_and_field_names_arrive_intact(ws: WebSocketClientConnection) -> None:
+    tokens = ["a\nb", "c\r", "\r\nevent: fake\n", "id: 99\n\ndata: x", "é\u2028😀"]
+    SCRIPT.turns = [tokens]
+    await ws.write_message(json.dumps({"type": "chat.message", "message": "hi"}))
+    messages = await until_complete(ws)
+    assert [m["content"] for m in messages if m["type"] == "chat.token"] == tokens
+    assert messages[-1]["text"] == "".join(tokens)
+
+
 async def test_one_socket_runs_turns_on_several_sessions(ws: WebSocketClientConnection) -> None:
     GATE.reset()
     SCRIPT.turns = [[ToolCall("wait_here", {"label": "slow"}, call_id="s1")], ["slow answer"], ["again"]]
