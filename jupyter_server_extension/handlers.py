@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import html
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -358,7 +359,31 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             pump.cancel()
 
 
-class PageHandler(_StreamChatMixin, JupyterHandler):
+class _LoginPageMixin(JupyterHandler):
+    """Pages answer a visitor without credentials 403, never a redirect or a 200.
+
+    `tornado.web.authenticated` (and jupyter_server's own check when unauthenticated
+    access is off) would answer GET/HEAD with a 302 to the login page. The 403 keeps every
+    route's answer to an anonymous request a refusal, and its body still takes a browser
+    to the login page (a link, and an immediate refresh to it).
+    """
+
+    def redirect(self, url: str, permanent: bool = False, status: int | None = None) -> None:
+        """Turn the login redirect of an anonymous request into a 403; other redirects pass."""
+        if self.current_user:
+            super().redirect(url, permanent, status)
+            return
+        target = html.escape(url, quote=True)
+        self.clear()
+        self.set_status(403)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            f'<!doctype html><meta http-equiv="refresh" content="0; url={target}">'
+            f'<title>streamchat: log in</title><p>Log in to Jupyter to use streamchat: <a href="{target}">log in</a>.</p>'
+        )
+
+
+class PageHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
     """``GET streamchat/``: the chat page."""
 
     @web.authenticated
@@ -374,7 +399,7 @@ class PageHandler(_StreamChatMixin, JupyterHandler):
         await self.finish(page)
 
 
-class AssetHandler(_StreamChatMixin, JupyterHandler, web.StaticFileHandler):
+class AssetHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler, web.StaticFileHandler):
     """``GET streamchat/static/…``: the page's script and vendored libraries, for logged-in users."""
 
     @web.authenticated
