@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import html.parser
 import json
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import comm
@@ -154,21 +156,14 @@ class FakeClock:
 
 
 def _long_answer(tokens: int) -> list[str]:
-    """A realistic answer: paragraphs, a bullet list and a code block, `tokens` pieces long."""
-    pieces: list[str] = []
-    block = 0
-    while len(pieces) < tokens:
-        kind = block % 4
-        if kind == 3:
-            pieces += ["```python\n"] + [f"value_{i} = compute({i}) \n" for i in range(12)] + ["```\n\n"]
-        elif kind == 2:
-            for item in range(5):
-                pieces += ["- "] + [f"item{item}word{w} " for w in range(8)] + ["\n"]
-            pieces.append("\n")
-        else:
-            pieces += [f"word{w} " for w in range(90)] + ["end.\n\n"]
-        block += 1
-    return pieces[:tokens]
+    """The benchmark's answer (paragraphs, a bullet list, a code block), so both measure the same text."""
+    bench = Path(__file__).parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        from widget_updates import answer_pieces
+    finally:
+        sys.path.remove(str(bench))
+    return answer_pieces(tokens)
 
 
 @pytest.mark.parametrize("blocks", ["display", "widgets"])
