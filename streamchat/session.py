@@ -40,8 +40,10 @@ from .providers.base import (
     ToolCallPart,
     UsageDelta,
 )
+from .providers import get_provider
 from .result import ChatResult
 from .settings import Settings
+from .tools.builtin import BUILTIN_TOOLS
 from .tools.definition import Progress, Tool, toolset
 from .tools.runner import ToolCallRun, ToolOutcome
 
@@ -81,9 +83,6 @@ class ChatSession:
         settings: Settings | None = None,
         history: Sequence[Message] = (),
     ) -> None:
-        from .providers import get_provider
-        from .tools.builtin import BUILTIN_TOOLS
-
         settings = settings or Settings()
         if isinstance(provider, Provider):
             if model is not None:
