@@ -118,7 +118,8 @@ def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
         from IPython.core.getipython import get_ipython
     except ImportError:
         return "text"
-    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"  # type: ignore[no-untyped-call]
+    shell: Callable[[], Any] = get_ipython  # typed through Any: IPython 8 is untyped, IPython 9 typed
+    return "widget" if getattr(shell(), "kernel", None) is not None else "text"
 
 
 def _check_turn(session: ChatSession, message: str) -> None:

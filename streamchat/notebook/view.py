@@ -52,7 +52,8 @@ def _publisher() -> tuple[Any, str] | None:
         from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with ipywidgets
         return None
-    shell = get_ipython()  # type: ignore[no-untyped-call]
+    current: Callable[[], Any] = get_ipython  # typed through Any: IPython 8 is untyped, IPython 9 typed
+    shell = current()
     kernel = getattr(shell, "kernel", None)
     if shell is None or kernel is None:
         return None
