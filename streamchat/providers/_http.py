@@ -34,7 +34,7 @@ from ..errors import (
     BackendUnreachableError,
 )
 from ..settings import Settings
-from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta
+from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta, ToolDefinition
 
 __all__ = ["HttpPolicy", "HttpProvider"]
 
@@ -54,6 +54,14 @@ TOOLS_REJECTED = (
 )
 """Phrases of the errors servers answer when the model or server cannot take tools."""
 
+
+
+def function_tools(tools: Iterable[ToolDefinition]) -> list[dict[str, Any]]:
+    """Tool definitions in the `{"type": "function", "function": {…}}` shape Ollama and OpenAI share."""
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in tools
+    ]
 
 @dataclass(frozen=True)
 class HttpPolicy:

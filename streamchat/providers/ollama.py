@@ -20,7 +20,7 @@ import httpx
 from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
-from ._http import HttpProvider
+from ._http import HttpProvider, function_tools
 from .base import (
     FinishDelta,
     ModelRequest,
@@ -167,10 +167,7 @@ class OllamaProvider(HttpProvider):
             "stream": True,
         }
         if with_tools:
-            body["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-                for t in request.tools
-            ]
+            body["tools"] = function_tools(request.tools)
         options = dict(self.options.get("options") or {})
         for key, value in self.options.items():
             if key in TOP_LEVEL_OPTIONS:

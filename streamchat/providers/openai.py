@@ -23,7 +23,7 @@ from httpx_sse import EventSource
 from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
-from ._http import HttpProvider
+from ._http import HttpProvider, function_tools
 from .base import (
     FinishDelta,
     ModelRequest,
@@ -212,10 +212,7 @@ class OpenAIProvider(HttpProvider):
             "stream_options": {"include_usage": True},
         }
         if with_tools:
-            body["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-                for t in request.tools
-            ]
+            body["tools"] = function_tools(request.tools)
         body.update(self.options)
         if not with_tools:
             body.pop("tool_choice", None)
