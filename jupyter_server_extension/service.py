@@ -27,7 +27,7 @@ from streamchat.errors import SessionBusyError, StreamChatError, UsageError
 from streamchat.events import Event
 from streamchat.messages import Message
 from streamchat.providers.base import Provider
-from streamchat.result import ChatResult
+from streamchat.result import ChatResult, ResultCollector
 from streamchat.session import ChatSession
 from streamchat.settings import Settings
 from streamchat.stores import ReplayGapError, SessionRecord, SessionStore
@@ -355,7 +355,7 @@ class ChatService:
 
     async def collect(self, follower: Follower) -> ChatResult:
         """Wait for the followed turn to end and return its result."""
-        result = ChatResult.collector(follower.session_id)
+        result = ResultCollector()
         try:
             while not follower.ended:
                 for event in await follower.next_events():

@@ -54,11 +54,6 @@ class ChatResult(BaseModel):
     metrics: Metrics = Metrics()
     """Timings."""
 
-    @staticmethod
-    def collector(session_id: str) -> ResultCollector:
-        """A collector that builds a `ChatResult` from a turn's events."""
-        return ResultCollector(session_id)
-
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 80 else self.text[:77] + "..."
         tools = ", ".join(f"{c.tool}:{c.status}" for c in self.tool_calls)
@@ -76,8 +71,7 @@ class ChatResult(BaseModel):
 class ResultCollector:
     """Accumulates a turn's events; `build()` once `done` has been added."""
 
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
+    def __init__(self) -> None:
         self._calls: dict[str, ToolCallEvent] = {}
         self._results: dict[str, ToolResultEvent] = {}
         self._errors: list[str] = []

@@ -41,7 +41,7 @@ from .providers.base import (
     UsageDelta,
 )
 from .providers import get_provider
-from .result import ChatResult
+from .result import ChatResult, ResultCollector
 from .settings import Settings
 from .tools.builtin import BUILTIN_TOOLS
 from .tools.definition import Progress, Tool, toolset
@@ -178,7 +178,7 @@ class ChatSession:
 
     async def send(self, message: str) -> ChatResult:
         """Send `message`, wait for the whole turn and return its `ChatResult`."""
-        result = ChatResult.collector(self.session_id)
+        result = ResultCollector()
         async for event in self.stream(message):
             result.add(event)
         return result.build()

@@ -183,7 +183,7 @@ def chat(
 
     future = _sync.submit(pump())
     future.add_done_callback(lambda _: events.put(_END))  # also when cancelled before it ran
-    result = ResultCollector(chosen.session_id)
+    result = ResultCollector()
     coalescer = Coalescer(merge_progress=view.merges_progress)
     interrupted = False
     while True:
@@ -243,7 +243,7 @@ async def consume(session: ChatSession, message: str, view: _Renderer) -> ChatRe
 
     task = asyncio.get_running_loop().create_task(pump())
     task.add_done_callback(lambda _: events.put_nowait(_END))
-    result = ResultCollector(session.session_id)
+    result = ResultCollector()
     coalescer = Coalescer(merge_progress=view.merges_progress)
     try:
         while True:

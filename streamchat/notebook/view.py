@@ -270,7 +270,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def handle(self, event: Event) -> None:
         """Render one event."""
         if self._collector is None:
-            self._collector = ResultCollector(event.session_id)
+            self._collector = ResultCollector()
         self._collector.add(event)
         if isinstance(event, TokenEvent):
             self._on_token(event)
