@@ -36,7 +36,8 @@ async def time_session(tokens: list[str]) -> tuple[float, int]:
     session = ChatSession(ScriptedProvider([tokens]), tools=[])
     start = time.perf_counter()
     events = 0
-    async for event in session.stream("go"):
+    event = None
+    async for event in session.stream("go"):  # noqa: B007  (the last event is checked below)
         events += 1
     elapsed = time.perf_counter() - start
     assert event.type == "done" and len(event.text) == sum(map(len, tokens))
@@ -72,10 +73,14 @@ def main() -> None:
 
     print(f"tokens per turn:                 {args.tokens:,}")
     print(f"bare async generator:            {args.tokens / bare_best:>14,.0f} tokens/s  ({bare_best * 1000:.1f} ms)")
-    print(f"ChatSession.stream (scripted):   {events / session_best:>14,.0f} events/s  ({session_best * 1000:.1f} ms, {events:,} events)")
+    print(
+        f"ChatSession.stream (scripted):   {events / session_best:>14,.0f} events/s  ({session_best * 1000:.1f} ms, {events:,} events)"
+    )
     print(f"ratio bare / ChatSession:        {(args.tokens / bare_best) / (events / session_best):>14.1f} x")
     print(f"overhead per event:              {(session_best - bare_best) / events * 1e6:>14.2f} µs")
-    print(f"10k-token answer: peak memory    {peak / 1024:>14,.0f} KiB  ({peak / answer_bytes:.1f} x the answer's {answer_bytes:,} bytes; {retained / 1024:,.0f} KiB retained in history)")
+    print(
+        f"10k-token answer: peak memory    {peak / 1024:>14,.0f} KiB  ({peak / answer_bytes:.1f} x the answer's {answer_bytes:,} bytes; {retained / 1024:,.0f} KiB retained in history)"
+    )
 
 
 if __name__ == "__main__":

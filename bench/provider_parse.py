@@ -29,7 +29,12 @@ def ollama_stream(tokens: int) -> bytes:
     """`tokens` content lines and the final `done` line, as Ollama sends them."""
     lines = [
         json.dumps(
-            {"model": "llama3.2", "created_at": "2024-07-22T20:33:28.123648Z", "message": {"role": "assistant", "content": WORDS[i % len(WORDS)]}, "done": False},
+            {
+                "model": "llama3.2",
+                "created_at": "2024-07-22T20:33:28.123648Z",
+                "message": {"role": "assistant", "content": WORDS[i % len(WORDS)]},
+                "done": False,
+            },
             ensure_ascii=False,
         )
         for i in range(tokens)
@@ -45,6 +50,7 @@ def ollama_stream(tokens: int) -> bytes:
 
 def openai_stream(tokens: int) -> bytes:
     """`tokens` content chunks, a finish chunk, a usage chunk and `[DONE]`, as SSE."""
+
     def chunk(delta: dict[str, object], finish: str | None = None) -> str:
         return json.dumps(
             {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
@@ -54,7 +60,9 @@ def openai_stream(tokens: int) -> bytes:
 
     events = [chunk({"content": WORDS[i % len(WORDS)]}) for i in range(tokens)]
     events.append(chunk({}, "stop"))
-    events.append(json.dumps({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 26, "completion_tokens": tokens}}))
+    events.append(
+        json.dumps({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 26, "completion_tokens": tokens}})
+    )
     events.append("[DONE]")
     return "".join(f"data: {e}\n\n" for e in events).encode()
 
@@ -76,9 +84,18 @@ async def serve(body: bytes, content_type: str) -> tuple[asyncio.Server, str]:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
-                writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                )
                 for i in range(0, len(body), 16384):
                     piece = body[i : i + 16384]
                     writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -92,7 +109,9 @@ async def serve(body: bytes, content_type: str) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
-async def over_http(make: Callable[[str], Provider], body: bytes, content_type: str, repeat: int) -> tuple[tuple[float, int], tuple[float, int]]:
+async def over_http(
+    make: Callable[[str], Provider], body: bytes, content_type: str, repeat: int
+) -> tuple[tuple[float, int], tuple[float, int]]:
     """(provider deltas, session events) timings reading `body` from a local server."""
     server, url = await serve(body, content_type)
     provider = make(url)
@@ -124,7 +143,9 @@ def report(name: str, floor: tuple[float, int], rows: list[tuple[str, tuple[floa
     print(f"  {'bare json.loads per line':<34} {floor_rate:>12,.0f} lines/s")
     for label, (seconds, items) in rows:
         rate = items / seconds
-        print(f"  {label:<34} {rate:>12,.0f} items/s   {floor_rate / rate:5.1f}x the json.loads cost   ({items} items, {seconds * 1000:.1f} ms)")
+        print(
+            f"  {label:<34} {rate:>12,.0f} items/s   {floor_rate / rate:5.1f}x the json.loads cost   ({items} items, {seconds * 1000:.1f} ms)"
+        )
 
 
 def main() -> None:
@@ -145,7 +166,12 @@ def main() -> None:
         return sum(len(p.feed_line(line)) for line in lines) + len(p.finish())
 
     o_http, o_session = asyncio.run(
-        over_http(lambda url: OllamaProvider("llama3.2", base_url=url, settings=settings), ollama, "application/x-ndjson", args.repeat)
+        over_http(
+            lambda url: OllamaProvider("llama3.2", base_url=url, settings=settings),
+            ollama,
+            "application/x-ndjson",
+            args.repeat,
+        )
     )
     report(
         f"Ollama NDJSON, {args.tokens:,} tokens ({len(ollama) / 1e6:.2f} MB)",
@@ -166,7 +192,9 @@ def main() -> None:
         return sum(len(p.feed_data(d)) for d in datas)
 
     a_http, a_session = asyncio.run(
-        over_http(lambda url: OpenAIProvider("m", base_url=url, settings=settings), openai, "text/event-stream", args.repeat)
+        over_http(
+            lambda url: OpenAIProvider("m", base_url=url, settings=settings), openai, "text/event-stream", args.repeat
+        )
     )
     report(
         f"OpenAI SSE, {args.tokens:,} tokens ({len(openai) / 1e6:.2f} MB)",

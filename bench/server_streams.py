@@ -130,7 +130,9 @@ async def through_sse(client: httpx.AsyncClient, base: str, tokens: int) -> tupl
     """(time to first token, total) through POST chat/stream."""
     start = time.perf_counter()
     first = 0.0
-    async with aconnect_sse(client, "POST", f"{base}api/streamchat/chat/stream", json={"message": f"{tokens} 0"}) as source:
+    async with aconnect_sse(
+        client, "POST", f"{base}api/streamchat/chat/stream", json={"message": f"{tokens} 0"}
+    ) as source:
         async for sse in source.aiter_sse():
             if sse.event == "token" and not first:
                 first = time.perf_counter() - start
@@ -170,7 +172,9 @@ async def overheads(base: str, port: int, tokens: int, repeat: int) -> None:
             total = min([(await run(tokens))[1] for _ in range(repeat)])
             rows.append((name, ttft, total))
     base_total = rows[0][2]
-    print(f"\n1. one turn of {tokens} tokens (best of {repeat}; time to first token best of {repeat * 5} one-token turns)")
+    print(
+        f"\n1. one turn of {tokens} tokens (best of {repeat}; time to first token best of {repeat * 5} one-token turns)"
+    )
     print(f"   {'path':<24} {'ttft ms':>9} {'total ms':>9} {'µs/event':>9} {'added µs/event':>15}")
     for name, ttft, total in rows:
         added = (total - base_total) / events * 1e6
@@ -232,8 +236,10 @@ async def concurrency(port: int, max_streams: int, seconds: float) -> None:
             break
         held = streams
         streams *= 2
-    print(f"   → one server process holds {held} concurrent streams at 20 tokens/s with p99 added latency < 50 ms"
-          + ("" if streams <= max_streams else f" (stopped at --max-streams {max_streams})"))
+    print(
+        f"   → one server process holds {held} concurrent streams at 20 tokens/s with p99 added latency < 50 ms"
+        + ("" if streams <= max_streams else f" (stopped at --max-streams {max_streams})")
+    )
 
 
 async def main_async(args: argparse.Namespace) -> None:

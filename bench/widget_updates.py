@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import comm
 
@@ -31,7 +31,7 @@ class RecordingComm:
     """Records what a widget would send to the frontend: (time, kind, bytes)."""
 
     kernel = "recording"
-    log: list[tuple[float, str, int]] = []
+    log: ClassVar[list[tuple[float, str, int]]] = []
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.comm_id = uuid.uuid4().hex

@@ -49,12 +49,16 @@ def load_object(path: str, *, setting: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"StreamChat.{setting}: cannot import module {module_name!r} for {path!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"StreamChat.{setting}: cannot import module {module_name!r} for {path!r}: {exc}"
+        ) from exc
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise ConfigurationError(f"StreamChat.{setting}: module {module_name!r} has no {attribute!r} ({path!r})") from exc
+            raise ConfigurationError(
+                f"StreamChat.{setting}: module {module_name!r} has no {attribute!r} ({path!r})"
+            ) from exc
     return obj
 
 
@@ -110,7 +114,9 @@ class StreamChat(ExtensionApp):
     replay_buffer_size = Int(2000, help="Events of the latest turn each session keeps for SSE resume.").tag(config=True)
 
     def _settings(self) -> Settings:
-        given: dict[str, Any] = {name: getattr(self, name) for name in SETTINGS_TRAITS if getattr(self, name) is not None}
+        given: dict[str, Any] = {
+            name: getattr(self, name) for name in SETTINGS_TRAITS if getattr(self, name) is not None
+        }
         for name in ("max_turns", "tool_timeout"):
             if getattr(self, name) is not None:
                 given[name] = getattr(self, name)

@@ -34,12 +34,12 @@ from streamchat.stores import ReplayGapError, SessionRecord, SessionStore
 from streamchat.tools.definition import Tool
 
 __all__ = [
+    "SESSION_ID_PATTERN",
     "ApiError",
     "BadRequestError",
     "ChatService",
     "Follower",
     "Limits",
-    "SESSION_ID_PATTERN",
     "MessageTooLargeError",
     "SessionNotFoundError",
     "TooManySessionsError",

@@ -30,6 +30,7 @@ from .events import (
     Usage,
 )
 from .messages import Message, ToolCallRecord
+from .providers import get_provider
 from .providers.base import (
     FinishDelta,
     ModelRequest,
@@ -40,7 +41,6 @@ from .providers.base import (
     ToolCallPart,
     UsageDelta,
 )
-from .providers import get_provider
 from .result import ChatResult, ResultCollector
 from .settings import Settings
 from .tools.builtin import BUILTIN_TOOLS
@@ -268,7 +268,7 @@ class _Turn:
     async def converse(self) -> DoneReason:
         session = self.session
         tools = tuple(t.definition for t in session.tools.values())
-        for call_index in range(session.max_turns):
+        for _ in range(session.max_turns):
             self.emit(ThinkingEvent, text=THINKING_STATUS, kind="status")
             system = [Message(role="system", content=session.system)] if session.system else []
             request = ModelRequest(messages=(*system, *session._history, *self.messages), tools=tools)
@@ -287,7 +287,9 @@ class _Turn:
                     elif isinstance(delta, ThinkingDelta):
                         self.emit(ThinkingEvent, text=delta.text, kind=delta.kind)
                     elif isinstance(delta, UsageDelta):
-                        self.usage += Usage(prompt_tokens=delta.prompt_tokens, completion_tokens=delta.completion_tokens)
+                        self.usage += Usage(
+                            prompt_tokens=delta.prompt_tokens, completion_tokens=delta.completion_tokens
+                        )
                         self.on_backend_timings(delta)
                     elif isinstance(delta, NoticeDelta):
                         self.emit(ErrorEvent, message=delta.message, code=delta.code, retryable=False)
@@ -354,8 +356,8 @@ class _Turn:
             for task in sorted(done, key=lambda t: order[call_of[t]]):
                 self.answer_call(call_of[task], task.result())
         # Results are recorded as calls finish; the model reads them in the order it asked.
-        answered = self.messages[-len(calls):]
-        self.messages[-len(calls):] = sorted(answered, key=lambda m: order[m.tool_call_id or ""])
+        answered = self.messages[-len(calls) :]
+        self.messages[-len(calls) :] = sorted(answered, key=lambda m: order[m.tool_call_id or ""])
 
     def progress_emitter(self, call: ToolCallPart) -> Callable[[Progress], None]:
         def emit(progress: Progress) -> None:

@@ -68,9 +68,7 @@ class Settings(BaseSettings):
     """Seconds a started stream may go silent before the turn ends with an error; `STREAMCHAT_BACKEND_STALL_TIMEOUT`."""
     backend_retries: int = Field(2, ge=0, validation_alias=_env("backend_retries", "STREAMCHAT_BACKEND_RETRIES"))
     """Retries of a failed backend request before its first event; `STREAMCHAT_BACKEND_RETRIES`."""
-    backend_backoff: float = Field(
-        0.5, ge=0, validation_alias=_env("backend_backoff", "STREAMCHAT_BACKEND_BACKOFF")
-    )
+    backend_backoff: float = Field(0.5, ge=0, validation_alias=_env("backend_backoff", "STREAMCHAT_BACKEND_BACKOFF"))
     """First retry delay in seconds, doubled on each retry, with jitter; `STREAMCHAT_BACKEND_BACKOFF`."""
     backend_probe_timeout: float = Field(
         0.5, gt=0, validation_alias=_env("backend_probe_timeout", "STREAMCHAT_BACKEND_PROBE_TIMEOUT")

@@ -114,7 +114,7 @@ class SessionStore(abc.ABC):
         Raises `ReplayGapError` when some of them were already dropped from the buffer.
         """
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027  (an optional hook: nothing to release by default)
         """Release the store's connections (nothing to do for the memory store)."""
 
 

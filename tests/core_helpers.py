@@ -48,7 +48,9 @@ def check_invariants(events: list[Event]) -> None:
         result_at = next(i for i, e in enumerate(events) if isinstance(e, ToolResultEvent) and e.call_id == call_id)
         assert call_at < result_at
         progress_at = [
-            i for i, e in enumerate(events) if e.type == "tool_progress" and e.call_id == call_id  # type: ignore[union-attr]
+            i
+            for i, e in enumerate(events)
+            if e.type == "tool_progress" and e.call_id == call_id  # type: ignore[union-attr]
         ]
         assert all(call_at < i < result_at for i in progress_at)
     assert "".join(e.content for e in events if isinstance(e, TokenEvent)) == dones[0].text

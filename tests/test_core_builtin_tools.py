@@ -6,11 +6,12 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from core_helpers import brief, collect
+
 from streamchat import ChatSession, DemoProvider, ScriptedProvider, ToolCall, ToolError
 from streamchat.tools.calculator import evaluate
 
@@ -102,9 +103,9 @@ async def test_get_current_time_accepts_iana_names_and_cities_and_refuses_unknow
 class _OpenMeteo(BaseHTTPRequestHandler):
     """Answers like Open-Meteo's geocoding and forecast APIs (their documented JSON shapes)."""
 
-    requests: list[tuple[str, dict[str, list[str]]]] = []
+    requests: ClassVar[list[tuple[str, dict[str, list[str]]]]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         type(self).requests.append((url.path, query))
@@ -115,7 +116,17 @@ class _OpenMeteo(BaseHTTPRequestHandler):
                 body = {"generationtime_ms": 0.1}
             self._send(200, body)
         elif url.path == "/v1/forecast":
-            self._send(200, {"current": {"temperature_2m": 21.3, "relative_humidity_2m": 40, "weather_code": 0, "wind_speed_10m": 5.2}})
+            self._send(
+                200,
+                {
+                    "current": {
+                        "temperature_2m": 21.3,
+                        "relative_humidity_2m": 40,
+                        "weather_code": 0,
+                        "wind_speed_10m": 5.2,
+                    }
+                },
+            )
         elif url.path == "/broken/v1/forecast":
             self._send(500, {"error": True, "reason": "internal"})
         else:
@@ -191,7 +202,10 @@ async def test_get_weather_when_the_service_is_unreachable(monkeypatch):
         provider = ScriptedProvider([[ToolCall("get_weather", {"city": "Seoul"})], ["sorry"]])
         events = brief(await collect(ChatSession(provider), "weather?"))
     assert (
-        "tool_result", "call_1", "error", f"the weather service at 127.0.0.1:{port} could not be reached (ConnectError)"
+        "tool_result",
+        "call_1",
+        "error",
+        f"the weather service at 127.0.0.1:{port} could not be reached (ConnectError)",
     ) in events
     assert events[-1][0:2] == ("done", "stop")
 
@@ -216,8 +230,12 @@ async def test_demo_model_answers_weather_and_time_in_parallel(open_meteo):
     calls = [(e.tool, e.args) for e in events if e.type == "tool_call"]
     assert calls == [("get_weather", {"city": "Seoul"}), ("get_current_time", {"timezone": "Seoul"})]
     text = events[-1].text
-    assert text.startswith("The weather in Seoul, South Korea is 21°C and clear, with wind at 5.2 km/h. In Asia/Seoul it is ")
-    assert text.endswith("(Answered by streamchat's offline demo model, not an LLM: see README → Backends to connect one.)")
+    assert text.startswith(
+        "The weather in Seoul, South Korea is 21°C and clear, with wind at 5.2 km/h. In Asia/Seoul it is "
+    )
+    assert text.endswith(
+        "(Answered by streamchat's offline demo model, not an LLM: see README → Backends to connect one.)"
+    )
 
 
 async def test_demo_model_arithmetic_and_fallback():

@@ -79,9 +79,7 @@ sys.exit(main(["chat", "--provider", "slow", "tell me a long story"]))
 def test_ctrl_c_stops_the_answer_cleanly():
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.read(6) == "word0 "  # the answer is streaming

@@ -26,8 +26,12 @@ EVENTS = [
     ThinkingEvent(**COMMON, text="Let me see"),
     TokenEvent(**COMMON, content="Hello\n\r event: id: 世界"),
     ToolCallEvent(**COMMON, call_id="c1", tool="get_weather", args={"city": "Seoul"}),
-    ToolProgressEvent(**COMMON, call_id="c1", tool="get_weather", message="Checking location...", stage="geo", percent=0),
-    ToolResultEvent(**COMMON, call_id="c1", tool="get_weather", status="ok", result={"summary": "21°C, Clear"}, duration_ms=12.5),
+    ToolProgressEvent(
+        **COMMON, call_id="c1", tool="get_weather", message="Checking location...", stage="geo", percent=0
+    ),
+    ToolResultEvent(
+        **COMMON, call_id="c1", tool="get_weather", status="ok", result={"summary": "21°C, Clear"}, duration_ms=12.5
+    ),
     ToolResultEvent(**COMMON, call_id="c2", tool="calculate", status="timeout", error="timed out", duration_ms=1.0),
     ErrorEvent(**COMMON, message="backend down", code="backend_unreachable", retryable=True),
     DoneEvent(
@@ -35,8 +39,13 @@ EVENTS = [
         reason="stop",
         text="Hello",
         usage=Usage(prompt_tokens=3, completion_tokens=2),
-        metrics=Metrics(ttft_ms=5, tokens_per_s=10, duration_ms=50, model_calls=2,
-                        tools=(ToolTiming(call_id="c1", tool="get_weather", status="ok", duration_ms=12.5),)),
+        metrics=Metrics(
+            ttft_ms=5,
+            tokens_per_s=10,
+            duration_ms=50,
+            model_calls=2,
+            tools=(ToolTiming(call_id="c1", tool="get_weather", status="ok", duration_ms=12.5),),
+        ),
     ),
 ]
 
@@ -52,7 +61,15 @@ def test_json_round_trip_gives_the_same_event(event):
 
 def test_type_tags_are_the_design_names():
     assert [e.type for e in EVENTS] == [
-        "thinking", "thinking", "token", "tool_call", "tool_progress", "tool_result", "tool_result", "error", "done",
+        "thinking",
+        "thinking",
+        "token",
+        "tool_call",
+        "tool_progress",
+        "tool_result",
+        "tool_result",
+        "error",
+        "done",
     ]
 
 
@@ -72,7 +89,9 @@ def test_invalid_events_are_rejected():
 
 def test_usage_adds_up_and_keeps_unknown_as_none():
     assert Usage() + Usage() == Usage()
-    assert Usage(prompt_tokens=1) + Usage(prompt_tokens=2, completion_tokens=3) == Usage(prompt_tokens=3, completion_tokens=3)
+    assert Usage(prompt_tokens=1) + Usage(prompt_tokens=2, completion_tokens=3) == Usage(
+        prompt_tokens=3, completion_tokens=3
+    )
 
 
 def test_tool_result_summary():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from core_helpers import check_invariants, collect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core_helpers import check_invariants, collect
 from streamchat import ChatSession, Progress, ScriptedProvider, ToolCall, tool
 from streamchat.providers.base import NoticeDelta, ThinkingDelta, UsageDelta
 

@@ -21,7 +21,7 @@ def test_all_is_sorted_and_unique():
 @pytest.mark.parametrize("name", streamchat.__all__)
 def test_every_public_name_imports_and_is_documented(name):
     obj = getattr(streamchat, name)
-    if inspect.isclass(obj) or inspect.isfunction(obj) or callable(obj) and hasattr(obj, "__wrapped__"):
+    if inspect.isclass(obj) or inspect.isfunction(obj) or (callable(obj) and hasattr(obj, "__wrapped__")):
         assert inspect.getdoc(obj), f"{name} has no docstring"
     elif hasattr(obj, "function"):  # a Tool made by @tool
         assert obj.description
@@ -31,7 +31,11 @@ def test_every_public_name_imports_and_is_documented(name):
 
 @pytest.mark.parametrize(
     "model",
-    [m for m in vars(events).values() if inspect.isclass(m) and issubclass(m, pydantic.BaseModel) and m.__module__ == events.__name__],
+    [
+        m
+        for m in vars(events).values()
+        if inspect.isclass(m) and issubclass(m, pydantic.BaseModel) and m.__module__ == events.__name__
+    ],
     ids=lambda m: m.__name__,
 )
 def test_every_event_field_is_documented(model):

@@ -7,8 +7,8 @@ import contextlib
 import json
 
 import pytest
-
 from core_helpers import brief, check_invariants, collect
+
 from streamchat import (
     BackendStreamError,
     ChatSession,
@@ -43,7 +43,13 @@ async def test_plain_answer_exact_sequence_and_history():
     session = ChatSession(provider, tools=[], session_id="s1")
     events = await collect(session, "hi")
     check_invariants(events)
-    assert brief(events) == [STATUS, ("token", "Hel"), ("token", "lo"), ("token", " world"), ("done", "stop", "Hello world")]
+    assert brief(events) == [
+        STATUS,
+        ("token", "Hel"),
+        ("token", "lo"),
+        ("token", " world"),
+        ("done", "stop", "Hello world"),
+    ]
     assert [(m.role, m.content, m.interrupted) for m in session.history] == [
         ("user", "hi", False),
         ("assistant", "Hello world", False),
@@ -56,7 +62,11 @@ async def test_plain_answer_exact_sequence_and_history():
 async def test_tool_turn_exact_sequence_results_go_back_to_the_model():
     provider = ScriptedProvider(
         [
-            [ThinkingDelta(text="I should add."), ToolCall("add", {"a": 2, "b": 3}), UsageDelta(prompt_tokens=5, completion_tokens=1)],
+            [
+                ThinkingDelta(text="I should add."),
+                ToolCall("add", {"a": 2, "b": 3}),
+                UsageDelta(prompt_tokens=5, completion_tokens=1),
+            ],
             ["2 + 3 = ", "5", UsageDelta(prompt_tokens=9, completion_tokens=2)],
         ]
     )
@@ -88,7 +98,11 @@ async def test_parallel_tools_exact_sequence():
     events = await collect(ChatSession(provider, tools=[add, lookup]), "go")
     check_invariants(events)
     seq = brief(events)
-    assert seq[:3] == [STATUS, ("tool_call", "call_1", "lookup", {"key": "a"}), ("tool_call", "call_2", "add", {"a": 1, "b": 1})]
+    assert seq[:3] == [
+        STATUS,
+        ("tool_call", "call_1", "lookup", {"key": "a"}),
+        ("tool_call", "call_2", "add", {"a": 1, "b": 1}),
+    ]
     lookup_events = [e for e in seq if e[0].startswith("tool_") and e[1] == "call_1"]
     assert lookup_events == [
         ("tool_call", "call_1", "lookup", {"key": "a"}),
@@ -107,7 +121,10 @@ async def test_system_prompt_and_history_are_sent():
     result = await session.send("second")
     assert result.text == "two"
     assert [(m.role, m.content) for m in provider.requests[1].messages] == [
-        ("system", "Be brief."), ("user", "first"), ("assistant", "one"), ("user", "second"),
+        ("system", "Be brief."),
+        ("user", "first"),
+        ("assistant", "one"),
+        ("user", "second"),
     ]
     session.clear()
     assert session.history == []
@@ -119,15 +136,16 @@ async def test_unknown_tool_invalid_arguments_and_raising_tool_reach_the_model()
         """Always fails."""
         raise RuntimeError("kaboom")
 
-    provider = ScriptedProvider(
-        [[ToolCall("nope", {}), ToolCall("add", {"a": "x"}), ToolCall("explode")], ["sorry"]]
-    )
+    provider = ScriptedProvider([[ToolCall("nope", {}), ToolCall("add", {"a": "x"}), ToolCall("explode")], ["sorry"]])
     events = await collect(ChatSession(provider, tools=[add, explode]), "go")
     check_invariants(events)
     results = {e[1]: e[2:] for e in brief(events) if e[0] == "tool_result"}
     assert results == {
         "call_1": ("error", "unknown tool 'nope'"),
-        "call_2": ("error", "invalid arguments: a: Input should be a valid integer, unable to parse string as an integer; b: Field required"),
+        "call_2": (
+            "error",
+            "invalid arguments: a: Input should be a valid integer, unable to parse string as an integer; b: Field required",
+        ),
         "call_3": ("error", "RuntimeError: kaboom"),
     }
     tool_messages = [m.content for m in provider.requests[1].messages if m.role == "tool"]
@@ -155,10 +173,14 @@ async def test_provider_failure_is_an_error_event_then_done_error():
     events = await collect(session, "hi")
     check_invariants(events)
     assert brief(events) == [
-        STATUS, ("token", "partial"), ("error", "stream_broken", "the connection dropped"), ("done", "error", "partial"),
+        STATUS,
+        ("token", "partial"),
+        ("error", "stream_broken", "the connection dropped"),
+        ("done", "error", "partial"),
     ]
     assert [(m.role, m.content, m.interrupted) for m in session.history] == [
-        ("user", "hi", False), ("assistant", "partial", True),
+        ("user", "hi", False),
+        ("assistant", "partial", True),
     ]
     # The session stays usable.
     session.provider.turns.append("again")
@@ -176,7 +198,13 @@ async def test_max_turns_runs_the_last_tools_then_stops():
     events = await collect(ChatSession(provider, tools=[add], max_turns=2), "loop")
     check_invariants(events)
     assert [e[0] for e in brief(events)] == [
-        "thinking", "tool_call", "tool_result", "thinking", "tool_call", "tool_result", "done",
+        "thinking",
+        "tool_call",
+        "tool_result",
+        "thinking",
+        "tool_call",
+        "tool_result",
+        "done",
     ]
     assert events[-1].reason == "max_turns"
     assert len(provider.requests) == 2
@@ -236,7 +264,8 @@ async def test_cancel_during_tokens_keeps_the_partial_answer_marked_interrupted(
     assert brief(events) == [STATUS, ("token", "Once "), ("token", "upon"), ("done", "cancelled", "Once upon")]
     assert provider.cancellations == 1
     assert [(m.role, m.content, m.interrupted) for m in session.history] == [
-        ("user", "story", False), ("assistant", "Once upon", True),
+        ("user", "story", False),
+        ("assistant", "Once upon", True),
     ]
     assert not session.cancel()  # nothing running any more
 
@@ -255,7 +284,7 @@ async def test_cancel_during_a_tool_cancels_it_and_records_results():
         return "unreachable"
 
     @tool
-    async def announce(report: "ProgressReporterT") -> str:  # noqa: F821 - resolved below
+    async def announce(report: ProgressReporterT) -> str:
         """Reports, then waits."""
         await report("waiting", percent=10)
         await asyncio.Event().wait()

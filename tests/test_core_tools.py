@@ -6,8 +6,8 @@ import asyncio
 import threading
 
 import pytest
-
 from core_helpers import brief, check_invariants, collect
+
 from streamchat import ChatSession, Progress, ProgressReporter, ScriptedProvider, ToolCall, ToolDefinitionError, tool
 from streamchat.tools import toolset
 
@@ -74,6 +74,7 @@ def test_tool_kinds():
     async def c() -> None: ...
     def g():  # type: ignore[no-untyped-def]
         yield 1
+
     async def ag():  # type: ignore[no-untyped-def]
         yield 1
 
@@ -150,7 +151,7 @@ async def test_sync_generator_and_sync_reporter_stream_progress():
     per_call = {}
     for e in brief(events):
         if e[0] in ("tool_progress", "tool_result"):
-            per_call.setdefault(e[1], []).append(e[2:] if e[0] == "tool_progress" else e[2:])
+            per_call.setdefault(e[1], []).append(e[2:])
     assert per_call["call_1"] == [("step 1", None, 50.0), ("step 2", None, 100.0), ("ok", 2)]
     assert per_call["call_2"] == [("halfway", "mid", 50.0), ("ok", "finished")]
 
@@ -227,7 +228,10 @@ async def test_pause_holds_a_generator_at_its_next_progress_and_resume_releases_
     check_invariants(events)
     assert progressed == ["after 1", "after 2"]
     assert [e[2:4] for e in brief(events) if e[0] == "tool_progress"] == [
-        ("stage 1", None), ("Paused", "paused"), ("stage 2", None), ("Resumed", "resumed"),
+        ("stage 1", None),
+        ("Paused", "paused"),
+        ("stage 2", None),
+        ("Resumed", "resumed"),
     ]
 
 

@@ -231,7 +231,9 @@ def test_coalescer_keeps_the_latest_progress_of_each_call_and_flushes_it_before_
     c = Coalescer(interval=0.05, clock=clock)
 
     def progress(seq: int, call_id: str, percent: float) -> ToolProgressEvent:
-        return ToolProgressEvent(session_id="s", turn_id="t", seq=seq, call_id=call_id, tool="x", message="m", percent=percent)
+        return ToolProgressEvent(
+            session_id="s", turn_id="t", seq=seq, call_id=call_id, tool="x", message="m", percent=percent
+        )
 
     assert c.push(progress(1, "a", 0)) == [progress(1, "a", 0)]
     clock.now = 0.01
@@ -242,7 +244,9 @@ def test_coalescer_keeps_the_latest_progress_of_each_call_and_flushes_it_before_
     assert c.push(progress(5, "b", 30)) == [progress(5, "b", 30), progress(4, "a", 20)]  # order of first report
     clock.now = 0.07
     assert c.push(progress(6, "a", 90)) == []
-    paused = ToolProgressEvent(session_id="s", turn_id="t", seq=7, call_id="a", tool="x", message="Paused", stage="paused")
+    paused = ToolProgressEvent(
+        session_id="s", turn_id="t", seq=7, call_id="a", tool="x", message="Paused", stage="paused"
+    )
     assert c.push(paused) == [progress(6, "a", 90)]  # a new stage is never merged away
     result = ToolResultEvent(session_id="s", turn_id="t", seq=8, call_id="a", tool="x", status="ok", duration_ms=1.0)
     assert c.push(result) == [paused, result]

@@ -13,7 +13,13 @@ from pathlib import Path
 from backends.llama_server import gguf_path  # noqa: F401  (fixture)
 
 QUESTION = "What is 12 * (3 + 4)?"
-BACKEND_VARIABLES = ("STREAMCHAT_PROVIDER", "STREAMCHAT_MODEL", "STREAMCHAT_LOCAL_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+BACKEND_VARIABLES = (
+    "STREAMCHAT_PROVIDER",
+    "STREAMCHAT_MODEL",
+    "STREAMCHAT_LOCAL_MODEL",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+)
 
 
 def closed_port() -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 
 import httpx
 import pytest
-
 from backends.llama_server import LlamaServer, gguf_path, llama_server  # noqa: F401  (fixtures)
 from core_helpers import brief, check_invariants
+
 from streamchat import ChatSession, ConfigurationError, DoneEvent, LocalProvider, OpenAIProvider, TokenEvent
 from streamchat.messages import Message
 from streamchat.providers import FinishDelta, ModelRequest, TextDelta, ThinkingDelta, ToolDefinition
@@ -57,7 +58,11 @@ async def test_chat_session_streams_the_real_server_answer(llama_server: LlamaSe
         await session.aclose()
     check_invariants(events)
     tokens = [e.content for e in events if isinstance(e, TokenEvent)]
-    assert brief(events) == [STATUS, *(("token", t) for t in tokens), ("done", "length" if finish == "length" else "stop", expected)]
+    assert brief(events) == [
+        STATUS,
+        *(("token", t) for t in tokens),
+        ("done", "length" if finish == "length" else "stop", expected),
+    ]
     assert len(tokens) > 1
     assert session.history[-1] == Message(role="assistant", content=expected)
 
@@ -93,7 +98,9 @@ async def test_local_provider_streams_real_tokens(gguf_path: Path) -> None:
 
 async def test_local_provider_says_once_that_it_answers_without_tools(gguf_path: Path) -> None:
     provider = LocalProvider(gguf_path, n_ctx=512, temperature=0.0, max_tokens=2)
-    tools = (ToolDefinition(name="lookup", description="Look a key up.", parameters={"type": "object", "properties": {}}),)
+    tools = (
+        ToolDefinition(name="lookup", description="Look a key up.", parameters={"type": "object", "properties": {}}),
+    )
     request = ModelRequest(messages=(Message(role="user", content="Hi"),), tools=tools)
     first = [d async for d in provider.stream(request)]
     second = [d async for d in provider.stream(request)]
@@ -126,7 +133,9 @@ async def test_cancelling_stops_local_generation_at_once(gguf_path: Path) -> Non
 def test_local_provider_without_a_model_file_says_how_to_configure_it(tmp_path: Path) -> None:
     from streamchat import Settings
 
-    with pytest.raises(ConfigurationError, match="pass model='path/to/model.gguf' or set STREAMCHAT_LOCAL_MODEL"):
+    with pytest.raises(
+        ConfigurationError, match=re.escape("pass model='path/to/model.gguf' or set STREAMCHAT_LOCAL_MODEL")
+    ):
         LocalProvider(settings=Settings(local_model=None))
     with pytest.raises(ConfigurationError, match="no GGUF file at"):
         LocalProvider(tmp_path / "missing.gguf")

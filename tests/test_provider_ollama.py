@@ -8,13 +8,13 @@ events through `ChatSession.stream`.
 from __future__ import annotations
 
 import pytest
+from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
+from backends.replay import ReplayServer, Reply, cut, cut_plans
+from backends.transcripts import ndjson, ollama_chunk, ollama_done
+from core_helpers import brief, check_invariants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
-from backends.replay import Reply, ReplayServer, cut, cut_plans
-from backends.transcripts import ndjson, ollama_chunk, ollama_done
-from core_helpers import brief, check_invariants
 from streamchat import DoneEvent, OllamaProvider
 
 STATUS = ("thinking", "status", "Thinking…")
@@ -86,7 +86,9 @@ TOOL_ON_DONE_CHUNK = ndjson(
         eval_count=12,
     ),
 )
-ANSWER = ndjson(ollama_chunk("α is the "), ollama_chunk("first letter."), ollama_done(prompt_eval_count=60, eval_count=6))
+ANSWER = ndjson(
+    ollama_chunk("α is the "), ollama_chunk("first letter."), ollama_done(prompt_eval_count=60, eval_count=6)
+)
 
 
 @pytest.mark.parametrize("plan", ["whole", "every-byte", "inside-utf8"])
@@ -108,7 +110,11 @@ async def test_tool_call_on_a_running_chunk_runs_the_tool_and_answers(replay: Re
     assert first["tools"] == [
         {
             "type": "function",
-            "function": {"name": "lookup", "description": "Look a key up in a small table.", "parameters": lookup.definition.parameters},
+            "function": {
+                "name": "lookup",
+                "description": "Look a key up in a small table.",
+                "parameters": lookup.definition.parameters,
+            },
         }
     ]
     assert second["messages"] == [
@@ -155,7 +161,9 @@ async def test_arguments_sent_as_invalid_json_text_become_a_tool_error_the_model
 
 @pytest.mark.parametrize("plan", ["whole", "every-byte"])
 async def test_error_line_mid_stream_becomes_an_error_event(replay: ReplayServer, plan: str) -> None:
-    data = ndjson(ollama_chunk("Hel"), ollama_chunk("lo"), {"error": "an error was encountered while running the model"})
+    data = ndjson(
+        ollama_chunk("Hel"), ollama_chunk("lo"), {"error": "an error was encountered while running the model"}
+    )
     replay.reset(Reply(cut_plans(data)[plan]))
     events = await run_turn(provider(replay))
     check_invariants(events)
@@ -195,11 +203,21 @@ async def test_a_non_streamed_json_body_is_one_chunk(replay: ReplayServer) -> No
     body = ndjson(ollama_done()).replace(b'"content": ""', b'"content": "Hello! How are you today?"').strip()
     replay.reset(Reply([body], content_type="application/json; charset=utf-8", chunked=False))
     events = await run_turn(provider(replay))
-    assert brief(events) == [STATUS, ("token", "Hello! How are you today?"), ("done", "stop", "Hello! How are you today?")]
+    assert brief(events) == [
+        STATUS,
+        ("token", "Hello! How are you today?"),
+        ("done", "stop", "Hello! How are you today?"),
+    ]
 
 
 async def test_missing_model_says_to_pull_it_and_is_not_retried(replay: ReplayServer) -> None:
-    replay.reset(Reply([b'{"error":"model \\"qwen3\\" not found, try pulling it first"}'], status=404, content_type="application/json"))
+    replay.reset(
+        Reply(
+            [b'{"error":"model \\"qwen3\\" not found, try pulling it first"}'],
+            status=404,
+            content_type="application/json",
+        )
+    )
     events = await run_turn(provider(replay))
     assert brief(events) == [
         STATUS,

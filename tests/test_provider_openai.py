@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
+from backends.replay import ReplayServer, Reply, cut, cut_plans
+from backends.transcripts import openai_chunk, openai_usage, sse, tool_fragment
+from core_helpers import brief, check_invariants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
-from backends.replay import Reply, ReplayServer, cut, cut_plans
-from backends.transcripts import openai_chunk, openai_usage, sse, tool_fragment
-from core_helpers import brief, check_invariants
 from streamchat import OpenAIProvider
 
 STATUS = ("thinking", "status", "Thinking…")
@@ -49,7 +49,12 @@ PARALLEL_CALLS = sse(
     openai_chunk({}, finish_reason="tool_calls"),
     openai_usage(50, 20),
 )
-ANSWER = sse(openai_chunk({"content": "α, then "}), openai_chunk({"content": "β."}), openai_chunk({}, finish_reason="stop"), openai_usage(80, 4))
+ANSWER = sse(
+    openai_chunk({"content": "α, then "}),
+    openai_chunk({"content": "β."}),
+    openai_chunk({}, finish_reason="stop"),
+    openai_usage(80, 4),
+)
 PARALLEL_EVENTS = [
     STATUS,
     ("tool_call", "call_a", "lookup", {"key": "α"}),
@@ -140,7 +145,9 @@ async def test_incomplete_arguments_become_a_tool_error_the_model_sees(replay: R
 
 @pytest.mark.parametrize("plan", ["whole", "every-byte"])
 async def test_error_object_in_a_chunk_becomes_an_error_event(replay: ReplayServer, plan: str) -> None:
-    data = sse(openai_chunk({"content": "Hi"}), {"error": {"message": "model overloaded", "type": "server_error"}}, done=False)
+    data = sse(
+        openai_chunk({"content": "Hi"}), {"error": {"message": "model overloaded", "type": "server_error"}}, done=False
+    )
     replay.reset(Reply(cut_plans(data)[plan], content_type=SSE))
     events = await run_turn(provider(replay))
     check_invariants(events)
@@ -154,7 +161,12 @@ async def test_error_object_in_a_chunk_becomes_an_error_event(replay: ReplayServ
 
 
 async def test_malformed_event_is_reported_and_the_stream_goes_on(replay: ReplayServer) -> None:
-    data = sse(openai_chunk({"content": "a"}), "{oops", openai_chunk({"content": "b"}), openai_chunk({}, finish_reason="length"))
+    data = sse(
+        openai_chunk({"content": "a"}),
+        "{oops",
+        openai_chunk({"content": "b"}),
+        openai_chunk({}, finish_reason="length"),
+    )
     replay.reset(Reply([data], content_type=SSE))
     assert brief(await run_turn(provider(replay))) == [
         STATUS,
@@ -177,7 +189,11 @@ async def test_a_whole_json_completion_is_handled_as_one_chunk(replay: ReplaySer
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
-                        {"id": "call_x", "type": "function", "function": {"name": "lookup", "arguments": '{"key":"paris"}'}}
+                        {
+                            "id": "call_x",
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"key":"paris"}'},
+                        }
                     ],
                 },
                 "finish_reason": "tool_calls",
@@ -185,7 +201,16 @@ async def test_a_whole_json_completion_is_handled_as_one_chunk(replay: ReplaySer
         ],
         "usage": {"prompt_tokens": 257, "completion_tokens": 63, "total_tokens": 320},
     }
-    final = {**completion, "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris is the capital of France."}, "finish_reason": "stop"}]}
+    final = {
+        **completion,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris is the capital of France."},
+                "finish_reason": "stop",
+            }
+        ],
+    }
     replay.reset(
         Reply([json.dumps(completion).encode()], content_type="application/json", chunked=False),
         Reply([json.dumps(final).encode()], content_type="application/json", chunked=False),
@@ -203,10 +228,15 @@ async def test_a_whole_json_completion_is_handled_as_one_chunk(replay: ReplaySer
 
 
 async def test_ollama_v1_style_rejection_of_tools_retries_without_them(replay: ReplayServer) -> None:
-    rejected = b'{"error":{"message":"stablelm2:latest does not support tools","type":"api_error","param":null,"code":null}}'
+    rejected = (
+        b'{"error":{"message":"stablelm2:latest does not support tools","type":"api_error","param":null,"code":null}}'
+    )
     replay.reset(Reply([rejected], status=400, content_type="application/json"), Reply([ANSWER], content_type=SSE))
     events = await run_turn(provider(replay, tool_choice="auto"), "α?", tools=[lookup])
-    assert brief(events)[:2] == [STATUS, ("thinking", "status", "test-model does not support tools: answering without them")]
+    assert brief(events)[:2] == [
+        STATUS,
+        ("thinking", "status", "test-model does not support tools: answering without them"),
+    ]
     assert brief(events)[-1] == ("done", "stop", "α, then β.")
     assert replay.requests[0].json()["tool_choice"] == "auto"
     assert "tools" not in replay.requests[1].json() and "tool_choice" not in replay.requests[1].json()
@@ -227,11 +257,16 @@ async def test_a_stream_that_ends_without_finishing_is_an_error_not_a_short_answ
     ("status", "error"),
     [
         (500, b'{"error":{"code":500,"message":"tools param requires --jinja flag","type":"server_error"}}'),
-        (400, b'{"object":"error","message":"\\"auto\\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}'),
+        (
+            400,
+            b'{"object":"error","message":"\\"auto\\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}',
+        ),
     ],
     ids=["llama.cpp", "vllm"],
 )
-async def test_servers_that_cannot_take_tools_are_asked_without_them(replay: ReplayServer, status: int, error: bytes) -> None:
+async def test_servers_that_cannot_take_tools_are_asked_without_them(
+    replay: ReplayServer, status: int, error: bytes
+) -> None:
     replay.reset(Reply([error], status=status, content_type="application/json"), Reply([ANSWER], content_type=SSE))
     events = await run_turn(provider(replay), "α?", tools=[lookup])
     assert brief(events)[1] == ("thinking", "status", "test-model does not support tools: answering without them")

@@ -14,15 +14,15 @@ import time
 
 import httpx
 import pytest
-
 from backends.fixtures import FAST, replay, replay_server, run_turn  # noqa: F401  (fixtures)
-from backends.replay import Reply, ReplayServer
+from backends.replay import ReplayServer, Reply
 from backends.transcripts import ndjson, ollama_chunk, ollama_done, openai_chunk, openai_usage, sse
 from core_helpers import brief, check_invariants
+
 from streamchat import ChatSession, OllamaProvider, OpenAIProvider, Settings
+from streamchat.messages import Message
 from streamchat.providers import ModelRequest, TextDelta
 from streamchat.providers._http import HttpProvider, retry_after_seconds
-from streamchat.messages import Message
 
 STATUS = ("thinking", "status", "Thinking…")
 NDJSON = "application/x-ndjson"
@@ -38,8 +38,14 @@ def make(kind: str, url: str, settings: Settings = FAST) -> HttpProvider:
 def stream_of(kind: str, *texts: str) -> tuple[bytes, str]:
     """A complete response streaming `texts`, in `kind`'s format, and its content type."""
     if kind == "ollama":
-        return ndjson(*(ollama_chunk(t) for t in texts), ollama_done(prompt_eval_count=3, eval_count=len(texts))), NDJSON
-    return sse(*(openai_chunk({"content": t}) for t in texts), openai_chunk({}, finish_reason="stop"), openai_usage(3, len(texts))), SSE
+        return ndjson(
+            *(ollama_chunk(t) for t in texts), ollama_done(prompt_eval_count=3, eval_count=len(texts))
+        ), NDJSON
+    return sse(
+        *(openai_chunk({"content": t}) for t in texts),
+        openai_chunk({}, finish_reason="stop"),
+        openai_usage(3, len(texts)),
+    ), SSE
 
 
 def first_piece(kind: str, text: str) -> bytes:
@@ -54,7 +60,11 @@ KINDS = ["ollama", "openai"]
 async def test_two_503s_then_success_give_one_clean_answer(replay: ReplayServer, kind: str) -> None:
     body, content_type = stream_of(kind, "Bonjour", " à tous")
     unavailable = Reply([b'{"error":"server busy"}'], status=503, content_type="application/json")
-    replay.reset(unavailable, Reply(unavailable.pieces, status=503, headers={"Retry-After": "0"}), Reply([body], content_type=content_type))
+    replay.reset(
+        unavailable,
+        Reply(unavailable.pieces, status=503, headers={"Retry-After": "0"}),
+        Reply([body], content_type=content_type),
+    )
     events = await run_turn(make(kind, replay.url))
     check_invariants(events)
     assert brief(events) == [STATUS, ("token", "Bonjour"), ("token", " à tous"), ("done", "stop", "Bonjour à tous")]
@@ -72,9 +82,14 @@ async def test_a_connection_dropped_before_any_event_is_retried(replay: ReplaySe
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_connection_dropped_after_the_first_token_is_an_error_without_duplicates(replay: ReplayServer, kind: str) -> None:
+async def test_a_connection_dropped_after_the_first_token_is_an_error_without_duplicates(
+    replay: ReplayServer, kind: str
+) -> None:
     body, content_type = stream_of(kind, "Hel", "lo")
-    replay.reset(Reply([first_piece(kind, "Hel")], content_type=content_type, ending="drop"), Reply([body], content_type=content_type))
+    replay.reset(
+        Reply([first_piece(kind, "Hel")], content_type=content_type, ending="drop"),
+        Reply([body], content_type=content_type),
+    )
     events = await run_turn(make(kind, replay.url))
     check_invariants(events)
     reduced = brief(events)
@@ -139,7 +154,11 @@ async def test_a_stream_that_stalls_ends_the_turn_at_the_stall_timeout(replay: R
     assert brief(events) == [
         STATUS,
         ("token", "Hel"),
-        ("error", "backend_timeout", f"{kind} at {make(kind, replay.url).base_url} stopped sending for 0.3 s: ended the turn"),
+        (
+            "error",
+            "backend_timeout",
+            f"{kind} at {make(kind, replay.url).base_url} stopped sending for 0.3 s: ended the turn",
+        ),
         ("done", "error", "Hel"),
     ]
     assert await asyncio.to_thread(replay.wait_for_disconnects, 1)  # the stalled response was closed
@@ -194,7 +213,9 @@ async def test_the_pooled_client_follows_the_event_loop(replay: ReplayServer) ->
     worker.start()
     try:
         body, content_type = stream_of("ollama", "one")
-        replay.reset(Reply([body], content_type=content_type), Reply([stream_of("ollama", "two")[0]], content_type=content_type))
+        replay.reset(
+            Reply([body], content_type=content_type), Reply([stream_of("ollama", "two")[0]], content_type=content_type)
+        )
         assert asyncio.run_coroutine_threadsafe(words(), other).result(30) == ["one"]
         first_client = asyncio.run_coroutine_threadsafe(_current_client(provider), other).result(30)
         assert await words() == ["two"]

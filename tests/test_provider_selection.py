@@ -8,9 +8,9 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from backends.fixtures import replay, replay_server  # noqa: F401  (fixtures)
-from backends.replay import Reply, ReplayServer
+from backends.replay import ReplayServer, Reply
+
 from streamchat import (
     DemoProvider,
     LocalProvider,
@@ -72,15 +72,21 @@ def test_ollama_without_models_falls_through_and_says_so(replay: ReplayServer) -
     replay.reset(tags())
     provider = get_provider(settings=settings(ollama_host=replay.url))
     assert isinstance(provider, DemoProvider)
-    assert describe_choice() == f"{NO_BACKEND_ANNOUNCEMENT} (ollama at {replay.url} has no models: `ollama pull llama3.2`)"
+    assert (
+        describe_choice() == f"{NO_BACKEND_ANNOUNCEMENT} (ollama at {replay.url} has no models: `ollama pull llama3.2`)"
+    )
 
 
 def test_an_openai_compatible_server_is_next() -> None:
-    provider = get_provider(settings=settings(ollama_host=nobody_listening(), openai_base_url="http://127.0.0.1:8000/v1"))
+    provider = get_provider(
+        settings=settings(ollama_host=nobody_listening(), openai_base_url="http://127.0.0.1:8000/v1")
+    )
     assert isinstance(provider, OpenAIProvider)
     assert describe_choice() == "using openai gpt-4o-mini at http://127.0.0.1:8000/v1"
     keyed = get_provider(settings=settings(ollama_host=nobody_listening(), openai_api_key="sk-x", model="gpt-4.1"))
-    assert isinstance(keyed, OpenAIProvider) and keyed.base_url == "https://api.openai.com/v1" and keyed.model == "gpt-4.1"
+    assert (
+        isinstance(keyed, OpenAIProvider) and keyed.base_url == "https://api.openai.com/v1" and keyed.model == "gpt-4.1"
+    )
 
 
 def test_a_configured_local_model_is_next(tmp_path: Path) -> None:

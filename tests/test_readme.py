@@ -29,6 +29,8 @@ def test_readme_python_examples_run_in_a_kernel(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     monkeypatch.setenv("STREAMCHAT_DISPLAY", "text")
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")  # nothing listens: the demo model answers
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in notebook.cells for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -46,11 +46,18 @@ async def ask(page: Page, question: str) -> None:
     await page.locator("#prompt").press("Enter")
 
 
-async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_turn(page: Page, jp_serverapp: Any) -> None:
+async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_turn(
+    page: Page, jp_serverapp: Any
+) -> None:
     GATE.reset()
     SCRIPT.turns = [
-        ["Let me ", "check. ", ToolCall("wait_here", {"label": "lookup"}, call_id="w"), ToolCall("count_to", {"n": 4}, call_id="c")],
-        ["The answer is **42**.\n\n- sanitized: <img src=x onerror=\"window.pwned = 1\">", "\n- done"],
+        [
+            "Let me ",
+            "check. ",
+            ToolCall("wait_here", {"label": "lookup"}, call_id="w"),
+            ToolCall("count_to", {"n": 4}, call_id="c"),
+        ],
+        ['The answer is **42**.\n\n- sanitized: <img src=x onerror="window.pwned = 1">', "\n- done"],
         [ToolCall("wait_here", {"label": "slow"}, call_id="s")],
     ]
     await ask(page, "What is the answer?")
@@ -58,7 +65,9 @@ async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_tur
     await expect(answer.locator(".content")).to_have_text("Let me check.")  # streamed before the turn ends
     waiting = answer.locator('.tool-card[data-call-id="w"] [role=progressbar]')
     await expect(waiting).to_have_attribute("aria-valuenow", "10")
-    await expect(answer.locator('.tool-card[data-call-id="c"] [role=progressbar]')).to_have_attribute("aria-valuenow", "100")
+    await expect(answer.locator('.tool-card[data-call-id="c"] [role=progressbar]')).to_have_attribute(
+        "aria-valuenow", "100"
+    )
     await expect(page.locator("#stop")).to_be_enabled()
     assert GATE.opened is not None
     GATE.opened.set()
@@ -73,7 +82,9 @@ async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_tur
     GATE.reset()
     await ask(page, "Something slow")
     second = page.locator(".assistant").nth(1)
-    await expect(second.locator('.tool-card[data-call-id="s"] [role=progressbar]')).to_have_attribute("aria-valuenow", "10")
+    await expect(second.locator('.tool-card[data-call-id="s"] [role=progressbar]')).to_have_attribute(
+        "aria-valuenow", "10"
+    )
     await page.locator("#stop").click()
     await expect(second).to_have_attribute("data-reason", "cancelled")
     await expect(second.locator('.tool-card[data-call-id="s"] .note')).to_have_text("Cancelled")

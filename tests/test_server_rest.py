@@ -69,7 +69,9 @@ async def test_chat_history_and_delete(client: httpx.AsyncClient) -> None:
     ],
 )
 @pytest.mark.parametrize("route", ["api/streamchat/chat", "api/streamchat/chat/stream"])
-async def test_bad_requests_get_json_errors(client: httpx.AsyncClient, route: str, body: bytes, status: int, code: str) -> None:
+async def test_bad_requests_get_json_errors(
+    client: httpx.AsyncClient, route: str, body: bytes, status: int, code: str
+) -> None:
     response = await client.post(route, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
@@ -116,7 +118,9 @@ class TestIdleExpiry:
     def jp_server_config(self) -> dict[str, Any]:
         return server_config(idle_timeout=0.0)
 
-    async def test_idle_sessions_expire_and_running_ones_do_not(self, client: httpx.AsyncClient, jp_serverapp: Any) -> None:
+    async def test_idle_sessions_expire_and_running_ones_do_not(
+        self, client: httpx.AsyncClient, jp_serverapp: Any
+    ) -> None:
         service = jp_serverapp.web_app.settings["streamchat"].service
         await client.post("api/streamchat/chat", json={"message": "hi"})
         GATE.reset()

@@ -85,7 +85,9 @@ async def test_cookie_authenticated_requests_need_the_xsrf_token(base_url: str) 
         assert refused.status_code == 403  # a GET that starts a turn is checked like a POST
         accepted = await browser.post("api/streamchat/chat", json={"message": "hi"}, headers={"X-XSRFToken": xsrf})
         assert accepted.status_code == 200 and accepted.json()["text"] == "Hello there"
-        frames = await sse_events(browser, "GET", "api/streamchat/sessions/x/stream", params={"message": "hi", "_xsrf": xsrf})
+        frames = await sse_events(
+            browser, "GET", "api/streamchat/sessions/x/stream", params={"message": "hi", "_xsrf": xsrf}
+        )
         assert frames[-1].event.text == "Hello there"
         assert (await browser.get(f"api/streamchat/sessions/{accepted.json()['session_id']}")).status_code == 200
 
@@ -121,7 +123,10 @@ async def test_one_user_cannot_read_stream_or_delete_another_users_session(
         ]
         for response in attempts:
             assert response.status_code == 404
-            assert error_of(response) == {"code": "session_not_found", "message": f"no session {session_id!r} (it may have expired)"}
+            assert error_of(response) == {
+                "code": "session_not_found",
+                "message": f"no session {session_id!r} (it may have expired)",
+            }
     ws = await jp_ws_fetch("api", "streamchat", "ws", headers=auth(BOB))
     for message in (
         {"type": "chat.message", "message": "hi", "session_id": session_id},

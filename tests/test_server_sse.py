@@ -78,7 +78,9 @@ async def test_tokens_with_line_breaks_and_field_names_arrive_intact(client: htt
     ("session_id", "params"),
     [("bad!id", {"message": "hi"}), ("x" * 65, {"message": "hi"}), ("ok", {}), ("ok", {"message": "  "})],
 )
-async def test_get_stream_rejects_bad_ids_and_messages(client: httpx.AsyncClient, session_id: str, params: dict[str, str]) -> None:
+async def test_get_stream_rejects_bad_ids_and_messages(
+    client: httpx.AsyncClient, session_id: str, params: dict[str, str]
+) -> None:
     response = await client.get(f"api/streamchat/sessions/{session_id}/stream", params=params)
     assert response.status_code == 400
     assert error_of(response)["code"] in {"bad_session_id", "bad_message"}
@@ -169,7 +171,9 @@ class TestManyDisconnects:
             GATE.reset()
             SCRIPT.turns = [[ToolCall("wait_here", {"label": f"w{n}"})], ["never"]]
             url = f"api/streamchat/sessions/s{n}/stream"
-            await sse_events(client, "GET", url, params={"message": "go"}, stop=lambda f: f.event.type == "tool_progress")
+            await sse_events(
+                client, "GET", url, params={"message": "go"}, stop=lambda f: f.event.type == "tool_progress"
+            )
             assert GATE.cancelled_event is not None
             await asyncio.wait_for(GATE.cancelled_event.wait(), timeout=5)
             assert (await client.delete(f"api/streamchat/sessions/s{n}")).status_code == 204
@@ -207,11 +211,15 @@ class TestResume:
         script = [["Thinking about it. ", ToolCall("wait_here", {"label": "r"}, call_id="r1")], ["Resumed ", "fine."]]
         SCRIPT.turns = script
         url = "api/streamchat/sessions/resume-me/stream"
-        first = await sse_events(client, "GET", url, params={"message": "go"}, stop=lambda f: f.event.type == "tool_progress")
+        first = await sse_events(
+            client, "GET", url, params={"message": "go"}, stop=lambda f: f.event.type == "tool_progress"
+        )
         k = int(first[-1].id)
         assert k == 4
         assert GATE.started is not None and GATE.opened is not None
-        async with aconnect_sse(client, "GET", url, params={"message": "go"}, headers={"Last-Event-ID": str(k)}) as source:
+        async with aconnect_sse(
+            client, "GET", url, params={"message": "go"}, headers={"Last-Event-ID": str(k)}
+        ) as source:
             assert source.response.status_code == 200
             GATE.opened.set()  # the tool finishes only now, while the resumed stream is attached
             rest = [Frame(sse.id, sse.event, parse_event(sse.data)) async for sse in source.aiter_sse()]

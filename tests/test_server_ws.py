@@ -140,7 +140,9 @@ async def test_cancel_and_tool_controls_act_on_the_running_turn(ws: WebSocketCli
         ('{"type": "chat.clear"}', "bad_message"),
     ],
 )
-async def test_bad_messages_get_an_error_and_the_socket_stays_open(ws: WebSocketClientConnection, raw: str, code: str) -> None:
+async def test_bad_messages_get_an_error_and_the_socket_stays_open(
+    ws: WebSocketClientConnection, raw: str, code: str
+) -> None:
     await ws.write_message(raw)
     error = await receive(ws)
     assert error["type"] == "error" and error["code"] == code and error["message"]
@@ -155,7 +157,9 @@ class TestSizeLimit:
     def jp_server_config(self) -> dict[str, Any]:
         return server_config(max_message_size=1000)
 
-    async def test_large_messages_are_refused_and_huge_frames_close_the_socket(self, ws: WebSocketClientConnection) -> None:
+    async def test_large_messages_are_refused_and_huge_frames_close_the_socket(
+        self, ws: WebSocketClientConnection
+    ) -> None:
         await ws.write_message(json.dumps({"type": "chat.message", "message": "x" * 1001}))
         assert (await receive(ws))["code"] == "message_too_large"
         await ws.write_message(json.dumps({"type": "chat.message", "message": "x" * 1000}))

@@ -93,9 +93,7 @@ def default_session() -> ChatSession:
     return _default if _default is not None else new_session()
 
 
-def _session_for(
-    session: ChatSession | None, provider: Any, model: Any, tools: Any, system: Any
-) -> ChatSession:
+def _session_for(session: ChatSession | None, provider: Any, model: Any, tools: Any, system: Any) -> ChatSession:
     if session is not None:
         if (provider, model, tools, system) != (None, None, None, None):
             raise UsageError("pass either `session=` or provider/model/tools/system, not both")

@@ -55,13 +55,13 @@ TOOLS_REJECTED = (
 """Phrases of the errors servers answer when the model or server cannot take tools."""
 
 
-
 def function_tools(tools: Iterable[ToolDefinition]) -> list[dict[str, Any]]:
     """Tool definitions in the `{"type": "function", "function": {…}}` shape Ollama and OpenAI share."""
     return [
         {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
         for t in tools
     ]
+
 
 @dataclass(frozen=True)
 class HttpPolicy:
@@ -210,7 +210,9 @@ class HttpProvider(Provider):
         # Nested generators are closed explicitly (aclosing), so leaving the stream closes
         # the HTTP response before `aclose()` returns, not whenever the loop finalizes them.
         try:
-            async with contextlib.aclosing(self._with_retries(self.build_body(request, with_tools=with_tools))) as deltas:
+            async with contextlib.aclosing(
+                self._with_retries(self.build_body(request, with_tools=with_tools))
+            ) as deltas:
                 async for delta in deltas:
                     yield delta
             return
@@ -296,7 +298,9 @@ class HttpProvider(Provider):
         if status in (400, 500) and tools_sent and any(phrase in detail.lower() for phrase in TOOLS_REJECTED):
             return _ToolsRejected(detail)
         retryable = status in RETRYABLE_STATUSES or status >= 500
-        error = _StatusError(self.explain(status, detail), status_code=status, code=f"http_{status}", retryable=retryable)
+        error = _StatusError(
+            self.explain(status, detail), status_code=status, code=f"http_{status}", retryable=retryable
+        )
         error.retry_after = retry_after_seconds(response.headers.get("retry-after"))
         return error
 

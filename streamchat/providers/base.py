@@ -138,7 +138,7 @@ class Provider(abc.ABC):
     def stream(self, request: ModelRequest) -> AsyncGenerator[ProviderDelta, None]:
         """Send one request and yield the response's deltas as they arrive."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027  (an optional hook: nothing to release by default)
         """Release network resources. Safe to call more than once."""
 
     def describe(self) -> str:

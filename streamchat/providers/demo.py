@@ -22,7 +22,9 @@ __all__ = ["DEMO_NOTICE", "DemoProvider"]
 
 DEMO_NOTICE = "(Answered by streamchat's offline demo model, not an LLM: see README → Backends to connect one.)"
 
-_WEATHER = re.compile(r"\bweather\b(?:\s+(?:like\s+)?(?:in|for|at)\s+(?P<city>[^?.!,;]+?))?\s*(?:[?.!,;]|$| and\b)", re.I)
+_WEATHER = re.compile(
+    r"\bweather\b(?:\s+(?:like\s+)?(?:in|for|at)\s+(?P<city>[^?.!,;]+?))?\s*(?:[?.!,;]|$| and\b)", re.I
+)
 _TIME = re.compile(
     r"\btime\b(?:\s+is\s+it)?(?:\s+(?:in|at)\s+(?P<zone>[A-Za-z_/ '-]+?))?\s*(?:[?.!,;]|$| and\b| there\b)", re.I
 )
@@ -61,7 +63,9 @@ class DemoProvider(Provider):
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
             yield TextDelta(text=word)
-        yield UsageDelta(prompt_tokens=sum(len(m.content.split()) for m in request.messages), completion_tokens=len(words))
+        yield UsageDelta(
+            prompt_tokens=sum(len(m.content.split()) for m in request.messages), completion_tokens=len(words)
+        )
         yield FinishDelta(reason="stop")
 
     # -- understanding ----------------------------------------------------------------

@@ -23,7 +23,17 @@ from .base import FinishDelta, ModelRequest, Provider, ProviderDelta, TextDelta,
 __all__ = ["LOAD_OPTIONS", "LocalProvider"]
 
 LOAD_OPTIONS = frozenset(
-    {"n_ctx", "n_threads", "n_threads_batch", "n_batch", "n_gpu_layers", "chat_format", "use_mmap", "use_mlock", "verbose"}
+    {
+        "n_ctx",
+        "n_threads",
+        "n_threads_batch",
+        "n_batch",
+        "n_gpu_layers",
+        "chat_format",
+        "use_mmap",
+        "use_mlock",
+        "verbose",
+    }
 )
 """Keyword options given to `llama_cpp.Llama(...)`; every other one goes to `create_chat_completion`."""
 

@@ -59,9 +59,18 @@ class OllamaStreamParser:
             chunk = json.loads(text)
         except ValueError:  # UnicodeDecodeError is a ValueError too
             preview = text[:80].decode("utf-8", "replace")
-            return [NoticeDelta(message=f"ollama sent a line that is not JSON; skipped it: {preview!r}", code="malformed_chunk")]
+            return [
+                NoticeDelta(
+                    message=f"ollama sent a line that is not JSON; skipped it: {preview!r}", code="malformed_chunk"
+                )
+            ]
         if not isinstance(chunk, dict):
-            return [NoticeDelta(message=f"ollama sent a line that is not an object; skipped it: {chunk!r:.80}", code="malformed_chunk")]
+            return [
+                NoticeDelta(
+                    message=f"ollama sent a line that is not an object; skipped it: {chunk!r:.80}",
+                    code="malformed_chunk",
+                )
+            ]
         return self.feed(chunk)
 
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
@@ -115,7 +124,9 @@ class OllamaStreamParser:
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except ValueError as exc:
-                return ToolCallPart(call_id=call_id, name=name, invalid_args=f"not valid JSON ({exc}): {arguments!r:.200}")
+                return ToolCallPart(
+                    call_id=call_id, name=name, invalid_args=f"not valid JSON ({exc}): {arguments!r:.200}"
+                )
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, dict):

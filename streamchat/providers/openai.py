@@ -85,9 +85,19 @@ class OpenAIStreamParser:
         try:
             chunk = json.loads(data)
         except ValueError:
-            return [NoticeDelta(message=f"the server sent an event that is not JSON; skipped it: {data[:80]!r}", code="malformed_chunk")]
+            return [
+                NoticeDelta(
+                    message=f"the server sent an event that is not JSON; skipped it: {data[:80]!r}",
+                    code="malformed_chunk",
+                )
+            ]
         if not isinstance(chunk, dict):
-            return [NoticeDelta(message=f"the server sent an event that is not an object; skipped it: {data[:80]!r}", code="malformed_chunk")]
+            return [
+                NoticeDelta(
+                    message=f"the server sent an event that is not an object; skipped it: {data[:80]!r}",
+                    code="malformed_chunk",
+                )
+            ]
         return self.feed(chunk)
 
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
@@ -120,7 +130,9 @@ class OpenAIStreamParser:
         if self._finished:
             return []
         if not self.done and self.finish_reason is None:
-            raise BackendStreamError("the stream ended before the model finished: the answer is incomplete", retryable=True)
+            raise BackendStreamError(
+                "the stream ended before the model finished: the answer is incomplete", retryable=True
+            )
         self._finished = True
         out = self._complete_calls()
         reason = self.finish_reason or ("tool_calls" if out else "stop")
@@ -202,7 +214,9 @@ class OpenAIProvider(HttpProvider):
     def unreachable_hint(self) -> str:
         from . import available_providers
 
-        return f"start the server, set OPENAI_BASE_URL, or choose another provider; {available_providers(self.settings)}"
+        return (
+            f"start the server, set OPENAI_BASE_URL, or choose another provider; {available_providers(self.settings)}"
+        )
 
     def build_body(self, request: ModelRequest, *, with_tools: bool) -> dict[str, Any]:
         body: dict[str, Any] = {

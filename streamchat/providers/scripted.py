@@ -33,9 +33,7 @@ class ToolCall:
 ScriptItem: TypeAlias = str | ToolCall | ProviderDelta
 """One step of a scripted response: text, a tool call, or any provider delta."""
 ScriptTurn: TypeAlias = (
-    str
-    | Sequence[ScriptItem]
-    | Callable[[ModelRequest], Iterable[ScriptItem] | AsyncIterable[ScriptItem]]
+    str | Sequence[ScriptItem] | Callable[[ModelRequest], Iterable[ScriptItem] | AsyncIterable[ScriptItem]]
 )
 """One model response: text, a list of items, or a callable that receives the request."""
 

@@ -10,6 +10,7 @@ connection, or a stall until the client goes away.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import threading
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["RecordedRequest", "Reply", "ReplayServer", "cut", "cut_plans"]
+__all__ = ["RecordedRequest", "ReplayServer", "Reply", "cut", "cut_plans"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def cut(data: bytes, points: Sequence[int]) -> list[bytes]:
     """`data` split at the given byte offsets (out-of-range and repeated offsets ignored)."""
     bounds = sorted({p for p in points if 0 < p < len(data)})
     edges = [0, *bounds, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
 def cut_plans(data: bytes) -> dict[str, list[bytes]]:

@@ -34,7 +34,9 @@ OLLAMA_DONE_STATS = {
 """The final-chunk statistics from Ollama's API documentation."""
 
 
-def ollama_chunk(content: str = "", *, thinking: str | None = None, tool_calls: list[Any] | None = None) -> dict[str, Any]:
+def ollama_chunk(
+    content: str = "", *, thinking: str | None = None, tool_calls: list[Any] | None = None
+) -> dict[str, Any]:
     """One `done: false` line of `/api/chat`."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if thinking is not None:
@@ -90,7 +92,9 @@ def sse(*objects: dict[str, Any] | str, done: bool = True) -> bytes:
     return "".join(f"data: {e}\n\n" for e in events).encode()
 
 
-def tool_fragment(index: int, *, call_id: str | None = None, name: str | None = None, arguments: str = "") -> dict[str, Any]:
+def tool_fragment(
+    index: int, *, call_id: str | None = None, name: str | None = None, arguments: str = ""
+) -> dict[str, Any]:
     """One `delta.tool_calls` entry: id and name on the first fragment, then argument pieces."""
     fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
     if call_id is not None:
