@@ -15,21 +15,19 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Int, List, Unicode
+from traitlets import Float, Int, List, Type, Unicode
 
-from streamchat._version import __version__
 from streamchat.errors import ConfigurationError, StreamChatError
 from streamchat.providers import get_provider
 from streamchat.providers.base import Provider
 from streamchat.settings import Settings
-from streamchat.stores import MemoryStore
+from streamchat.stores import MemoryStore, SessionStore
 from streamchat.tools.definition import Tool, tool
 
 from . import handlers
-from .service import ChatService, Limits
+from .service import SERVICE_SETTING, ChatService, Limits
 
 __all__ = ["StreamChat", "load_object", "load_tools"]
 
@@ -112,6 +110,18 @@ class StreamChat(ExtensionApp):
         0.5, help="Seconds a turn survives without any client before it is cancelled (a resume within it continues)."
     ).tag(config=True)
     replay_buffer_size = Int(2000, help="Events of the latest turn each session keeps for SSE resume.").tag(config=True)
+    service_class = Type(
+        klass=ChatService,
+        default_value=ChatService,
+        config=True,
+        help="The ChatService (sub)class holding the sessions; the handlers use only its instance.",
+    )
+    store_class = Type(
+        klass=SessionStore,
+        default_value=MemoryStore,
+        config=True,
+        help="The SessionStore class keeping sessions; made with replay_size=replay_buffer_size.",
+    )
 
     def _settings(self) -> Settings:
         given: dict[str, Any] = {
@@ -137,7 +147,7 @@ class StreamChat(ExtensionApp):
             settings = self._settings()
             tools = load_tools(list(self.tools))
             make_provider = self._provider_maker(settings)
-            self.health_provider = make_provider()
+            health_provider = make_provider()
         except StreamChatError as exc:
             log = self.serverapp.log if self.serverapp is not None else self.log
             log.error("streamchat: the extension cannot start: %s", exc.message)
@@ -147,36 +157,27 @@ class StreamChat(ExtensionApp):
             max_sessions_per_user=self.max_sessions_per_user,
             idle_timeout=self.idle_timeout,
             disconnect_grace=self.disconnect_grace,
+            heartbeat_interval=self.heartbeat_interval,
         )
-        store = MemoryStore(replay_size=self.replay_buffer_size)
-        self.service = ChatService(store, make_provider=make_provider, tools=tools, settings=settings, limits=limits)
+        # The trait holds a concrete subclass; mypy types it as the abstract klass (python/mypy#4717).
+        store = self.store_class(replay_size=self.replay_buffer_size)  # type: ignore[abstract]
+        self.service: ChatService = self.service_class(
+            store,
+            make_provider=make_provider,
+            tools=tools,
+            settings=settings,
+            limits=limits,
+            health_provider=health_provider,
+        )
+        self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
         self._expiry.start()
-        self.log.info("streamchat: serving %s with tools %s", self.health_provider.describe(), [t.name for t in tools])
+        self.log.info("streamchat: serving %s with tools %s", health_provider.describe(), [t.name for t in tools])
 
     def initialize_handlers(self) -> None:
         """Register the routes of DESIGN §3 under the server's base URL."""
         self.handlers.extend(handlers.routes())
-
-    async def health(self) -> dict[str, Any]:
-        """Status, version, the provider and whether its endpoint answers."""
-        provider = self.health_provider
-        endpoint = getattr(provider, "base_url", None)
-        reachable = True  # an in-process model (demo, scripted, local) is always there
-        if isinstance(endpoint, str) and endpoint:
-            try:
-                async with httpx.AsyncClient(timeout=2.0) as client:
-                    await client.get(endpoint)
-            except httpx.HTTPError:
-                reachable = False
-        return {
-            "status": "ok",
-            "version": __version__,
-            "provider": {"name": provider.name, "model": provider.model, "description": provider.describe()},
-            "endpoint": endpoint if isinstance(endpoint, str) else None,
-            "reachable": reachable,
-        }
 
     async def stop_extension(self) -> None:
         """Cancel running turns and close connections when the server stops."""
@@ -184,4 +185,3 @@ class StreamChat(ExtensionApp):
             return  # the configuration was refused at startup
         self._expiry.stop()
         await self.service.aclose()
-        await self.health_provider.aclose()

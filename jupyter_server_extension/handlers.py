@@ -14,7 +14,7 @@ import hmac
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -23,14 +23,10 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from streamchat.errors import StreamChatError
-from streamchat.stores import ReplayGapError
+from streamchat.errors import BadRequestError, ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
 
 from . import wire
-from .service import BadRequestError, ChatService, Follower, MessageTooLargeError, http_status
-
-if TYPE_CHECKING:
-    from .app import StreamChat
+from .service import SERVICE_SETTING, ChatService, Follower
 
 __all__ = ["RESOURCE", "owner_of", "routes"]
 
@@ -55,26 +51,21 @@ def owner_of(handler: JupyterHandler) -> str:
 
 
 class _StreamChatMixin(JupyterHandler):
-    """What every streamchat handler shares: the extension, the service, JSON errors."""
+    """What every streamchat handler shares: the service, JSON errors."""
 
     auth_resource = RESOURCE
 
     @property
-    def extension(self) -> StreamChat:
-        """The running `StreamChat` extension app."""
-        app: StreamChat = self.settings["streamchat"]
-        return app
-
-    @property
     def service(self) -> ChatService:
-        """The chat service holding the sessions."""
-        return self.extension.service
+        """The chat service holding the sessions, which the extension put in the Tornado settings."""
+        service: ChatService = self.settings[SERVICE_SETTING]
+        return service
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Answer ``{"error": {"code", "message"}}``, never a traceback."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, StreamChatError):
-            status_code, code, message = http_status(exc), exc.code, exc.message
+            status_code, code, message = exc.status, exc.code, exc.message
             self.set_status(status_code)
         elif isinstance(exc, web.HTTPError):
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
@@ -88,7 +79,7 @@ class _StreamChatMixin(JupyterHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Log expected API errors in one line; keep tornado's traceback for real failures."""
-        if isinstance(value, StreamChatError) and http_status(value) < 500:
+        if isinstance(value, StreamChatError) and value.status < 500:
             self.log.info("streamchat: %s %s -> %s %s", self.request.method, self.request.path, value.code, value)
         else:
             super().log_exception(typ, value, tb)
@@ -101,10 +92,7 @@ class ApiHandler(_StreamChatMixin, APIHandler):
         """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
         if len(self.request.body) > self.service.limits.max_body_size:
             raise MessageTooLargeError(f"the request body is over {self.service.limits.max_body_size} bytes")
-        try:
-            return wire.parse_chat_request(self.request.body)
-        except wire.ClientMessageError as exc:
-            raise BadRequestError(exc.message, code=exc.code) from exc
+        return wire.parse_chat_request(self.request.body)
 
     @property
     def owner(self) -> str:
@@ -120,7 +108,7 @@ class _SseHandler(ApiHandler):
     async def stream(self, follower: Follower) -> None:
         """Send the turn's events from the follower's position until `done`."""
         self._follower = follower
-        heartbeat = self.extension.heartbeat_interval or None
+        heartbeat = self.service.limits.heartbeat_interval or None
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -157,7 +145,7 @@ class HealthHandler(ApiHandler):
     @authorized(resource=RESOURCE)
     async def get(self) -> None:
         """Status, version, provider and reachability."""
-        await self.finish(json.dumps(await self.extension.health()))
+        await self.finish(json.dumps(await self.service.health()))
 
 
 class ToolsHandler(ApiHandler):
@@ -279,7 +267,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         """Parse a client message and handle it in a task; bad messages get an `error` reply."""
         try:
             parsed = wire.parse_client_message(message)
-        except wire.ClientMessageError as exc:
+        except ClientMessageError as exc:
             self._send(wire.ws_error(exc.code, exc.message))
             return
         task = asyncio.get_running_loop().create_task(self._handle(parsed))

@@ -23,83 +23,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamchat.errors import SessionBusyError, StreamChatError, UsageError
+import httpx
+
+from streamchat._version import __version__
+from streamchat.errors import (
+    BadRequestError,
+    MessageTooLargeError,
+    SessionBusyError,
+    SessionNotFoundError,
+    TooManySessionsError,
+)
 from streamchat.events import Event
 from streamchat.messages import Message
 from streamchat.providers.base import Provider
 from streamchat.result import ChatResult, ResultCollector
 from streamchat.session import ChatSession
 from streamchat.settings import Settings
-from streamchat.stores import ReplayGapError, SessionRecord, SessionStore
+from streamchat.stores import SessionRecord, SessionStore
 from streamchat.tools.definition import Tool
 
-__all__ = [
-    "SESSION_ID_PATTERN",
-    "ApiError",
-    "BadRequestError",
-    "ChatService",
-    "Follower",
-    "Limits",
-    "MessageTooLargeError",
-    "SessionNotFoundError",
-    "TooManySessionsError",
-    "http_status",
-]
+__all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "Limits"]
+
+SERVICE_SETTING = "streamchat_service"
+"""The Tornado settings key under which the extension puts its `ChatService` for the handlers."""
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """What a session id may be: 1–64 letters, digits, `-` or `_`."""
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 
-class ApiError(StreamChatError):
-    """An error the API answers with its own HTTP status."""
-
-    status = 400
-
-
-class BadRequestError(ApiError):
-    """The request is malformed (bad JSON, missing or empty message, bad session id…)."""
-
-    code = "bad_request"
-
-
-class SessionNotFoundError(ApiError):
-    """No such session for this user (it never existed, expired, or belongs to someone else)."""
-
-    code = "session_not_found"
-    status = 404
-
-
-class MessageTooLargeError(ApiError):
-    """The message (or the request body) is over the configured size limit."""
-
-    code = "message_too_large"
-    status = 413
-
-
-class TooManySessionsError(ApiError):
-    """The user already has the most sessions allowed."""
-
-    code = "too_many_sessions"
-    status = 429
-
-
-def http_status(exc: StreamChatError) -> int:
-    """The HTTP status answering `exc`."""
-    if isinstance(exc, ApiError):
-        return exc.status
-    if isinstance(exc, SessionBusyError):
-        return 409
-    if isinstance(exc, ReplayGapError):
-        return 410
-    if isinstance(exc, UsageError):
-        return 400
-    return 500
-
-
 @dataclass(frozen=True)
 class Limits:
-    """The server's limits on sessions and messages."""
+    """The server's limits and timings: message sizes, sessions per user, idle, disconnect, heartbeat."""
 
     max_message_size: int = 64 * 1024
     """Largest message, in UTF-8 bytes."""
@@ -109,6 +64,8 @@ class Limits:
     """Seconds of inactivity after which a session is deleted."""
     disconnect_grace: float = 0.5
     """Seconds a running turn survives without any follower before it is cancelled."""
+    heartbeat_interval: float = 15.0
+    """Seconds between SSE ``: ping`` comments while a turn is quiet (0 disables them)."""
 
     @property
     def max_body_size(self) -> int:
@@ -210,7 +167,19 @@ class Follower:
 
 
 class ChatService:
-    """Sessions of the Jupyter Server extension: who owns them, their turns, their limits."""
+    """Sessions of the Jupyter Server extension: who owns them, their turns, their limits.
+
+    The extension builds one (its class is ``StreamChat.service_class``) and puts it in the
+    Tornado settings under `SERVICE_SETTING`; the handlers use nothing else.
+
+    Args:
+        store: where sessions, turn flags and replay buffers live.
+        make_provider: makes the provider of each new session.
+        tools: the tools the model may call.
+        settings: the settings every session runs with.
+        limits: sizes and timings.
+        health_provider: the provider ``GET health`` describes and probes; closed by `aclose`.
+    """
 
     def __init__(
         self,
@@ -220,9 +189,11 @@ class ChatService:
         tools: Sequence[Tool],
         settings: Settings,
         limits: Limits,
+        health_provider: Provider,
     ) -> None:
         self.store = store
         self.make_provider = make_provider
+        self.health_provider = health_provider
         self.tools = list(tools)
         self.settings = settings
         self.limits = limits
@@ -364,13 +335,32 @@ class ChatService:
             follower.close()
         return result.build()
 
+    async def health(self) -> dict[str, Any]:
+        """Status, version, the provider and whether its endpoint answers."""
+        provider = self.health_provider
+        endpoint = getattr(provider, "base_url", None)
+        reachable = True  # an in-process model (demo, scripted, local) is always there
+        if isinstance(endpoint, str) and endpoint:
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    await client.get(endpoint)
+            except httpx.HTTPError:
+                reachable = False
+        return {
+            "status": "ok",
+            "version": __version__,
+            "provider": {"name": provider.name, "model": provider.model, "description": provider.describe()},
+            "endpoint": endpoint if isinstance(endpoint, str) else None,
+            "reachable": reachable,
+        }
+
     def running(self, session_id: str) -> ChatSession | None:
         """The chat of the session's running turn, if one runs in this process."""
         run = self._runs.get(session_id)
         return None if run is None else run.chat
 
     async def aclose(self) -> None:
-        """Cancel every running turn and close the providers and the store."""
+        """Cancel every running turn and close the providers (the health one too) and the store."""
         for run in list(self._runs.values()):
             run.chat.cancel()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
@@ -378,4 +368,5 @@ class ChatService:
         for provider in self._providers.values():
             await provider.aclose()
         self._providers.clear()
+        await self.health_provider.aclose()
         await self.store.aclose()

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from streamchat.errors import ClientMessageError
 from streamchat.events import Event, parse_event
 
 from .service import SESSION_ID_PATTERN
@@ -28,7 +29,6 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "ClientMessage",
-    "ClientMessageError",
     "SessionId",
     "ToolControl",
     "ToolsList",
@@ -180,15 +180,6 @@ ClientMessage: TypeAlias = Annotated[
 _CLIENT_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
-class ClientMessageError(ValueError):
-    """A WebSocket client message that is not JSON, or not one of the known messages."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _problems(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
@@ -200,15 +191,15 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientMessageError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise ClientMessageError(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
-        raise ClientMessageError("bad_request", 'the body must be a JSON object {"message": ..., "session_id": ...}')
+        raise ClientMessageError('the body must be a JSON object {"message": ..., "session_id": ...}')
     if "message" not in body:
-        raise ClientMessageError("bad_request", 'the body needs a "message"')
+        raise ClientMessageError('the body needs a "message"')
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
-        raise ClientMessageError("bad_request", f"invalid request: {_problems(exc)}") from exc
+        raise ClientMessageError(f"invalid request: {_problems(exc)}") from exc
 
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
@@ -216,15 +207,15 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientMessageError("invalid_json", f"the message is not valid JSON: {exc}") from exc
+        raise ClientMessageError(f"the message is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-        raise ClientMessageError("bad_message", 'a message is a JSON object with a string "type"')
+        raise ClientMessageError('a message is a JSON object with a string "type"', code="bad_message")
     try:
         return _CLIENT_ADAPTER.validate_python(body)
     except ValidationError as exc:
         known = ("chat.message", "chat.cancel", "chat.clear", "tools.list", "tool.cancel", "tool.pause", "tool.resume")
         if body["type"] not in known:
             raise ClientMessageError(
-                "unknown_message", f"unknown message type {body['type']!r}; known: {', '.join(known)}"
+                f"unknown message type {body['type']!r}; known: {', '.join(known)}", code="unknown_message"
             ) from exc
-        raise ClientMessageError("bad_message", f"invalid {body['type']} message: {_problems(exc)}") from exc
+        raise ClientMessageError(f"invalid {body['type']} message: {_problems(exc)}", code="bad_message") from exc

@@ -1,27 +1,40 @@
-"""The errors streamchat raises, grouped by who has to act on them.
+"""Every error streamchat raises: one tree under `StreamChatError`, grouped by who has to act.
 
 - `UsageError` and its subclasses: the caller misused the library (bad configuration,
-  an unknown provider, a tool that cannot be described). Fix the code or the settings.
+  an unknown provider, a tool that cannot be described, a busy session). Fix the code or
+  the settings.
 - `BackendError` and its subclasses: the LLM backend failed at run time (unreachable,
   answered an error, stalled). Usually worth a retry or a look at the server.
 - `ToolError`: raised by a tool's author to report a failure the model should see as a
   clean message instead of a traceback.
+- The session store's errors (`SessionExistsError`, `ReplayGapError`) and the server
+  API's errors (`ApiError` and its subclasses: a request the server refuses).
 
-Every error has a stable `code` (used in `error` events and in the server's JSON
-errors) and says whether retrying can help (`retryable`).
+Every error has a stable `code` (used in `error` events and in the server's JSON errors),
+the HTTP `status` the server answers it with, and says whether retrying can help
+(`retryable`). `code` and `status` are class attributes; `code` may be narrowed per
+instance (``BadRequestError(..., code="bad_message")``).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "BackendError",
     "BackendResponseError",
     "BackendStreamError",
     "BackendTimeoutError",
     "BackendUnreachableError",
+    "BadRequestError",
+    "ClientMessageError",
     "ConfigurationError",
+    "MessageTooLargeError",
+    "ReplayGapError",
     "SessionBusyError",
+    "SessionExistsError",
+    "SessionNotFoundError",
     "StreamChatError",
+    "TooManySessionsError",
     "ToolDefinitionError",
     "ToolError",
     "UnknownProviderError",
@@ -30,10 +43,14 @@ __all__ = [
 
 
 class StreamChatError(Exception):
-    """Base class of every error streamchat raises."""
+    """Base class of every error streamchat raises; code ``streamchat_error``, HTTP 500."""
 
     code: str = "streamchat_error"
+    """A stable identifier of the kind of error (an instance may carry a narrower one)."""
+    status: int = 500
+    """The HTTP status the server answers this error with."""
     retryable: bool = False
+    """Whether trying again, unchanged, can succeed."""
 
     def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None) -> None:
         super().__init__(message)
@@ -44,51 +61,72 @@ class StreamChatError(Exception):
             self.retryable = retryable
 
 
+# -- misuse ---------------------------------------------------------------------------------
+
+
 class UsageError(StreamChatError):
-    """The library was called or configured wrongly; the message says how to fix it."""
+    """The library was called or configured wrongly; code ``usage_error``, HTTP 400."""
 
     code = "usage_error"
+    status = 400
 
 
 class ConfigurationError(UsageError):
-    """A setting is missing or invalid."""
+    """A setting is missing or invalid; code ``configuration_error``, HTTP 400."""
 
     code = "configuration_error"
 
 
 class UnknownProviderError(ConfigurationError):
-    """A provider name that streamchat does not know."""
+    """A provider name that streamchat does not know; code ``unknown_provider``, HTTP 400."""
 
     code = "unknown_provider"
 
 
 class ToolDefinitionError(UsageError):
-    """A function cannot be turned into a tool (e.g. a parameter without a usable type)."""
+    """A function cannot be turned into a tool (e.g. a parameter without a usable type).
+
+    Code ``tool_definition_error``, HTTP 400.
+    """
 
     code = "tool_definition_error"
 
 
 class SessionBusyError(UsageError):
-    """A second message was sent to a session while a turn was still running."""
+    """A second message was sent to a session while a turn was still running.
+
+    Code ``session_busy``, HTTP 409.
+    """
 
     code = "session_busy"
+    status = 409
+
+
+# -- backend failures -----------------------------------------------------------------------
 
 
 class BackendError(StreamChatError):
-    """The LLM backend failed while answering."""
+    """The LLM backend failed while answering; code ``backend_error``, HTTP 502."""
 
     code = "backend_error"
+    status = 502
 
 
 class BackendUnreachableError(BackendError):
-    """The backend could not be reached (connection refused, DNS, TLS…)."""
+    """The backend could not be reached (connection refused, DNS, TLS…).
+
+    Code ``backend_unreachable``, HTTP 502; retryable.
+    """
 
     code = "backend_unreachable"
     retryable = True
 
 
 class BackendResponseError(BackendError):
-    """The backend answered with an HTTP error status."""
+    """The backend answered with an HTTP error status (`status_code`).
+
+    Code ``backend_response_error`` (or a narrower one such as ``http_500``), HTTP 502.
+    """
 
     code = "backend_response_error"
 
@@ -105,20 +143,32 @@ class BackendResponseError(BackendError):
 
 
 class BackendTimeoutError(BackendError):
-    """The backend did not answer, or stopped sending, within the configured time."""
+    """The backend did not answer, or stopped sending, within the configured time.
+
+    Code ``backend_timeout``, HTTP 504; retryable.
+    """
 
     code = "backend_timeout"
+    status = 504
     retryable = True
 
 
 class BackendStreamError(BackendError):
-    """The backend's stream broke or reported an error after it had started."""
+    """The backend's stream broke or reported an error after it had started.
+
+    Code ``backend_stream_error``, HTTP 502.
+    """
 
     code = "backend_stream_error"
 
 
+# -- tools ----------------------------------------------------------------------------------
+
+
 class ToolError(StreamChatError):
     """Raise from a tool to fail it with a clean message the model (and user) will see.
+
+    Code ``tool_error``, HTTP 500 (it becomes a `tool_result`, never an HTTP answer).
 
     Example:
         >>> from streamchat import ToolError
@@ -127,3 +177,80 @@ class ToolError(StreamChatError):
     """
 
     code = "tool_error"
+
+
+# -- session store --------------------------------------------------------------------------
+
+
+class SessionExistsError(StreamChatError):
+    """A store was asked to create a session whose id is already taken.
+
+    Code ``session_exists``, HTTP 409.
+    """
+
+    code = "session_exists"
+    status = 409
+
+
+class ReplayGapError(StreamChatError):
+    """The events after the requested one are no longer in the replay buffer.
+
+    Code ``replay_gap``, HTTP 410 (the client cannot resume: it should start a new turn).
+    """
+
+    code = "replay_gap"
+    status = 410
+
+
+# -- server API -----------------------------------------------------------------------------
+
+
+class ApiError(StreamChatError):
+    """A request the server extension refuses; code ``api_error``, HTTP 400."""
+
+    code = "api_error"
+    status = 400
+
+
+class BadRequestError(ApiError):
+    """The request is malformed (bad JSON, missing or empty message, bad session id…).
+
+    Code ``bad_request`` (or a narrower one such as ``bad_message``), HTTP 400.
+    """
+
+    code = "bad_request"
+
+
+class ClientMessageError(BadRequestError, ValueError):
+    """A request body or WebSocket message that is not JSON, or not one the server knows.
+
+    Code ``bad_request``, ``invalid_json``, ``bad_message`` or ``unknown_message``, HTTP
+    400; over a WebSocket it is answered with an ``error`` message instead.
+    """
+
+
+class SessionNotFoundError(ApiError):
+    """No such session for this user (it never existed, expired, or belongs to someone else).
+
+    Code ``session_not_found``, HTTP 404.
+    """
+
+    code = "session_not_found"
+    status = 404
+
+
+class MessageTooLargeError(ApiError):
+    """The message (or the request body) is over the configured size limit.
+
+    Code ``message_too_large``, HTTP 413.
+    """
+
+    code = "message_too_large"
+    status = 413
+
+
+class TooManySessionsError(ApiError):
+    """The user already has the most sessions allowed; code ``too_many_sessions``, HTTP 429."""
+
+    code = "too_many_sessions"
+    status = 429

@@ -28,23 +28,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import StreamChatError
+from .errors import ReplayGapError, SessionExistsError
 from .events import Event
 from .messages import Message
 
-__all__ = ["MemoryStore", "ReplayGapError", "SessionExistsError", "SessionRecord", "SessionStore"]
-
-
-class SessionExistsError(StreamChatError):
-    """`create` was asked for a session id that is already taken."""
-
-    code = "session_exists"
-
-
-class ReplayGapError(StreamChatError):
-    """The events after the requested one are no longer in the replay buffer."""
-
-    code = "replay_gap"
+__all__ = ["MemoryStore", "SessionRecord", "SessionStore"]
 
 
 class SessionRecord(BaseModel):
@@ -65,7 +53,16 @@ class SessionRecord(BaseModel):
 
 
 class SessionStore(abc.ABC):
-    """The interface of a session store. Every method is a coroutine."""
+    """The interface of a session store. Every method is a coroutine.
+
+    Args:
+        replay_size: how many events of the latest turn each session keeps for resume.
+    """
+
+    def __init__(self, *, replay_size: int = 2000) -> None:
+        if replay_size < 1:
+            raise ValueError("replay_size must be at least 1")
+        self.replay_size = replay_size
 
     @abc.abstractmethod
     async def create(self, session_id: str, *, owner: str) -> SessionRecord:
@@ -126,9 +123,7 @@ class MemoryStore(SessionStore):
     """
 
     def __init__(self, *, replay_size: int = 2000) -> None:
-        if replay_size < 1:
-            raise ValueError("replay_size must be at least 1")
-        self.replay_size = replay_size
+        super().__init__(replay_size=replay_size)
         self._records: dict[str, SessionRecord] = {}
         self._turns: set[str] = set()
         self._buffers: dict[str, collections.deque[Event]] = {}

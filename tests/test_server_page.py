@@ -91,6 +91,6 @@ async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_tur
     await expect(page.locator("#send")).to_be_enabled()
     assert GATE.cancelled == ["slow"]
     await page.screenshot(path=SCREENSHOT)  # for a human look at the page
-    service = jp_serverapp.web_app.settings["streamchat"].service
+    service = jp_serverapp.web_app.settings["streamchat_service"]
     (record,) = [r for r in service.store._records.values() if r.owner == "alice"]
     assert [m.content for m in record.history if m.role == "user"] == ["What is the answer?", "Something slow"]

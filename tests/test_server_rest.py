@@ -91,7 +91,7 @@ async def test_a_busy_session_answers_409(client: httpx.AsyncClient, jp_serverap
     first = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "one", "session_id": None}))
     assert GATE.started is not None and GATE.opened is not None
     await GATE.started.wait()
-    (session_id,) = jp_serverapp.web_app.settings["streamchat"].service.store._records
+    (session_id,) = jp_serverapp.web_app.settings["streamchat_service"].store._records
     busy = await client.post("api/streamchat/chat", json={"message": "two", "session_id": session_id})
     assert busy.status_code == 409
     assert error_of(busy) == {
@@ -121,7 +121,7 @@ class TestIdleExpiry:
     async def test_idle_sessions_expire_and_running_ones_do_not(
         self, client: httpx.AsyncClient, jp_serverapp: Any
     ) -> None:
-        service = jp_serverapp.web_app.settings["streamchat"].service
+        service = jp_serverapp.web_app.settings["streamchat_service"]
         await client.post("api/streamchat/chat", json={"message": "hi"})
         GATE.reset()
         SCRIPT.turns = [[ToolCall("wait_here", {"label": "e"})], ["end"]]

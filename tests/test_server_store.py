@@ -11,7 +11,8 @@ from server_helpers import *  # noqa: F403
 from server_helpers import SCRIPT, error_of, server_config, sse_events
 
 from streamchat import Message, TokenEvent
-from streamchat.stores import MemoryStore, ReplayGapError, SessionExistsError, SessionRecord
+from streamchat.errors import ReplayGapError, SessionExistsError
+from streamchat.stores import MemoryStore, SessionRecord
 
 
 def token(seq: int) -> TokenEvent:
