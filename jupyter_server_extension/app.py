@@ -7,6 +7,9 @@ Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
     c.StreamChat.tools = ["streamchat.tools.builtin:get_weather", "mytools:search"]
 
 Unset settings (None) fall back to streamchat's environment variables and defaults.
+``service_class`` and ``store_class`` swap the session manager and its store for
+subclasses of `ChatService` and `SessionStore`; the handlers use whatever service the
+app puts in the Tornado settings.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 # mypy: disable-error-code="untyped-decorator,override"
 """The routes of DESIGN §3. Handlers are thin: parse, authorize, call the service, encode.
 
+The service is the `ChatService` the extension put in the Tornado settings under
+`SERVICE_SETTING`; handlers know nothing else of the extension (its class is configurable).
+
 Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
 the resource ``streamchat``; the WebSocket uses `ws_authenticated`), even when the
-server allows unauthenticated access. Errors are JSON ``{"error": {"code", "message"}}``.
+server allows unauthenticated access. Errors are JSON ``{"error": {"code", "message"}}``
+with the error's own `status` (see `streamchat.errors`).
 """
 
 from __future__ import annotations
