@@ -1,4 +1,4 @@
-"""`StreamChat`: the Jupyter Server extension app; its traitlets mirror streamchat's settings.
+"""`StreamChat`: the Jupyter Server extension app; its traitlets are made from streamchat's `Settings`.
 
 Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
 
@@ -12,13 +12,15 @@ Unset settings (None) fall back to streamchat's environment variables and defaul
 from __future__ import annotations
 
 import importlib
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from jupyter_server.extension.application import ExtensionApp
+from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Int, List, Unicode
+from traitlets import Float, Int, List, TraitType, Unicode
 
 from streamchat._version import __version__
 from streamchat.errors import ConfigurationError, StreamChatError
@@ -26,6 +28,7 @@ from streamchat.providers import get_provider
 from streamchat.providers.base import Provider
 from streamchat.settings import Settings
 from streamchat.stores import MemoryStore
+from streamchat.tools.builtin import BUILTIN_TOOLS
 from streamchat.tools.definition import Tool, tool
 
 from . import handlers
@@ -33,12 +36,25 @@ from .service import ChatService, Limits
 
 __all__ = ["StreamChat", "load_object", "load_tools"]
 
-BUILTIN_TOOL_PATHS = [
-    "streamchat.tools.builtin:get_weather",
-    "streamchat.tools.builtin:calculate",
-    "streamchat.tools.builtin:get_current_time",
-]
-SETTINGS_TRAITS = ("provider", "model", "ollama_host", "openai_base_url", "openai_api_key", "local_model", "system")
+SERVER_SETTINGS = tuple(name for name in Settings.model_fields if name != "display")
+"""The `Settings` fields the extension mirrors as traitlets (`display` is the notebook's alone)."""
+
+BUILTIN_TOOL_PATHS = [f"{t.function.__module__}:{t.function.__qualname__}" for t in BUILTIN_TOOLS]
+"""`StreamChat.tools`' default: the built-in tools, as import paths."""
+
+_TRAIT_TYPES: dict[type, type[TraitType[Any, Any]]] = {str: Unicode, SecretStr: Unicode, int: Int, float: Float}
+
+
+def _settings_traits() -> dict[str, TraitType[Any, Any]]:
+    """One configurable trait per server setting: the field's type, its doc as help, None meaning unset."""
+    traits = {}
+    for name in SERVER_SETTINGS:
+        field = Settings.model_fields[name]
+        kinds = [kind for kind in typing.get_args(field.annotation) or (field.annotation,) if kind is not type(None)]
+        if len(kinds) != 1 or kinds[0] not in _TRAIT_TYPES:
+            raise TypeError(f"Settings.{name}: no traitlets type for {field.annotation!r}")
+        traits[name] = _TRAIT_TYPES[kinds[0]](None, allow_none=True, help=field.description).tag(config=True)
+    return traits
 
 
 def load_object(path: str, *, setting: str) -> Any:
@@ -83,19 +99,9 @@ class StreamChat(ExtensionApp):
     extension_url = "/streamchat/"
     load_other_extensions = True
 
-    provider = Unicode(None, allow_none=True, help="Backend name (ollama, openai, local, demo); None picks one.").tag(
-        config=True
-    )
-    model = Unicode(None, allow_none=True, help="Model name for the backend.").tag(config=True)
-    ollama_host = Unicode(None, allow_none=True, help="Ollama's base URL.").tag(config=True)
-    openai_base_url = Unicode(None, allow_none=True, help="Base URL of an OpenAI-compatible API (ending in /v1).").tag(
-        config=True
-    )
-    openai_api_key = Unicode(None, allow_none=True, help="API key for the OpenAI-compatible API.").tag(config=True)
-    local_model = Unicode(None, allow_none=True, help="Path of a GGUF file for the local model.").tag(config=True)
-    system = Unicode(None, allow_none=True, help="System prompt.").tag(config=True)
-    max_turns = Int(None, allow_none=True, help="Most model calls in one turn.").tag(config=True)
-    tool_timeout = Float(None, allow_none=True, help="Default seconds a tool call may run.").tag(config=True)
+    # The settings' traits are made from the `Settings` fields, so a setting is written once.
+    # A class body's namespace is a plain dict that `locals()` returns (PEP 667 specifies it).
+    locals().update(_settings_traits())
     tools = List(
         Unicode(), default_value=BUILTIN_TOOL_PATHS, help="Tools the model may call, as 'module:function' paths."
     ).tag(config=True)
@@ -114,12 +120,7 @@ class StreamChat(ExtensionApp):
     replay_buffer_size = Int(2000, help="Events of the latest turn each session keeps for SSE resume.").tag(config=True)
 
     def _settings(self) -> Settings:
-        given: dict[str, Any] = {
-            name: getattr(self, name) for name in SETTINGS_TRAITS if getattr(self, name) is not None
-        }
-        for name in ("max_turns", "tool_timeout"):
-            if getattr(self, name) is not None:
-                given[name] = getattr(self, name)
+        given = {name: getattr(self, name) for name in SERVER_SETTINGS if getattr(self, name) is not None}
         try:
             return Settings(**given)
         except ValueError as exc:
@@ -129,7 +130,7 @@ class StreamChat(ExtensionApp):
         if self.provider_factory:
             factory = load_object(self.provider_factory, setting="provider_factory")
             return lambda: factory(settings)
-        return lambda: get_provider(self.provider, model=self.model, settings=settings)
+        return lambda: get_provider(settings=settings)
 
     def initialize_settings(self) -> None:
         """Check the configuration and build the chat service; a bad setting is logged by name."""

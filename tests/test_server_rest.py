@@ -10,9 +10,12 @@ import httpx
 import pytest
 from server_helpers import *  # noqa: F403
 from server_helpers import BOB, GATE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+from traitlets import TraitError
+from traitlets.config import Config
 
-from jupyter_server_extension.app import load_tools
-from streamchat import ConfigurationError
+from jupyter_server_extension.app import StreamChat, load_tools
+from streamchat import ConfigurationError, Settings
+from streamchat.tools.builtin import BUILTIN_TOOLS
 
 
 async def test_health_and_tools(client: httpx.AsyncClient) -> None:
@@ -171,3 +174,29 @@ def test_load_tools_names_what_fails() -> None:
     with pytest.raises(ConfigurationError, match=r"'calculate' is not of the form 'module:name'"):
         load_tools(["calculate"])
     assert [t.name for t in load_tools(["streamchat.tools.builtin:calculate"])] == ["calculate"]
+
+
+def test_the_settings_traits_are_the_settings_fields() -> None:
+    traits = StreamChat.class_traits(config=True)
+    for name, field in Settings.model_fields.items():
+        if name == "display":  # the notebook's alone
+            assert name not in traits
+            continue
+        assert traits[name].help == field.description
+        assert traits[name].default() is None  # unset: the environment and the defaults decide
+    config = Config()
+    config.StreamChat.provider = "demo"
+    config.StreamChat.max_turns = 3
+    config.StreamChat.weather_url = "http://127.0.0.1:1/v1/forecast"
+    settings = StreamChat(config=config)._settings()
+    assert (settings.provider, settings.max_turns, settings.weather_url) == (
+        "demo",
+        3,
+        "http://127.0.0.1:1/v1/forecast",
+    )
+    with pytest.raises(TraitError):
+        StreamChat(max_turns="many")
+
+
+def test_the_default_tools_are_the_built_in_tools() -> None:
+    assert load_tools(StreamChat().tools) == list(BUILTIN_TOOLS)
