@@ -84,6 +84,8 @@ class ChatSession:
         history: Sequence[Message] = (),
     ) -> None:
         settings = settings or Settings()
+        self.settings = settings
+        """The settings this session was made with; tools that ask for `Settings` get them."""
         if isinstance(provider, Provider):
             if model is not None:
                 raise UsageError("pass `model=` to the provider's constructor, not with a provider instance")
@@ -344,6 +346,7 @@ class _Turn:
                 call.args,
                 emit=self.progress_emitter(call),
                 timeout=session.tool_timeout,
+                settings=session.settings,
                 invalid_args=call.invalid_args,
             )
             self.runs[call.call_id] = run
