@@ -7,25 +7,27 @@ Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
     c.StreamChat.tools = ["streamchat.tools.builtin:get_weather", "mytools:search"]
 
 Unset settings (None) fall back to streamchat's environment variables and defaults.
+A named provider is made at startup; with none, the backends are probed once, on the
+server's loop as soon as it runs, and every session gets a provider of the chosen kind
+(`streamchat.providers.choice`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import typing
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 from jupyter_server.extension.application import ExtensionApp
 from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Int, List, TraitType, Unicode
 
+from streamchat._sync import loop_running
 from streamchat._version import __version__
 from streamchat.errors import ConfigurationError, StreamChatError
-from streamchat.providers import get_provider
-from streamchat.providers.base import Provider
+from streamchat.providers import Provider, ProviderChoice, choose_provider, named_choice
 from streamchat.settings import Settings
 from streamchat.stores import MemoryStore
 from streamchat.tools.builtin import BUILTIN_TOOLS
@@ -41,6 +43,9 @@ SERVER_SETTINGS = tuple(name for name in Settings.model_fields if name != "displ
 
 BUILTIN_TOOL_PATHS = [f"{t.function.__module__}:{t.function.__qualname__}" for t in BUILTIN_TOOLS]
 """`StreamChat.tools`' default: the built-in tools, as import paths."""
+
+HEALTH_PROBE_TIMEOUT = 2.0
+"""Seconds the health route waits for the backend to answer."""
 
 _TRAIT_TYPES: dict[type, type[TraitType[Any, Any]]] = {str: Unicode, SecretStr: Unicode, int: Int, float: Float}
 
@@ -126,23 +131,25 @@ class StreamChat(ExtensionApp):
         except ValueError as exc:
             raise ConfigurationError(f"StreamChat: invalid setting: {exc}") from exc
 
-    def _provider_maker(self, settings: Settings) -> Callable[[], Provider]:
-        if self.provider_factory:
-            factory = load_object(self.provider_factory, setting="provider_factory")
-            return lambda: factory(settings)
-        return lambda: get_provider(settings=settings)
+    def _named_choice(self, settings: Settings) -> ProviderChoice | None:
+        """The backend `provider_factory` or a provider name makes (no I/O); None for the automatic choice."""
+        if not self.provider_factory:
+            return named_choice(None, settings.model, settings)
+        factory = load_object(self.provider_factory, setting="provider_factory")
+        provider = factory(settings)
+        return ProviderChoice(provider, f"using {provider.describe()}", lambda: factory(settings))
 
     def initialize_settings(self) -> None:
         """Check the configuration and build the chat service; a bad setting is logged by name."""
         try:
             settings = self._settings()
             tools = load_tools(list(self.tools))
-            make_provider = self._provider_maker(settings)
-            self.health_provider = make_provider()
+            self._choice = self._named_choice(settings)
         except StreamChatError as exc:
             log = self.serverapp.log if self.serverapp is not None else self.log
             log.error("streamchat: the extension cannot start: %s", exc.message)
             raise
+        self._probe: asyncio.Task[ProviderChoice] | None = None
         limits = Limits(
             max_message_size=self.max_message_size,
             max_sessions_per_user=self.max_sessions_per_user,
@@ -150,27 +157,57 @@ class StreamChat(ExtensionApp):
             disconnect_grace=self.disconnect_grace,
         )
         store = MemoryStore(replay_size=self.replay_buffer_size)
-        self.service = ChatService(store, make_provider=make_provider, tools=tools, settings=settings, limits=limits)
+        self.service = ChatService(
+            store, make_provider=self.new_provider, tools=tools, settings=settings, limits=limits
+        )
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
         self._expiry.start()
-        self.log.info("streamchat: serving %s with tools %s", self.health_provider.describe(), [t.name for t in tools])
+        backend = "the automatic choice" if self._choice is None else self._choice.provider.describe()
+        self.log.info("streamchat: serving %s with tools %s", backend, [t.name for t in tools])
+        if self._choice is None and loop_running():
+            self._start_probe()  # else `_start_jupyter_server_extension` starts it, once the loop runs
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Probe the backends for the automatic choice as soon as the server's loop runs."""
+        if self._choice is None:
+            self._start_probe()
+
+    def _start_probe(self) -> asyncio.Task[ProviderChoice]:
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._choose(), name="streamchat backend probe")
+        return self._probe
+
+    async def _choose(self) -> ProviderChoice:
+        """The automatic choice, logged (a failure too: the turns that wait for it will report it)."""
+        try:
+            choice = await choose_provider(settings=self.service.settings)
+        except StreamChatError as exc:
+            self.log.error("streamchat: no backend could be chosen: %s", exc.message)
+            raise
+        self.log.info("streamchat: %s", choice.announcement)
+        return choice
+
+    async def provider_choice(self) -> ProviderChoice:
+        """The backend: named by the configuration, or chosen by one probe at startup."""
+        if self._choice is None:
+            # shielded: a request that goes away must not cancel the probe the others wait for
+            self._choice = await asyncio.shield(self._start_probe())
+        return self._choice
+
+    async def new_provider(self) -> Provider:
+        """A provider of the chosen kind for a new session (no probe)."""
+        return (await self.provider_choice()).new_provider()
 
     def initialize_handlers(self) -> None:
         """Register the routes of DESIGN §3 under the server's base URL."""
         self.handlers.extend(handlers.routes())
 
     async def health(self) -> dict[str, Any]:
-        """Status, version, the provider and whether its endpoint answers."""
-        provider = self.health_provider
+        """Status, version, the provider and whether its backend answers (for Ollama: the selection's probe)."""
+        provider = (await self.provider_choice()).provider
         endpoint = getattr(provider, "base_url", None)
-        reachable = True  # an in-process model (demo, scripted, local) is always there
-        if isinstance(endpoint, str) and endpoint:
-            try:
-                async with httpx.AsyncClient(timeout=2.0) as client:
-                    await client.get(endpoint)
-            except httpx.HTTPError:
-                reachable = False
+        reachable = await provider.reachable(HEALTH_PROBE_TIMEOUT)
         return {
             "status": "ok",
             "version": __version__,
@@ -185,4 +222,7 @@ class StreamChat(ExtensionApp):
             return  # the configuration was refused at startup
         self._expiry.stop()
         await self.service.aclose()
-        await self.health_provider.aclose()
+        if self._probe is not None:
+            self._probe.cancel()
+        if self._choice is not None:
+            await self._choice.provider.aclose()

@@ -19,7 +19,7 @@ import collections
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,7 +216,7 @@ class ChatService:
         self,
         store: SessionStore,
         *,
-        make_provider: Callable[[], Provider],
+        make_provider: Callable[[], Awaitable[Provider]],
         tools: Sequence[Tool],
         settings: Settings,
         limits: Limits,
@@ -313,7 +313,7 @@ class ChatService:
         try:
             provider = self._providers.get(session_id)
             if provider is None:
-                provider = self._providers[session_id] = self.make_provider()
+                provider = self._providers[session_id] = await self.make_provider()
             chat = ChatSession(
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
             )

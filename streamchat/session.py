@@ -30,7 +30,7 @@ from .events import (
     Usage,
 )
 from .messages import Message, ToolCallRecord
-from .providers import get_provider
+from .providers import session_provider
 from .providers.base import (
     FinishDelta,
     ModelRequest,
@@ -90,8 +90,8 @@ class ChatSession:
             if model is not None:
                 raise UsageError("pass `model=` to the provider's constructor, not with a provider instance")
             self.provider = provider
-        else:
-            self.provider = get_provider(provider, model=model, settings=settings)
+        else:  # an automatic choice probes without blocking a running loop: see `providers.choice`
+            self.provider = session_provider(provider, model=model, settings=settings)
         self.tools: dict[str, Tool] = toolset(BUILTIN_TOOLS if tools is None else tools)
         self.system = system if system is not None else settings.system
         self.max_turns = max_turns if max_turns is not None else settings.max_turns
