@@ -100,9 +100,16 @@ def session_now(
     **options: Any,
 ) -> ChatSession:
     """A `ChatSession` whose backend is chosen now: a sync call, which waits for the probe on the private loop."""
+    return _sync.run_sync(_session_chosen(provider, model, tools, system, options))
+
+
+async def _session_chosen(
+    provider: Provider | str | None, model: str | None, tools: Any, system: str | None, options: dict[str, Any]
+) -> ChatSession:
+    """A `ChatSession` made once its backend is chosen (awaited, so no loop ever waits for the probe)."""
     if not isinstance(provider, Provider):
-        choice = _sync.run_sync(choose_provider(provider, model=model, settings=options.get("settings")))
-        provider, model = choice.provider, None
+        provider = (await choose_provider(provider, model=model, settings=options.get("settings"))).provider
+        model = None  # the chosen provider has it
     return ChatSession(provider, model=model, tools=tools, system=system, **options)
 
 
@@ -110,9 +117,7 @@ async def _anew_session(
     provider: Provider | str | None, model: str | None, tools: list[Any] | None, system: str | None
 ) -> ChatSession:
     """`new_session` for `achat()`: the probe is awaited on the running loop, not waited for."""
-    chosen = provider if isinstance(provider, Provider) else (await choose_provider(provider, model=model)).provider
-    session = ChatSession(chosen, model=model if chosen is provider else None, tools=tools, system=system)
-    return _set_default(session, provider, model, tools, system)
+    return _set_default(await _session_chosen(provider, model, tools, system, {}), provider, model, tools, system)
 
 
 def _set_default(session: ChatSession, provider: Any, model: Any, tools: list[Any] | None, system: Any) -> ChatSession:
