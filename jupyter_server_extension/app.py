@@ -1,4 +1,4 @@
-"""`StreamChat`: the Jupyter Server extension app; its traitlets mirror streamchat's settings.
+"""`StreamChat`: the Jupyter Server extension app; its traitlets are made from streamchat's `Settings`.
 
 Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
 
@@ -10,23 +10,30 @@ Unset settings (None) fall back to streamchat's environment variables and defaul
 ``service_class`` and ``store_class`` swap the session manager and its store for
 subclasses of `ChatService` and `SessionStore`; the handlers use whatever service the
 app puts in the Tornado settings.
+
+A named provider is made at startup; with none, the backends are probed once, on the
+server's loop as soon as it runs, and every session gets a provider of the chosen kind
+(`streamchat.providers.choice`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Callable
+import typing
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Int, List, Type, Unicode
+from traitlets import Float, Int, List, TraitType, Type, Unicode
 
+from streamchat._sync import loop_running
 from streamchat.errors import ConfigurationError, StreamChatError
-from streamchat.providers import get_provider
-from streamchat.providers.base import Provider
+from streamchat.providers import ProviderChoice, choose_provider, named_choice
 from streamchat.settings import Settings
 from streamchat.stores import MemoryStore, SessionStore
+from streamchat.tools.builtin import BUILTIN_TOOLS
 from streamchat.tools.definition import Tool, tool
 
 from . import handlers
@@ -34,12 +41,25 @@ from .service import SERVICE_SETTING, ChatService, Limits
 
 __all__ = ["StreamChat", "load_object", "load_tools"]
 
-BUILTIN_TOOL_PATHS = [
-    "streamchat.tools.builtin:get_weather",
-    "streamchat.tools.builtin:calculate",
-    "streamchat.tools.builtin:get_current_time",
-]
-SETTINGS_TRAITS = ("provider", "model", "ollama_host", "openai_base_url", "openai_api_key", "local_model", "system")
+SERVER_SETTINGS = tuple(name for name in Settings.model_fields if name != "display")
+"""The `Settings` fields the extension mirrors as traitlets (`display` is the notebook's alone)."""
+
+BUILTIN_TOOL_PATHS = [f"{t.function.__module__}:{t.function.__qualname__}" for t in BUILTIN_TOOLS]
+"""`StreamChat.tools`' default: the built-in tools, as import paths."""
+
+_TRAIT_TYPES: dict[type, type[TraitType[Any, Any]]] = {str: Unicode, SecretStr: Unicode, int: Int, float: Float}
+
+
+def _settings_traits() -> dict[str, TraitType[Any, Any]]:
+    """One configurable trait per server setting: the field's type, its doc as help, None meaning unset."""
+    traits = {}
+    for name in SERVER_SETTINGS:
+        field = Settings.model_fields[name]
+        kinds = [kind for kind in typing.get_args(field.annotation) or (field.annotation,) if kind is not type(None)]
+        if len(kinds) != 1 or kinds[0] not in _TRAIT_TYPES:
+            raise TypeError(f"Settings.{name}: no traitlets type for {field.annotation!r}")
+        traits[name] = _TRAIT_TYPES[kinds[0]](None, allow_none=True, help=field.description).tag(config=True)
+    return traits
 
 
 def load_object(path: str, *, setting: str) -> Any:
@@ -84,19 +104,9 @@ class StreamChat(ExtensionApp):
     extension_url = "/streamchat/"
     load_other_extensions = True
 
-    provider = Unicode(None, allow_none=True, help="Backend name (ollama, openai, local, demo); None picks one.").tag(
-        config=True
-    )
-    model = Unicode(None, allow_none=True, help="Model name for the backend.").tag(config=True)
-    ollama_host = Unicode(None, allow_none=True, help="Ollama's base URL.").tag(config=True)
-    openai_base_url = Unicode(None, allow_none=True, help="Base URL of an OpenAI-compatible API (ending in /v1).").tag(
-        config=True
-    )
-    openai_api_key = Unicode(None, allow_none=True, help="API key for the OpenAI-compatible API.").tag(config=True)
-    local_model = Unicode(None, allow_none=True, help="Path of a GGUF file for the local model.").tag(config=True)
-    system = Unicode(None, allow_none=True, help="System prompt.").tag(config=True)
-    max_turns = Int(None, allow_none=True, help="Most model calls in one turn.").tag(config=True)
-    tool_timeout = Float(None, allow_none=True, help="Default seconds a tool call may run.").tag(config=True)
+    # The settings' traits are made from the `Settings` fields, so a setting is written once.
+    # A class body's namespace is a plain dict that `locals()` returns (PEP 667 specifies it).
+    locals().update(_settings_traits())
     tools = List(
         Unicode(), default_value=BUILTIN_TOOL_PATHS, help="Tools the model may call, as 'module:function' paths."
     ).tag(config=True)
@@ -127,34 +137,31 @@ class StreamChat(ExtensionApp):
     )
 
     def _settings(self) -> Settings:
-        given: dict[str, Any] = {
-            name: getattr(self, name) for name in SETTINGS_TRAITS if getattr(self, name) is not None
-        }
-        for name in ("max_turns", "tool_timeout"):
-            if getattr(self, name) is not None:
-                given[name] = getattr(self, name)
+        given = {name: getattr(self, name) for name in SERVER_SETTINGS if getattr(self, name) is not None}
         try:
             return Settings(**given)
         except ValueError as exc:
             raise ConfigurationError(f"StreamChat: invalid setting: {exc}") from exc
 
-    def _provider_maker(self, settings: Settings) -> Callable[[], Provider]:
-        if self.provider_factory:
-            factory = load_object(self.provider_factory, setting="provider_factory")
-            return lambda: factory(settings)
-        return lambda: get_provider(self.provider, model=self.model, settings=settings)
+    def _named_choice(self, settings: Settings) -> ProviderChoice | None:
+        """The backend `provider_factory` or a provider name makes (no I/O); None for the automatic choice."""
+        if not self.provider_factory:
+            return named_choice(None, settings.model, settings)
+        factory = load_object(self.provider_factory, setting="provider_factory")
+        provider = factory(settings)
+        return ProviderChoice(provider, f"using {provider.describe()}", lambda: factory(settings))
 
     def initialize_settings(self) -> None:
         """Check the configuration and build the chat service; a bad setting is logged by name."""
         try:
             settings = self._settings()
             tools = load_tools(list(self.tools))
-            make_provider = self._provider_maker(settings)
-            health_provider = make_provider()
+            self._choice = self._named_choice(settings)
         except StreamChatError as exc:
             log = self.serverapp.log if self.serverapp is not None else self.log
             log.error("streamchat: the extension cannot start: %s", exc.message)
             raise
+        self._probe: asyncio.Task[ProviderChoice] | None = None
         limits = Limits(
             max_message_size=self.max_message_size,
             max_sessions_per_user=self.max_sessions_per_user,
@@ -165,18 +172,43 @@ class StreamChat(ExtensionApp):
         # The trait holds a concrete subclass; mypy types it as the abstract klass (python/mypy#4717).
         store = self.store_class(replay_size=self.replay_buffer_size)  # type: ignore[abstract]
         self.service: ChatService = self.service_class(
-            store,
-            make_provider=make_provider,
-            tools=tools,
-            settings=settings,
-            limits=limits,
-            health_provider=health_provider,
+            store, provider_choice=self.provider_choice, tools=tools, settings=settings, limits=limits
         )
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
         self._expiry.start()
-        self.log.info("streamchat: serving %s with tools %s", health_provider.describe(), [t.name for t in tools])
+        backend = "the automatic choice" if self._choice is None else self._choice.provider.describe()
+        self.log.info("streamchat: serving %s with tools %s", backend, [t.name for t in tools])
+        if self._choice is None and loop_running():
+            self._start_probe()  # else `_start_jupyter_server_extension` starts it, once the loop runs
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Probe the backends for the automatic choice as soon as the server's loop runs."""
+        if self._choice is None:
+            self._start_probe()
+
+    def _start_probe(self) -> asyncio.Task[ProviderChoice]:
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._choose(), name="streamchat backend probe")
+        return self._probe
+
+    async def _choose(self) -> ProviderChoice:
+        """The automatic choice, logged (a failure too: the turns that wait for it will report it)."""
+        try:
+            choice = await choose_provider(settings=self.service.settings)
+        except StreamChatError as exc:
+            self.log.error("streamchat: no backend could be chosen: %s", exc.message)
+            raise
+        self.log.info("streamchat: %s", choice.announcement)
+        return choice
+
+    async def provider_choice(self) -> ProviderChoice:
+        """The backend: named by the configuration, or chosen by one probe at startup."""
+        if self._choice is None:
+            # shielded: a request that goes away must not cancel the probe the others wait for
+            self._choice = await asyncio.shield(self._start_probe())
+        return self._choice
 
     def initialize_handlers(self) -> None:
         """Register the routes of DESIGN §3 under the server's base URL."""
@@ -188,3 +220,7 @@ class StreamChat(ExtensionApp):
             return  # the configuration was refused at startup
         self._expiry.stop()
         await self.service.aclose()
+        if self._probe is not None:
+            self._probe.cancel()
+        if self._choice is not None:
+            await self._choice.provider.aclose()

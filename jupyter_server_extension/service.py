@@ -19,11 +19,9 @@ import collections
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from streamchat._version import __version__
 from streamchat.errors import (
@@ -35,7 +33,7 @@ from streamchat.errors import (
 )
 from streamchat.events import Event
 from streamchat.messages import Message
-from streamchat.providers.base import Provider
+from streamchat.providers import Provider, ProviderChoice
 from streamchat.result import ChatResult, ResultCollector
 from streamchat.session import ChatSession
 from streamchat.settings import Settings
@@ -46,6 +44,9 @@ __all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "
 
 SERVICE_SETTING = "streamchat_service"
 """The Tornado settings key under which the extension puts its `ChatService` for the handlers."""
+
+HEALTH_PROBE_TIMEOUT = 2.0
+"""Seconds the health route waits for the backend to answer."""
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """What a session id may be: 1–64 letters, digits, `-` or `_`."""
@@ -174,26 +175,24 @@ class ChatService:
 
     Args:
         store: where sessions, turn flags and replay buffers live.
-        make_provider: makes the provider of each new session.
+        provider_choice: the backend (named, or chosen by one probe at startup); each new
+            session gets a provider of its kind, and ``GET health`` describes and probes it.
         tools: the tools the model may call.
         settings: the settings every session runs with.
         limits: sizes and timings.
-        health_provider: the provider ``GET health`` describes and probes; closed by `aclose`.
     """
 
     def __init__(
         self,
         store: SessionStore,
         *,
-        make_provider: Callable[[], Provider],
+        provider_choice: Callable[[], Awaitable[ProviderChoice]],
         tools: Sequence[Tool],
         settings: Settings,
         limits: Limits,
-        health_provider: Provider,
     ) -> None:
         self.store = store
-        self.make_provider = make_provider
-        self.health_provider = health_provider
+        self.provider_choice = provider_choice
         self.tools = list(tools)
         self.settings = settings
         self.limits = limits
@@ -284,7 +283,7 @@ class ChatService:
         try:
             provider = self._providers.get(session_id)
             if provider is None:
-                provider = self._providers[session_id] = self.make_provider()
+                provider = self._providers[session_id] = (await self.provider_choice()).new_provider()
             chat = ChatSession(
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
             )
@@ -336,16 +335,10 @@ class ChatService:
         return result.build()
 
     async def health(self) -> dict[str, Any]:
-        """Status, version, the provider and whether its endpoint answers."""
-        provider = self.health_provider
+        """Status, version, the provider and whether its backend answers (for Ollama: the selection's probe)."""
+        provider = (await self.provider_choice()).provider
         endpoint = getattr(provider, "base_url", None)
-        reachable = True  # an in-process model (demo, scripted, local) is always there
-        if isinstance(endpoint, str) and endpoint:
-            try:
-                async with httpx.AsyncClient(timeout=2.0) as client:
-                    await client.get(endpoint)
-            except httpx.HTTPError:
-                reachable = False
+        reachable = await provider.reachable(HEALTH_PROBE_TIMEOUT)
         return {
             "status": "ok",
             "version": __version__,
@@ -360,7 +353,7 @@ class ChatService:
         return None if run is None else run.chat
 
     async def aclose(self) -> None:
-        """Cancel every running turn and close the providers (the health one too) and the store."""
+        """Cancel every running turn and close the sessions' providers and the store."""
         for run in list(self._runs.values()):
             run.chat.cancel()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
@@ -368,5 +361,4 @@ class ChatService:
         for provider in self._providers.values():
             await provider.aclose()
         self._providers.clear()
-        await self.health_provider.aclose()
         await self.store.aclose()

@@ -46,10 +46,11 @@ from .providers import (
     OllamaProvider,
     OpenAIProvider,
     Provider,
+    ProviderChoice,
     ScriptedProvider,
     ToolCall,
     ToolDefinition,
-    get_provider,
+    choose_provider,
 )
 from .result import ChatResult, ToolCallSummary
 from .session import ChatSession
@@ -104,6 +105,7 @@ __all__ = [
     "Progress",
     "ProgressReporter",
     "Provider",
+    "ProviderChoice",
     "ScriptedProvider",
     "SessionBusyError",
     "Settings",
@@ -128,8 +130,8 @@ __all__ = [
     "achat",
     "calculate",
     "chat",
+    "choose_provider",
     "get_current_time",
-    "get_provider",
     "get_weather",
     "new_session",
     "parse_event",

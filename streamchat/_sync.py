@@ -14,12 +14,21 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["private_loop", "run_sync", "submit"]
+__all__ = ["loop_running", "private_loop", "run_sync", "submit"]
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+
+
+def loop_running() -> bool:
+    """Whether an event loop runs in this thread (then sync code must not wait for anything slow)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def private_loop() -> asyncio.AbstractEventLoop:

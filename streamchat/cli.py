@@ -31,7 +31,7 @@ from .events import (
     ToolProgressEvent,
     ToolResultEvent,
 )
-from .providers import describe_choice
+from .providers import choose_provider
 from .session import ChatSession
 
 __all__ = ["TextRenderer", "main"]
@@ -123,11 +123,11 @@ async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> Don
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    session = ChatSession(args.provider, model=args.model, system=args.system)
+    choice = await choose_provider(args.provider, model=args.model)
+    session = ChatSession(choice.provider, system=args.system)
     try:
         if not args.json:
-            choice = describe_choice() or f"using {session.provider.describe()}"
-            print(f"streamchat: {choice}", file=sys.stderr)
+            print(f"streamchat: {choice.announcement}", file=sys.stderr)
         if args.message:
             done = await _run_turn(session, " ".join(args.message), as_json=args.json)
             return {"stop": 0, "cancelled": 130, "error": 1}.get(done.reason, 0)

@@ -30,7 +30,7 @@ from .events import (
     Usage,
 )
 from .messages import Message, ToolCallRecord
-from .providers import get_provider
+from .providers import session_provider
 from .providers.base import (
     FinishDelta,
     ModelRequest,
@@ -84,12 +84,14 @@ class ChatSession:
         history: Sequence[Message] = (),
     ) -> None:
         settings = settings or Settings()
+        self.settings = settings
+        """The settings this session was made with; tools that ask for `Settings` get them."""
         if isinstance(provider, Provider):
             if model is not None:
                 raise UsageError("pass `model=` to the provider's constructor, not with a provider instance")
             self.provider = provider
-        else:
-            self.provider = get_provider(provider, model=model, settings=settings)
+        else:  # an automatic choice probes without blocking a running loop: see `providers.choice`
+            self.provider = session_provider(provider, model=model, settings=settings)
         self.tools: dict[str, Tool] = toolset(BUILTIN_TOOLS if tools is None else tools)
         self.system = system if system is not None else settings.system
         self.max_turns = max_turns if max_turns is not None else settings.max_turns
@@ -344,6 +346,7 @@ class _Turn:
                 call.args,
                 emit=self.progress_emitter(call),
                 timeout=session.tool_timeout,
+                settings=session.settings,
                 invalid_args=call.invalid_args,
             )
             self.runs[call.call_id] = run

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from core_helpers import brief, collect
 
-from streamchat import ChatSession, DemoProvider, ScriptedProvider, ToolCall, ToolError
+from streamchat import ChatSession, DemoProvider, ScriptedProvider, Settings, ToolCall, ToolError, get_weather
 from streamchat.tools.calculator import evaluate
 
 
@@ -145,17 +145,23 @@ class _OpenMeteo(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def open_meteo(monkeypatch) -> Iterator[str]:
+def open_meteo_server() -> Iterator[str]:
+    """A local Open-Meteo look-alike; yields its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenMeteo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("STREAMCHAT_GEOCODING_URL", f"{base}/v1/search")
-    monkeypatch.setenv("STREAMCHAT_WEATHER_URL", f"{base}/v1/forecast")
     _OpenMeteo.requests = []
-    yield base
+    yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def open_meteo(open_meteo_server, monkeypatch) -> str:
+    """The local Open-Meteo look-alike, named by the environment variables."""
+    monkeypatch.setenv("STREAMCHAT_GEOCODING_URL", f"{open_meteo_server}/v1/search")
+    monkeypatch.setenv("STREAMCHAT_WEATHER_URL", f"{open_meteo_server}/v1/forecast")
+    return open_meteo_server
 
 
 async def test_get_weather_stages_and_result_from_open_meteo(open_meteo):
@@ -182,6 +188,18 @@ async def test_get_weather_stages_and_result_from_open_meteo(open_meteo):
     (geo_path, geo_query), (fc_path, fc_query) = _OpenMeteo.requests
     assert geo_path == "/v1/search" and geo_query["name"] == ["Seoul"]
     assert fc_path == "/v1/forecast" and fc_query["latitude"] == ["37.566"]
+
+
+async def test_get_weather_uses_the_sessions_settings(open_meteo_server, monkeypatch):
+    monkeypatch.delenv("STREAMCHAT_GEOCODING_URL", raising=False)
+    monkeypatch.delenv("STREAMCHAT_WEATHER_URL", raising=False)
+    settings = Settings(geocoding_url=f"{open_meteo_server}/v1/search", weather_url=f"{open_meteo_server}/v1/forecast")
+    provider = ScriptedProvider([[ToolCall("get_weather", {"city": "Seoul"})], ["fine"]])
+    events = brief(await collect(ChatSession(provider, settings=settings), "weather?"))
+    assert ("tool_call", "call_1", "get_weather", {"city": "Seoul"}) in events
+    assert [e[3]["summary"] for e in events if e[0] == "tool_result"] == ["21°C, Clear"]
+    assert [path for path, _ in _OpenMeteo.requests] == ["/v1/search", "/v1/forecast"]
+    assert list(get_weather.parameters["properties"]) == ["city"]  # the model never sees the settings
 
 
 async def test_get_weather_errors_are_clear_tool_results(open_meteo, monkeypatch):

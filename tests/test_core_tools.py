@@ -8,7 +8,16 @@ import threading
 import pytest
 from core_helpers import brief, check_invariants, collect
 
-from streamchat import ChatSession, Progress, ProgressReporter, ScriptedProvider, ToolCall, ToolDefinitionError, tool
+from streamchat import (
+    ChatSession,
+    Progress,
+    ProgressReporter,
+    ScriptedProvider,
+    Settings,
+    ToolCall,
+    ToolDefinitionError,
+    tool,
+)
 from streamchat.tools import toolset
 
 
@@ -48,6 +57,25 @@ def test_reporter_parameter_is_not_in_the_schema_and_options_apply():
     assert fetch.name == "fetch_page" and fetch.timeout == 3 and fetch.kind == "async"
     assert list(fetch.parameters["properties"]) == ["url"]
     assert fetch.reporter_param == "report"
+
+
+async def test_a_settings_parameter_gets_the_sessions_settings_and_is_not_in_the_schema():
+    seen = []
+
+    @tool
+    def where(city: str, settings: Settings) -> str:
+        """Say which weather server would answer."""
+        seen.append(settings)
+        return f"{city} via {settings.weather_url}"
+
+    assert list(where.parameters["properties"]) == ["city"] and where.settings_param == "settings"
+    settings = Settings(weather_url="http://127.0.0.1:9/v1/forecast")
+    session = ChatSession(
+        ScriptedProvider([[ToolCall("where", {"city": "Oslo"})], ["ok"]]), tools=[where], settings=settings
+    )
+    events = brief(await collect(session, "where?"))
+    assert ("tool_result", "call_1", "ok", "Oslo via http://127.0.0.1:9/v1/forecast") in events
+    assert seen == [settings] and seen[0] is settings
 
 
 def test_bad_tool_definitions_are_refused_clearly():

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 from server_helpers import *  # noqa: F403
 from server_helpers import BOB, GATE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+from traitlets import TraitError
+from traitlets.config import Config
 
-from jupyter_server_extension.app import load_tools
-from streamchat import ConfigurationError
+from jupyter_server_extension.app import StreamChat, load_tools
+from streamchat import ConfigurationError, Settings
+from streamchat.tools.builtin import BUILTIN_TOOLS
 
 
 async def test_health_and_tools(client: httpx.AsyncClient) -> None:
@@ -23,6 +30,97 @@ async def test_health_and_tools(client: httpx.AsyncClient) -> None:
     assert [t["name"] for t in tools] == ["count_to", "wait_here", "calculate"]
     assert tools[0]["parameters"]["properties"] == {"n": {"description": "How far to count.", "type": "integer"}}
     assert tools[0]["description"] == "Count to n, reporting progress at each step."
+
+
+class _Ollama(BaseHTTPRequestHandler):
+    """Answers like Ollama: its model list at /api/tags, a one-line answer at /api/chat."""
+
+    paths: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).paths.append(self.path)
+        if self.path == "/api/tags":
+            self._send(b'{"models": [{"name": "qwen3:0.6b", "model": "qwen3:0.6b"}]}', "application/json")
+        else:
+            self._send(b"Ollama is running", "text/plain", status=200 if self.path == "/" else 404)
+
+    def do_POST(self) -> None:
+        type(self).paths.append(self.path)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        line = b'{"message": {"role": "assistant", "content": "Hi"}, "done": true, "done_reason": "stop"}\n'
+        self._send(line, "application/x-ndjson")
+
+    def _send(self, body: bytes, content_type: str, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ollama() -> Iterator[str]:
+    """An Ollama look-alike on 127.0.0.1; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ollama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Ollama.paths = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def nobody_listening() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class TestHealthOfOllama:
+    @pytest.fixture
+    def jp_server_config(self, ollama: str) -> dict[str, Any]:
+        return server_config(provider_factory="", provider="ollama", model="qwen3:0.6b", ollama_host=ollama)
+
+    async def test_ollama_that_lists_its_models_is_reachable(self, client: httpx.AsyncClient, ollama: str) -> None:
+        health = (await client.get("api/streamchat/health")).json()
+        assert health["reachable"] is True and health["endpoint"] == ollama
+        assert health["provider"] == {
+            "name": "ollama",
+            "model": "qwen3:0.6b",
+            "description": f"ollama qwen3:0.6b at {ollama}",
+        }
+        assert _Ollama.paths == ["/api/tags"]  # the probe the automatic choice makes
+
+
+class TestHealthOfOllamaNotRunning:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(provider_factory="", provider="ollama", ollama_host=nobody_listening())
+
+    async def test_ollama_that_does_not_answer_is_unreachable(self, client: httpx.AsyncClient) -> None:
+        health = (await client.get("api/streamchat/health")).json()
+        assert health["status"] == "ok" and health["reachable"] is False
+        assert health["provider"]["name"] == "ollama"
+
+
+class TestAutomaticChoice:
+    @pytest.fixture
+    def jp_server_config(self, ollama: str) -> dict[str, Any]:
+        return server_config(provider_factory="", provider="", ollama_host=ollama, tools=[])
+
+    async def test_the_backends_are_probed_once_and_each_session_gets_the_chosen_kind(
+        self, client: httpx.AsyncClient, ollama: str
+    ) -> None:
+        first = (await client.post("api/streamchat/chat", json={"message": "hi"})).json()
+        second = (await client.post("api/streamchat/chat", json={"message": "hi"})).json()
+        assert (first["text"], second["text"]) == ("Hi", "Hi") and first["session_id"] != second["session_id"]
+        health = (await client.get("api/streamchat/health")).json()
+        assert health["provider"]["description"] == f"ollama qwen3:0.6b at {ollama}"
+        # one probe to choose, one chat per session, then the health route's own probe
+        assert _Ollama.paths == ["/api/tags", "/api/chat", "/api/chat", "/api/tags"]
 
 
 async def test_chat_history_and_delete(client: httpx.AsyncClient) -> None:
@@ -171,3 +269,29 @@ def test_load_tools_names_what_fails() -> None:
     with pytest.raises(ConfigurationError, match=r"'calculate' is not of the form 'module:name'"):
         load_tools(["calculate"])
     assert [t.name for t in load_tools(["streamchat.tools.builtin:calculate"])] == ["calculate"]
+
+
+def test_the_settings_traits_are_the_settings_fields() -> None:
+    traits = StreamChat.class_traits(config=True)
+    for name, field in Settings.model_fields.items():
+        if name == "display":  # the notebook's alone
+            assert name not in traits
+            continue
+        assert traits[name].help == field.description
+        assert traits[name].default() is None  # unset: the environment and the defaults decide
+    config = Config()
+    config.StreamChat.provider = "demo"
+    config.StreamChat.max_turns = 3
+    config.StreamChat.weather_url = "http://127.0.0.1:1/v1/forecast"
+    settings = StreamChat(config=config)._settings()
+    assert (settings.provider, settings.max_turns, settings.weather_url) == (
+        "demo",
+        3,
+        "http://127.0.0.1:1/v1/forecast",
+    )
+    with pytest.raises(TraitError):
+        StreamChat(max_turns="many")
+
+
+def test_the_default_tools_are_the_built_in_tools() -> None:
+    assert load_tools(StreamChat().tools) == list(BUILTIN_TOOLS)

@@ -19,6 +19,7 @@ from .. import _sync
 from ..cli import TextRenderer
 from ..errors import SessionBusyError, UsageError
 from ..events import DoneEvent, Event
+from ..providers import choose_provider
 from ..providers.base import Provider
 from ..result import ChatResult, ResultCollector
 from ..session import ChatSession
@@ -77,15 +78,52 @@ def new_session(
 ) -> ChatSession:
     """Start a new default session (forgetting the old conversation) and return it.
 
+    With no provider named (here or in `STREAMCHAT_PROVIDER`), the backends are probed
+    first; like every sync call, this waits for the answer.
+
     Example:
         >>> session = new_session("demo")
         >>> # chat("What time is it in Tokyo?")  # now uses `session`
     """
-    global _default, _default_config
     tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
-    _default = ChatSession(provider, model=model, tools=tools, system=system, **options)
-    _default_config = _config(provider, model, tools, system)
-    return _default
+    return _set_default(
+        session_now(provider, model=model, tools=tools, system=system, **options), provider, model, tools, system
+    )
+
+
+def session_now(
+    provider: Provider | str | None = None,
+    *,
+    model: str | None = None,
+    tools: Iterable[Tool | Callable[..., Any]] | None = None,
+    system: str | None = None,
+    **options: Any,
+) -> ChatSession:
+    """A `ChatSession` whose backend is chosen now: a sync call, which waits for the probe on the private loop."""
+    return _sync.run_sync(_session_chosen(provider, model, tools, system, options))
+
+
+async def _session_chosen(
+    provider: Provider | str | None, model: str | None, tools: Any, system: str | None, options: dict[str, Any]
+) -> ChatSession:
+    """A `ChatSession` made once its backend is chosen (awaited, so no loop ever waits for the probe)."""
+    if not isinstance(provider, Provider):
+        provider = (await choose_provider(provider, model=model, settings=options.get("settings"))).provider
+        model = None  # the chosen provider has it
+    return ChatSession(provider, model=model, tools=tools, system=system, **options)
+
+
+async def _anew_session(
+    provider: Provider | str | None, model: str | None, tools: list[Any] | None, system: str | None
+) -> ChatSession:
+    """`new_session` for `achat()`: the probe is awaited on the running loop, not waited for."""
+    return _set_default(await _session_chosen(provider, model, tools, system, {}), provider, model, tools, system)
+
+
+def _set_default(session: ChatSession, provider: Any, model: Any, tools: list[Any] | None, system: Any) -> ChatSession:
+    global _default, _default_config
+    _default, _default_config = session, _config(provider, model, tools, system)
+    return session
 
 
 def default_session() -> ChatSession:
@@ -93,17 +131,19 @@ def default_session() -> ChatSession:
     return _default if _default is not None else new_session()
 
 
-def _session_for(session: ChatSession | None, provider: Any, model: Any, tools: Any, system: Any) -> ChatSession:
+def _session_for(
+    session: ChatSession | None, provider: Any, model: Any, tools: list[Any] | None, system: Any
+) -> ChatSession | None:
+    """`session`, or the default session these arguments ask for; None when a new default session is needed."""
     if session is not None:
         if (provider, model, tools, system) != (None, None, None, None):
             raise UsageError("pass either `session=` or provider/model/tools/system, not both")
         return session
-    if (provider, model, tools, system) == (None, None, None, None):
-        return default_session()
-    tools = None if tools is None else list(tools)
-    if _default is not None and _default_config == _config(provider, model, tools, system):
+    if (provider, model, tools, system) == (None, None, None, None) or _default_config == _config(
+        provider, model, tools, system
+    ):
         return _default
-    return new_session(provider, model=model, tools=tools, system=system)
+    return None
 
 
 def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
@@ -170,7 +210,10 @@ def chat(
         >>> result.text  # doctest: +SKIP
         '12 * (3 + 4) = 84 ...'
     """
-    chosen = _session_for(session, provider, model, tools, system)
+    tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
+    chosen = _session_for(session, provider, model, tools, system) or new_session(
+        provider, model=model, tools=tools, system=system
+    )
     _check_turn(chosen, message)
     view = _renderer(chosen, _display_mode(display), stoppable=False)
     events: queue.Queue[object] = queue.Queue()
@@ -225,7 +268,10 @@ async def achat(
     Example:
         >>> result = await achat("What time is it in Tokyo?")  # doctest: +SKIP
     """
-    chosen = _session_for(session, provider, model, tools, system)
+    tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
+    chosen = _session_for(session, provider, model, tools, system) or await _anew_session(
+        provider, model, tools, system
+    )
     _check_turn(chosen, message)
     view = _renderer(chosen, _display_mode(display), stoppable=True)
     return await consume(chosen, message, view)

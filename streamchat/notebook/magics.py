@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UsageError
 from ..result import ChatResult
 from ..session import ChatSession
-from .chat import DisplayMode, chat
+from .chat import DisplayMode, chat, session_now
 
 __all__ = ["load_ipython_extension"]
 
@@ -45,7 +45,7 @@ def run_magic(line: str, cell: str | None = None) -> ChatResult:
     if args.session:
         session = _SESSIONS.get(args.session)
         if session is None:
-            session = _SESSIONS[args.session] = ChatSession(args.provider, model=args.model)
+            session = _SESSIONS[args.session] = session_now(args.provider, model=args.model)
         return chat(message, session=session, display=display)
     return chat(message, provider=args.provider, model=args.model, display=display)
 

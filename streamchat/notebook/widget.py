@@ -19,7 +19,7 @@ from ..providers.base import Provider
 from ..result import ChatResult
 from ..session import ChatSession
 from ..tools.definition import Tool
-from .chat import consume
+from .chat import consume, session_now
 from .view import ChatView
 
 __all__ = ["ChatWidget"]
@@ -43,7 +43,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     ) -> None:
         if session is not None and (provider, model, tools, system) != (None, None, None, None):
             raise UsageError("pass either `session=` or provider/model/tools/system, not both")
-        self.session = session or ChatSession(provider, model=model, tools=tools, system=system)
+        self.session = session or session_now(provider, model=model, tools=tools, system=system)
         """The conversation this widget drives."""
         self.views: list[ChatView] = []
         """One `ChatView` per turn, oldest first."""

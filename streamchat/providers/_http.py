@@ -99,6 +99,11 @@ class HttpPolicy:
         return random.uniform(ceiling / 2, ceiling)  # jitter: spread clients that failed together
 
 
+def verify_tls(url: str) -> bool:
+    """TLS verification for a one-off probe: plain HTTP needs no CA bundle (loading one costs more than a probe)."""
+    return not url.startswith("http://")
+
+
 class _ToolsRejected(Exception):
     """The backend answered 400 because the model cannot use tools."""
 
@@ -200,6 +205,15 @@ class HttpProvider(Provider):
 
     def describe(self) -> str:
         return f"{self.name} {self.model} at {self.base_url}"
+
+    async def reachable(self, timeout: float) -> bool:
+        """Whether anything answers HTTP at the base URL (any status: a 401 or 404 still answers)."""
+        try:
+            async with httpx.AsyncClient(timeout=timeout, verify=verify_tls(self.base_url)) as client:
+                await client.get(self.base_url)
+        except httpx.HTTPError:
+            return False
+        return True
 
     # -- streaming ------------------------------------------------------------------------------
 

@@ -141,6 +141,10 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027  (an optional hook: nothing to release by default)
         """Release network resources. Safe to call more than once."""
 
+    async def reachable(self, timeout: float) -> bool:
+        """Whether the backend answers within `timeout` seconds; an in-process model always does."""
+        return True
+
     def describe(self) -> str:
         """One line naming the backend and model, for announcements and labels."""
         return f"{self.name} {self.model}".strip()

@@ -20,7 +20,7 @@ import httpx
 from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
-from ._http import HttpProvider, function_tools
+from ._http import HttpProvider, function_tools, verify_tls
 from .base import (
     FinishDelta,
     ModelRequest,
@@ -160,6 +160,21 @@ class OllamaProvider(HttpProvider):
             options=options,
             settings=settings,
         )
+
+    async def installed_models(self, timeout: float) -> list[str] | None:
+        """Names of the models this Ollama has (`GET /api/tags`), or None if it does not answer within `timeout` s."""
+        try:
+            async with httpx.AsyncClient(timeout=timeout, verify=verify_tls(self.base_url)) as client:
+                response = await client.get(f"{self.base_url}/api/tags")
+                response.raise_for_status()
+                models = response.json().get("models") or []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
+
+    async def reachable(self, timeout: float) -> bool:
+        """Whether Ollama lists its models: the probe the automatic choice makes."""
+        return await self.installed_models(timeout) is not None
 
     def explain(self, status: int, detail: str) -> str:
         if status == 404 and "not found" in detail.lower():

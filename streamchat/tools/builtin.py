@@ -55,13 +55,13 @@ WEATHER_CODES = {
 
 
 @tool
-async def get_weather(city: str) -> AsyncIterator[Any]:
+async def get_weather(city: str, settings: Settings) -> AsyncIterator[Any]:
     """Get the current weather for a city.
 
     Args:
         city: The city's name, e.g. "Seoul" or "Paris, France".
+        settings: The session's settings (filled in by streamchat): the Open-Meteo URLs and the HTTP timeout.
     """
-    settings = Settings()
     name = city.split(",")[0].strip()
     if not name:
         raise ToolError("the city name is empty")

@@ -9,7 +9,9 @@ Supported shapes:
 - an async function (runs on the event loop);
 - a sync or async generator that yields `Progress(...)` and yields its result last;
 - any of those with a parameter annotated `ProgressReporter`, which streamchat fills in
-  (not part of the schema) and the tool calls to report progress.
+  (not part of the schema) and the tool calls to report progress;
+- any of those with a parameter annotated `Settings`, which streamchat fills in with the
+  calling session's settings (not part of the schema either).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import ToolDefinitionError
 from ..providers.base import ToolDefinition
+from ..settings import Settings
 
 __all__ = ["Progress", "ProgressReporter", "Tool", "ToolKind", "format_validation_error", "tool", "toolset"]
 
@@ -163,6 +166,9 @@ class Tool:
         self.description = description or summary or self.name
         param_docs = {p.arg_name: p.description or "" for p in doc.params}
         self.reporter_param: str | None = None
+        """The parameter that receives a `ProgressReporter`, if any."""
+        self.settings_param: str | None = None
+        """The parameter that receives the session's `Settings`, if any."""
         self.args_model = self._build_args_model(function, param_docs)
 
     def _build_args_model(self, function: Callable[..., Any], param_docs: dict[str, str]) -> type[BaseModel]:
@@ -177,6 +183,9 @@ class Tool:
             annotation = hints.get(param.name, inspect.Parameter.empty)
             if annotation is ProgressReporter:
                 self.reporter_param = param.name
+                continue
+            if annotation is Settings:
+                self.settings_param = param.name
                 continue
             if annotation is inspect.Parameter.empty:
                 raise ToolDefinitionError(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ToolError
 from ..events import ToolStatus
+from ..settings import Settings
 from .definition import Progress, ProgressReporter, Tool, format_validation_error
 
 __all__ = ["ToolCallRun", "ToolOutcome"]
@@ -34,7 +35,7 @@ def _next_or_exhausted(gen: Iterator[Any]) -> Any:
 
 
 class ToolCallRun:
-    """One call of one tool, controllable while it runs.
+    """One call of one tool, controllable while it runs; a tool that asks for `Settings` gets `settings`.
 
     `pause()` holds the call at its next progress report, `resume()` releases it,
     `cancel()` raises `asyncio.CancelledError` inside it. A timeout (seconds of
@@ -50,6 +51,7 @@ class ToolCallRun:
         *,
         emit: Callable[[Progress], None],
         timeout: float | None,
+        settings: Settings,
         invalid_args: str | None = None,
     ) -> None:
         self.call_id = call_id
@@ -57,6 +59,7 @@ class ToolCallRun:
         self.tool_name = tool_name
         self.args = args
         self.invalid_args = invalid_args
+        self.settings = settings
         self.timeout = tool.timeout if tool is not None and tool.timeout is not None else timeout
         self._emit = emit
         self._reporter: ProgressReporter | None = None
@@ -127,6 +130,8 @@ class ToolCallRun:
         self._reporter = ProgressReporter(self._emit, loop)
         if self.tool.reporter_param is not None:
             args[self.tool.reporter_param] = self._reporter
+        if self.tool.settings_param is not None:
+            args[self.tool.settings_param] = self.settings
         self._inner = loop.create_task(self._invoke(self.tool, args), name=f"tool {self.tool_name} {self.call_id}")
         try:
             timed_out = await self._supervise()
