@@ -52,7 +52,7 @@ from .providers import (
     get_provider,
 )
 from .result import ChatResult, ToolCallSummary
-from .session import ChatSession
+from .session import ChatSession, ToolAction
 from .settings import Settings
 from .tools import Progress, ProgressReporter, Tool, calculate, get_current_time, get_weather, tool
 
@@ -111,6 +111,7 @@ __all__ = [
     "ThinkingEvent",
     "TokenEvent",
     "Tool",
+    "ToolAction",
     "ToolCall",
     "ToolCallEvent",
     "ToolCallRecord",

@@ -187,7 +187,7 @@ async def test_cancel_tool_stops_one_call_while_its_sibling_finishes():
         if event.type == "tool_progress":
             reported.add(event.call_id)
             if reported == {"call_1", "call_2"}:
-                assert session.cancel_tool("call_1")
+                assert session.control_tool("call_1", "cancel")
         if event.type == "tool_result" and event.call_id == "call_1":
             may_finish.set()
     check_invariants(events)
@@ -195,7 +195,7 @@ async def test_cancel_tool_stops_one_call_while_its_sibling_finishes():
     results = [(e.call_id, e.status) for e in events if e.type == "tool_result"]
     assert results == [("call_1", "cancelled"), ("call_2", "ok")]
     assert events[-1].reason == "stop"
-    assert not session.cancel_tool("call_1")  # already over
+    assert not session.control_tool("call_1", "cancel")  # already over
 
 
 async def test_pause_holds_a_generator_at_its_next_progress_and_resume_releases_it():
@@ -217,14 +217,14 @@ async def test_pause_holds_a_generator_at_its_next_progress_and_resume_releases_
     async for event in session.stream("go"):
         events.append(event)
         if event.type == "tool_progress" and event.message == "stage 1":
-            assert session.pause_tool("call_1")
-            assert not session.pause_tool("call_1")  # already paused
+            assert session.control_tool("call_1", "pause")
+            assert not session.control_tool("call_1", "pause")  # already paused
             go_on.set()
         if event.type == "tool_progress" and event.message == "stage 2":
             for _ in range(50):  # give the tool every chance to run on if pause did not hold it
                 await asyncio.sleep(0)
             assert progressed == ["after 1"]
-            assert session.resume_tool("call_1")
+            assert session.control_tool("call_1", "resume")
     check_invariants(events)
     assert progressed == ["after 1", "after 2"]
     assert [e[2:4] for e in brief(events) if e[0] == "tool_progress"] == [
@@ -251,11 +251,11 @@ async def test_pause_holds_a_sync_tool_at_its_next_report():
     session = ChatSession(ScriptedProvider([[ToolCall("worker")], ["ok"]]), tools=[worker])
     async for event in session.stream("go"):
         if event.type == "tool_progress" and event.message == "one":
-            session.pause_tool("call_1")
+            session.control_tool("call_1", "pause")
             go_on.set()
         if event.type == "tool_progress" and event.message == "Paused":
             assert not await asyncio.to_thread(passed.wait, 0.2)
-            session.resume_tool("call_1")
+            session.control_tool("call_1", "resume")
     assert passed.is_set()
 
 
@@ -304,11 +304,11 @@ async def test_paused_time_does_not_count_against_the_timeout():
     statuses = []
     async for event in session.stream("go"):
         if event.type == "tool_progress" and event.message == "started":
-            session.pause_tool("call_1")
+            session.control_tool("call_1", "pause")
             go_on.set()
         if event.type == "tool_progress" and event.message == "held here while paused":
             await asyncio.sleep(0.5)
-            session.resume_tool("call_1")
+            session.control_tool("call_1", "resume")
         if event.type == "tool_result":
             statuses.append(event.status)
     assert statuses == ["ok"]

@@ -27,6 +27,7 @@ from ..events import (
     ToolResultEvent,
 )
 from ..result import ChatResult, ResultCollector
+from ..turn import ToolAction
 from .render import finished_prefix, render_markdown
 
 __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
@@ -34,8 +35,8 @@ __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
 BlockMode = Literal["display", "widgets"]
 """How finished Markdown blocks are sent: captured display data, or nested widgets (see `_AnswerPart`)."""
 
-ToolControls = Callable[[str, str], object]
-"""Called with (action, call_id) when a tool card's Cancel/Pause/Resume button is clicked."""
+ToolControls = Callable[[str, ToolAction], object]
+"""Called with (call_id, action) when a tool card's Cancel/Pause/Resume button is clicked: `ChatSession.control_tool`."""
 
 STATUS_TEXT = {
     "stop": "",
@@ -154,9 +155,9 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             children.append(self.buttons)
         super().__init__(children, layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"))
 
-    def _button(self, label: str, action: str, controls: ToolControls) -> widgets.Button:
+    def _button(self, label: str, action: ToolAction, controls: ToolControls) -> widgets.Button:
         button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
-        button.on_click(lambda _: controls(action, self.call_id))
+        button.on_click(lambda _: controls(self.call_id, action))
         return button
 
     def progress(self, event: ToolProgressEvent) -> None:
@@ -182,7 +183,7 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.buttons.children = []
 
 
-_ACTIONS = (("Cancel", "cancel"), ("Pause", "pause"), ("Resume", "resume"))
+_ACTIONS: tuple[tuple[str, ToolAction], ...] = (("Cancel", "cancel"), ("Pause", "pause"), ("Resume", "resume"))
 
 
 def _bar(percent: float | None) -> str:
