@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
@@ -273,28 +273,31 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self._collector is None:
             self._collector = ResultCollector()
         self._collector.add(event)
-        if isinstance(event, TokenEvent):
-            self._on_token(event)
-        elif isinstance(event, ThinkingEvent):
-            self._on_thinking(event)
-        elif isinstance(event, ToolCallEvent):
-            self._end_answer()
-            self.status.value = "⚙ Running tools…"
-            card = ToolCard(event, self.controls)
-            self.cards[event.call_id] = card
-            self.body.children = (*self.body.children, card)
-        elif isinstance(event, ToolProgressEvent):
-            if (running := self.cards.get(event.call_id)) is not None:
-                running.progress(event)
-        elif isinstance(event, ToolResultEvent):
-            if (finished := self.cards.get(event.call_id)) is not None:
-                finished.result(event)
-        elif isinstance(event, ErrorEvent):
-            self._end_answer()
-            note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')
-            self.body.children = (*self.body.children, note)
-        elif isinstance(event, DoneEvent):
-            self._on_done(event)
+        match event:
+            case TokenEvent():
+                self._on_token(event)
+            case ThinkingEvent():
+                self._on_thinking(event)
+            case ToolCallEvent():
+                self._end_answer()
+                self.status.value = "⚙ Running tools…"
+                card = ToolCard(event, self.controls)
+                self.cards[event.call_id] = card
+                self.body.children = (*self.body.children, card)
+            case ToolProgressEvent():
+                if (running := self.cards.get(event.call_id)) is not None:
+                    running.progress(event)
+            case ToolResultEvent():
+                if (finished := self.cards.get(event.call_id)) is not None:
+                    finished.result(event)
+            case ErrorEvent():
+                self._end_answer()
+                note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')
+                self.body.children = (*self.body.children, note)
+            case DoneEvent():
+                self._on_done(event)
+            case _:
+                assert_never(event)
 
     def stopped(self) -> None:
         """Show "stopped" for a turn that ended without a `done` event (cancelled before it began)."""
