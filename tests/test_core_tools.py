@@ -8,7 +8,16 @@ import threading
 import pytest
 from core_helpers import brief, check_invariants, collect
 
-from streamchat import ChatSession, Progress, ProgressReporter, ScriptedProvider, ToolCall, ToolDefinitionError, tool
+from streamchat import (
+    ChatSession,
+    Progress,
+    ProgressReporter,
+    ScriptedProvider,
+    ToolCall,
+    ToolDefinitionError,
+    UsageError,
+    tool,
+)
 from streamchat.tools import toolset
 
 
@@ -196,6 +205,67 @@ async def test_cancel_tool_stops_one_call_while_its_sibling_finishes():
     assert results == [("call_1", "cancelled"), ("call_2", "ok")]
     assert events[-1].reason == "stop"
     assert not session.control_tool("call_1", "cancel")  # already over
+
+
+async def test_control_from_another_thread_gets_the_loops_answer():
+    @tool
+    async def waits(report: ProgressReporter) -> str:
+        """Waits until cancelled."""
+        await report("waiting")
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    session = ChatSession(ScriptedProvider([[ToolCall("waits")], ["ok"]]), tools=[waits])
+    answers = []
+    events = []
+    async for event in session.stream("go"):
+        events.append(event)
+        if event.type == "tool_progress" and event.message == "waiting":
+            for call_id, action in [("call_1", "pause"), ("call_1", "pause"), ("nope", "cancel"), ("call_1", "resume")]:
+                answers.append(await asyncio.to_thread(session.control_tool, call_id, action))
+            answers.append(await asyncio.to_thread(session.cancel))
+            answers.append(await asyncio.to_thread(session.cancel))  # already stopping
+    check_invariants(events)
+    assert answers == [True, False, False, True, True, False]
+    assert events[-1].reason == "cancelled"
+    assert not await asyncio.to_thread(session.cancel)  # nothing runs any more
+
+
+async def test_a_request_the_loop_does_not_answer_in_time_is_withdrawn(monkeypatch):
+    monkeypatch.setattr("streamchat.turn.CONTROL_TIMEOUT", 0.05)
+    go_on = asyncio.Event()
+
+    @tool
+    async def waits(report: ProgressReporter) -> str:
+        """Waits until allowed."""
+        await report("waiting")
+        await go_on.wait()
+        return "done"
+
+    session = ChatSession(ScriptedProvider([[ToolCall("waits")], ["ok"]]), tools=[waits])
+    events = []
+    answer = []
+    async for event in session.stream("go"):
+        events.append(event)
+        if event.type == "tool_progress" and event.message == "waiting":
+            other = threading.Thread(target=lambda: answer.append(session.control_tool("call_1", "pause")))
+            other.start()
+            other.join(timeout=30)  # blocks this loop, so it cannot answer the request
+            assert answer == [False]
+            for _ in range(20):  # the withdrawn request must not run once the loop is free
+                await asyncio.sleep(0)
+            assert session.control_tool("call_1", "pause")  # False had the withdrawn pause run
+            assert session.control_tool("call_1", "resume")
+            go_on.set()
+    check_invariants(events)
+    assert [e.message for e in events if e.type == "tool_progress"] == ["waiting", "Paused", "Resumed"]
+    assert [e.status for e in events if e.type == "tool_result"] == ["ok"]
+
+
+def test_an_unknown_tool_action_is_refused():
+    session = ChatSession(ScriptedProvider([["ok"]]), tools=[])
+    with pytest.raises(UsageError, match="action must be one of cancel, pause, resume"):
+        session.control_tool("call_1", "stop")  # type: ignore[arg-type]
 
 
 async def test_pause_holds_a_generator_at_its_next_progress_and_resume_releases_it():
