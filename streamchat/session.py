@@ -133,9 +133,10 @@ class ChatSession:
         turn = Turn(self, message, self._history)
         self._turn = turn
         turn.start()
+        next_event = turn.sink.get
         try:
             while True:
-                event = await turn.sink.get()
+                event = await next_event()
                 yield event
                 if event.type == "done":
                     break

@@ -116,8 +116,10 @@ class EventSink:
     async def get(self) -> Event:
         """The next event, for the consumer."""
         queue = self._queue
-        # get_nowait first: what `Queue.get` does when an event is waiting, minus a coroutine per event
-        event = queue.get_nowait() if queue.qsize() else await queue.get()
+        try:  # what `Queue.get` does when an event is waiting, minus a coroutine per event
+            event = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            event = await queue.get()
         if queue.qsize() <= QUEUE_HIGH_WATER // 2:
             self._room.set()
         return event
@@ -384,7 +386,7 @@ class Turn:
             if answer.set_running_or_notify_cancel():  # False once the caller withdrew
                 try:
                     answer.set_result(action())
-                except BaseException as exc:
+                except BaseException as exc:  # handed to the caller, which would otherwise wait forever
                     answer.set_exception(exc)
 
         try:
@@ -440,14 +442,15 @@ class Turn:
     async def _stream_response(self, request: ModelRequest, response: Response) -> None:
         """One model call: turn its deltas into events and into `response`."""
         sink, metrics = self.sink, self._metrics
+        put, stamp, add_text, count_token = sink.put, sink.stamp, response.text.append, metrics.token  # hot path
         async with contextlib.aclosing(self._session.provider.stream(request)) as deltas:
             async for delta in deltas:
                 match delta:
-                    case TextDelta(text=text):
-                        if text:
-                            metrics.token()
-                            response.text.append(text)
-                            sink.put(TokenEvent(**sink.stamp(), content=text))
+                    case TextDelta():
+                        if text := delta.text:
+                            count_token()
+                            add_text(text)
+                            put(TokenEvent(**stamp(), content=text))
                     case ToolCallPart(call_id=call_id, name=name, args=args):
                         response.calls.append(delta)
                         sink.put(ToolCallEvent(**sink.stamp(), call_id=call_id, tool=name, args=args))
