@@ -27,7 +27,7 @@ from ..events import (
     ToolResultEvent,
 )
 from ..result import ChatResult, ResultCollector
-from ..turn import ToolAction
+from ..session import ToolAction
 from .render import finished_prefix, render_markdown
 
 __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
