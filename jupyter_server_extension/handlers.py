@@ -18,7 +18,7 @@ import hmac
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -28,6 +28,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from streamchat.errors import BadRequestError, ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
+from streamchat.session import ToolAction
 
 from . import wire
 from .service import SERVICE_SETTING, ChatService, Follower
@@ -311,10 +312,19 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             sessions = [message.session_id]
         else:
             sessions = list(self._pumps)
-        action = message.type.split(".")[1]
+        action: ToolAction
+        match message.type:
+            case "tool.cancel":
+                action = "cancel"
+            case "tool.pause":
+                action = "pause"
+            case "tool.resume":
+                action = "resume"
+            case unknown:
+                assert_never(unknown)
         for session_id in sessions:
             chat = self.service.running(session_id)
-            if chat is not None and getattr(chat, f"{action}_tool")(message.call_id):
+            if chat is not None and chat.control_tool(message.call_id, action):
                 return
         raise StreamChatError(f"no running tool call {message.call_id!r} to {action}", code="not_running")
 

@@ -53,7 +53,7 @@ from .providers import (
     choose_provider,
 )
 from .result import ChatResult, ToolCallSummary
-from .session import ChatSession
+from .session import ChatSession, ToolAction
 from .settings import Settings
 from .tools import Progress, ProgressReporter, Tool, calculate, get_current_time, get_weather, tool
 
@@ -113,6 +113,7 @@ __all__ = [
     "ThinkingEvent",
     "TokenEvent",
     "Tool",
+    "ToolAction",
     "ToolCall",
     "ToolCallEvent",
     "ToolCallRecord",

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TextIO, assert_never
 
 from ._version import __version__
 from .errors import StreamChatError
@@ -58,41 +58,47 @@ class TextRenderer:
 
     def render(self, event: Event) -> None:
         """Write one event."""
-        if isinstance(event, TokenEvent):
-            self.out.write(event.content)
-            self.out.flush()
-            self._mid_line = not event.content.endswith("\n")
-        elif isinstance(event, ToolProgressEvent):
-            percent = f" ({event.percent:.0f}%)" if event.percent not in (None, 0) else ""
-            self._line(f"[{event.tool}] {event.message}{percent}")
-        elif isinstance(event, ToolResultEvent):
-            self._line(f"[{event.tool}] {event.summary}")
-        elif isinstance(event, ErrorEvent):
-            self._line(f"[error] {event.message}")
-        elif isinstance(event, ThinkingEvent):
-            if event.kind == "reasoning" and self.err is not None:
-                self.err.write(event.text)
-                self.err.flush()
-        elif isinstance(event, DoneEvent):
-            if self._mid_line:
-                self.out.write("\n")
-                self._mid_line = False
-            if event.reason == "cancelled":
-                self._line("[stopped]")
-            elif event.reason in ("max_turns", "length"):
-                self._line(f"[ended: {event.reason}]")
-            self.out.flush()
-            if self.show_metrics and self.err is not None:
-                m = event.metrics
-                parts = [f"{m.duration_ms / 1000:.2f} s"]
-                if m.ttft_ms is not None:
-                    parts.insert(0, f"first token {m.ttft_ms:.0f} ms")
-                if m.tokens_per_s is not None:
-                    parts.append(f"{m.tokens_per_s:.1f} tokens/s")
-                self.err.write(f"({', '.join(parts)})\n")
-                self.err.flush()
-        elif isinstance(event, ToolCallEvent):
-            pass  # the call shows up with its first progress line or its result
+        match event:
+            case TokenEvent():
+                self.out.write(event.content)
+                self.out.flush()
+                self._mid_line = not event.content.endswith("\n")
+            case ToolProgressEvent():
+                percent = f" ({event.percent:.0f}%)" if event.percent not in (None, 0) else ""
+                self._line(f"[{event.tool}] {event.message}{percent}")
+            case ToolResultEvent():
+                self._line(f"[{event.tool}] {event.summary}")
+            case ErrorEvent():
+                self._line(f"[error] {event.message}")
+            case ThinkingEvent():
+                if event.kind == "reasoning" and self.err is not None:
+                    self.err.write(event.text)
+                    self.err.flush()
+            case DoneEvent():
+                self._done(event)
+            case ToolCallEvent():
+                pass  # the call shows up with its first progress line or its result
+            case _:
+                assert_never(event)
+
+    def _done(self, event: DoneEvent) -> None:
+        if self._mid_line:
+            self.out.write("\n")
+            self._mid_line = False
+        if event.reason == "cancelled":
+            self._line("[stopped]")
+        elif event.reason in ("max_turns", "length"):
+            self._line(f"[ended: {event.reason}]")
+        self.out.flush()
+        if self.show_metrics and self.err is not None:
+            m = event.metrics
+            parts = [f"{m.duration_ms / 1000:.2f} s"]
+            if m.ttft_ms is not None:
+                parts.insert(0, f"first token {m.ttft_ms:.0f} ms")
+            if m.tokens_per_s is not None:
+                parts.append(f"{m.tokens_per_s:.1f} tokens/s")
+            self.err.write(f"({', '.join(parts)})\n")
+            self.err.flush()
 
 
 async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> DoneEvent:

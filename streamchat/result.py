@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import BaseModel, ConfigDict
 
-from .events import DoneEvent, DoneReason, ErrorEvent, Event, Metrics, ToolCallEvent, ToolResultEvent, ToolStatus, Usage
+from .events import (
+    DoneEvent,
+    DoneReason,
+    ErrorEvent,
+    Event,
+    Metrics,
+    ThinkingEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolProgressEvent,
+    ToolResultEvent,
+    ToolStatus,
+    Usage,
+)
 
 __all__ = ["ChatResult", "ResultCollector", "ToolCallSummary"]
 
@@ -79,32 +92,45 @@ class ResultCollector:
 
     def add(self, event: Event) -> None:
         """Take one event into account."""
-        if isinstance(event, ToolCallEvent):
-            self._calls[event.call_id] = event
-        elif isinstance(event, ToolResultEvent):
-            self._results[event.call_id] = event
-        elif isinstance(event, ErrorEvent):
-            self._errors.append(event.message)
-        elif isinstance(event, DoneEvent):
-            self._done = event
+        match event:
+            case ToolCallEvent():
+                self._calls[event.call_id] = event
+            case ToolResultEvent():
+                self._results[event.call_id] = event
+            case ErrorEvent():
+                self._errors.append(event.message)
+            case DoneEvent():
+                self._done = event
+            case ThinkingEvent() | TokenEvent() | ToolProgressEvent():
+                pass  # the answer text comes whole with `done`; progress is not part of the result
+            case _:
+                assert_never(event)
 
     def build(self) -> ChatResult:
-        """The `ChatResult`; raises `RuntimeError` if no `done` event was added."""
+        """The `ChatResult`; raises `RuntimeError` if no `done` was added or a call has no result.
+
+        A turn's stream always answers every `tool_call` with a `tool_result` before its
+        `done`, so a call without one means the events were not a whole turn's stream.
+        """
         done = self._done
         if done is None:
             raise RuntimeError("the turn has not ended: no done event was collected")
         calls = []
         for call_id, call in self._calls.items():
             res = self._results.get(call_id)
+            if res is None:
+                raise RuntimeError(
+                    f"broken event stream: tool call {call_id!r} ({call.tool}) has no tool_result before done"
+                )
             calls.append(
                 ToolCallSummary(
                     call_id=call_id,
                     tool=call.tool,
                     args=call.args,
-                    status=res.status if res else "cancelled",
-                    result=res.result if res else None,
-                    error=res.error if res else "no result",
-                    duration_ms=res.duration_ms if res else 0.0,
+                    status=res.status,
+                    result=res.result,
+                    error=res.error,
+                    duration_ms=res.duration_ms,
                 )
             )
         return ChatResult(

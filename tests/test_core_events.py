@@ -18,6 +18,7 @@ from streamchat import (
     Usage,
     parse_event,
 )
+from streamchat.result import ResultCollector
 
 COMMON = {"session_id": "s1", "turn_id": "t1", "seq": 1}
 
@@ -97,3 +98,18 @@ def test_usage_adds_up_and_keeps_unknown_as_none():
 def test_tool_result_summary():
     assert EVENTS[5].summary == "Done: 21°C, Clear"
     assert EVENTS[6].summary == "Timeout: timed out"
+
+
+def test_result_collector_pairs_calls_with_results_and_refuses_a_call_without_one():
+    call, progress, result, done = EVENTS[3], EVENTS[4], EVENTS[5], EVENTS[8]
+    collector = ResultCollector()
+    for event in (call, progress, result, done):
+        collector.add(event)
+    summary = collector.build().tool_calls
+    assert [(c.call_id, c.status, c.result) for c in summary] == [("c1", "ok", {"summary": "21°C, Clear"})]
+
+    broken = ResultCollector()
+    for event in (call, progress, done):  # no tool_result: not a whole turn's stream
+        broken.add(event)
+    with pytest.raises(RuntimeError, match=r"tool call 'c1' \(get_weather\) has no tool_result"):
+        broken.build()

@@ -16,6 +16,7 @@ from streamchat import (
     Settings,
     ToolCall,
     ToolDefinitionError,
+    UsageError,
     tool,
 )
 from streamchat.tools import toolset
@@ -215,7 +216,7 @@ async def test_cancel_tool_stops_one_call_while_its_sibling_finishes():
         if event.type == "tool_progress":
             reported.add(event.call_id)
             if reported == {"call_1", "call_2"}:
-                assert session.cancel_tool("call_1")
+                assert session.control_tool("call_1", "cancel")
         if event.type == "tool_result" and event.call_id == "call_1":
             may_finish.set()
     check_invariants(events)
@@ -223,7 +224,68 @@ async def test_cancel_tool_stops_one_call_while_its_sibling_finishes():
     results = [(e.call_id, e.status) for e in events if e.type == "tool_result"]
     assert results == [("call_1", "cancelled"), ("call_2", "ok")]
     assert events[-1].reason == "stop"
-    assert not session.cancel_tool("call_1")  # already over
+    assert not session.control_tool("call_1", "cancel")  # already over
+
+
+async def test_control_from_another_thread_gets_the_loops_answer():
+    @tool
+    async def waits(report: ProgressReporter) -> str:
+        """Waits until cancelled."""
+        await report("waiting")
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    session = ChatSession(ScriptedProvider([[ToolCall("waits")], ["ok"]]), tools=[waits])
+    answers = []
+    events = []
+    async for event in session.stream("go"):
+        events.append(event)
+        if event.type == "tool_progress" and event.message == "waiting":
+            for call_id, action in [("call_1", "pause"), ("call_1", "pause"), ("nope", "cancel"), ("call_1", "resume")]:
+                answers.append(await asyncio.to_thread(session.control_tool, call_id, action))
+            answers.append(await asyncio.to_thread(session.cancel))
+            answers.append(await asyncio.to_thread(session.cancel))  # already stopping
+    check_invariants(events)
+    assert answers == [True, False, False, True, True, False]
+    assert events[-1].reason == "cancelled"
+    assert not await asyncio.to_thread(session.cancel)  # nothing runs any more
+
+
+async def test_a_request_the_loop_does_not_answer_in_time_is_withdrawn(monkeypatch):
+    monkeypatch.setattr("streamchat.turn.CONTROL_TIMEOUT", 0.05)
+    go_on = asyncio.Event()
+
+    @tool
+    async def waits(report: ProgressReporter) -> str:
+        """Waits until allowed."""
+        await report("waiting")
+        await go_on.wait()
+        return "done"
+
+    session = ChatSession(ScriptedProvider([[ToolCall("waits")], ["ok"]]), tools=[waits])
+    events = []
+    answer = []
+    async for event in session.stream("go"):
+        events.append(event)
+        if event.type == "tool_progress" and event.message == "waiting":
+            other = threading.Thread(target=lambda: answer.append(session.control_tool("call_1", "pause")))
+            other.start()
+            other.join(timeout=30)  # blocks this loop, so it cannot answer the request
+            assert answer == [False]
+            for _ in range(20):  # the withdrawn request must not run once the loop is free
+                await asyncio.sleep(0)
+            assert session.control_tool("call_1", "pause")  # False had the withdrawn pause run
+            assert session.control_tool("call_1", "resume")
+            go_on.set()
+    check_invariants(events)
+    assert [e.message for e in events if e.type == "tool_progress"] == ["waiting", "Paused", "Resumed"]
+    assert [e.status for e in events if e.type == "tool_result"] == ["ok"]
+
+
+def test_an_unknown_tool_action_is_refused():
+    session = ChatSession(ScriptedProvider([["ok"]]), tools=[])
+    with pytest.raises(UsageError, match="action must be one of cancel, pause, resume"):
+        session.control_tool("call_1", "stop")  # type: ignore[arg-type]
 
 
 async def test_pause_holds_a_generator_at_its_next_progress_and_resume_releases_it():
@@ -245,14 +307,14 @@ async def test_pause_holds_a_generator_at_its_next_progress_and_resume_releases_
     async for event in session.stream("go"):
         events.append(event)
         if event.type == "tool_progress" and event.message == "stage 1":
-            assert session.pause_tool("call_1")
-            assert not session.pause_tool("call_1")  # already paused
+            assert session.control_tool("call_1", "pause")
+            assert not session.control_tool("call_1", "pause")  # already paused
             go_on.set()
         if event.type == "tool_progress" and event.message == "stage 2":
             for _ in range(50):  # give the tool every chance to run on if pause did not hold it
                 await asyncio.sleep(0)
             assert progressed == ["after 1"]
-            assert session.resume_tool("call_1")
+            assert session.control_tool("call_1", "resume")
     check_invariants(events)
     assert progressed == ["after 1", "after 2"]
     assert [e[2:4] for e in brief(events) if e[0] == "tool_progress"] == [
@@ -279,11 +341,11 @@ async def test_pause_holds_a_sync_tool_at_its_next_report():
     session = ChatSession(ScriptedProvider([[ToolCall("worker")], ["ok"]]), tools=[worker])
     async for event in session.stream("go"):
         if event.type == "tool_progress" and event.message == "one":
-            session.pause_tool("call_1")
+            session.control_tool("call_1", "pause")
             go_on.set()
         if event.type == "tool_progress" and event.message == "Paused":
             assert not await asyncio.to_thread(passed.wait, 0.2)
-            session.resume_tool("call_1")
+            session.control_tool("call_1", "resume")
     assert passed.is_set()
 
 
@@ -332,11 +394,11 @@ async def test_paused_time_does_not_count_against_the_timeout():
     statuses = []
     async for event in session.stream("go"):
         if event.type == "tool_progress" and event.message == "started":
-            session.pause_tool("call_1")
+            session.control_tool("call_1", "pause")
             go_on.set()
         if event.type == "tool_progress" and event.message == "held here while paused":
             await asyncio.sleep(0.5)
-            session.resume_tool("call_1")
+            session.control_tool("call_1", "resume")
         if event.type == "tool_result":
             statuses.append(event.status)
     assert statuses == ["ok"]

@@ -175,12 +175,9 @@ def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppabl
 
     from .view import ChatView
 
-    def controls(action: str, call_id: str) -> object:
-        return getattr(session, f"{action}_tool")(call_id)
-
     view = ChatView(
         label=session.provider.describe(),
-        controls=controls if stoppable else None,
+        controls=session.control_tool if stoppable else None,
         on_stop=session.cancel if stoppable else None,
     )
     display(view)  # type: ignore[no-untyped-call]

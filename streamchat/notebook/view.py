@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
@@ -27,6 +27,7 @@ from ..events import (
     ToolResultEvent,
 )
 from ..result import ChatResult, ResultCollector
+from ..session import ToolAction
 from .render import finished_prefix, render_markdown
 
 __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
@@ -34,8 +35,8 @@ __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
 BlockMode = Literal["display", "widgets"]
 """How finished Markdown blocks are sent: captured display data, or nested widgets (see `_AnswerPart`)."""
 
-ToolControls = Callable[[str, str], object]
-"""Called with (action, call_id) when a tool card's Cancel/Pause/Resume button is clicked."""
+ToolControls = Callable[[str, ToolAction], object]
+"""Called with (call_id, action) when a tool card's Cancel/Pause/Resume button is clicked: `ChatSession.control_tool`."""
 
 STATUS_TEXT = {
     "stop": "",
@@ -154,9 +155,9 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             children.append(self.buttons)
         super().__init__(children, layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"))
 
-    def _button(self, label: str, action: str, controls: ToolControls) -> widgets.Button:
+    def _button(self, label: str, action: ToolAction, controls: ToolControls) -> widgets.Button:
         button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
-        button.on_click(lambda _: controls(action, self.call_id))
+        button.on_click(lambda _: controls(self.call_id, action))
         return button
 
     def progress(self, event: ToolProgressEvent) -> None:
@@ -182,7 +183,7 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.buttons.children = []
 
 
-_ACTIONS = (("Cancel", "cancel"), ("Pause", "pause"), ("Resume", "resume"))
+_ACTIONS: tuple[tuple[str, ToolAction], ...] = (("Cancel", "cancel"), ("Pause", "pause"), ("Resume", "resume"))
 
 
 def _bar(percent: float | None) -> str:
@@ -272,28 +273,31 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self._collector is None:
             self._collector = ResultCollector()
         self._collector.add(event)
-        if isinstance(event, TokenEvent):
-            self._on_token(event)
-        elif isinstance(event, ThinkingEvent):
-            self._on_thinking(event)
-        elif isinstance(event, ToolCallEvent):
-            self._end_answer()
-            self.status.value = "⚙ Running tools…"
-            card = ToolCard(event, self.controls)
-            self.cards[event.call_id] = card
-            self.body.children = (*self.body.children, card)
-        elif isinstance(event, ToolProgressEvent):
-            if (running := self.cards.get(event.call_id)) is not None:
-                running.progress(event)
-        elif isinstance(event, ToolResultEvent):
-            if (finished := self.cards.get(event.call_id)) is not None:
-                finished.result(event)
-        elif isinstance(event, ErrorEvent):
-            self._end_answer()
-            note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')
-            self.body.children = (*self.body.children, note)
-        elif isinstance(event, DoneEvent):
-            self._on_done(event)
+        match event:
+            case TokenEvent():
+                self._on_token(event)
+            case ThinkingEvent():
+                self._on_thinking(event)
+            case ToolCallEvent():
+                self._end_answer()
+                self.status.value = "⚙ Running tools…"
+                card = ToolCard(event, self.controls)
+                self.cards[event.call_id] = card
+                self.body.children = (*self.body.children, card)
+            case ToolProgressEvent():
+                if (running := self.cards.get(event.call_id)) is not None:
+                    running.progress(event)
+            case ToolResultEvent():
+                if (finished := self.cards.get(event.call_id)) is not None:
+                    finished.result(event)
+            case ErrorEvent():
+                self._end_answer()
+                note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')
+                self.body.children = (*self.body.children, note)
+            case DoneEvent():
+                self._on_done(event)
+            case _:
+                assert_never(event)
 
     def stopped(self) -> None:
         """Show "stopped" for a turn that ended without a `done` event (cancelled before it began)."""

@@ -79,7 +79,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if not message.strip():
             raise UsageError("the message must be a non-empty string")
         # A background task outlives the request that started it, so blocks go into widgets.
-        view = ChatView(message, controls=self._control, blocks="widgets")
+        view = ChatView(message, controls=self.session.control_tool, blocks="widgets")
         self.views.append(view)
         self.conversation.children = (*self.conversation.children, view)
         self.stop_button.disabled = False
@@ -121,9 +121,6 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _on_enter(self, change: dict[str, Any]) -> None:
         if change["new"].strip():
             self._submit()
-
-    def _control(self, action: str, call_id: str) -> object:
-        return getattr(self.session, f"{action}_tool")(call_id)
 
     async def _run(self, message: str, view: ChatView) -> ChatResult | None:
         try:
