@@ -8,7 +8,7 @@ events through `ChatSession.stream`.
 from __future__ import annotations
 
 import pytest
-from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
+from backends.helpers import FAST, lookup, run_turn
 from backends.replay import ReplayServer, Reply, cut, cut_plans
 from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from core_helpers import brief, check_invariants

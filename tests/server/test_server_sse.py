@@ -11,25 +11,22 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import *  # noqa: F403
+from httpx_sse import aconnect_sse
 from server_helpers import (
     GATE,
     PARALLEL_SCRIPT,
     SCRIPT,
     TOOLS,
     Frame,
-    ToolCall,
-    aconnect_sse,
     comparable,
     error_of,
-    parse_event,
     server_config,
     session_providers,
     sse_events,
 )
 
 from jupyter_server_extension.app import load_tools
-from streamchat import ChatSession, ScriptedProvider
+from streamchat import ChatSession, ScriptedProvider, ToolCall, parse_event
 
 
 async def direct_events(script: list[Any], message: str) -> list[dict[str, Any]]:

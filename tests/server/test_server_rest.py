@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import *  # noqa: F403
-from server_helpers import BOB, GATE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+from server_helpers import BOB, GATE, SCRIPT, auth, error_of, server_config, session_providers, sse_events
 
 from jupyter_server_extension.app import load_tools
-from streamchat import ConfigurationError
+from jupyter_server_extension.service import ChatService
+from streamchat import ConfigurationError, ToolCall
 
 
 async def test_health_and_tools(client: httpx.AsyncClient) -> None:
@@ -85,13 +85,13 @@ def jp_server_config() -> dict[str, Any]:
     return server_config(max_message_size=1000, max_sessions_per_user=2)
 
 
-async def test_a_busy_session_answers_409(client: httpx.AsyncClient, jp_serverapp: Any) -> None:
+async def test_a_busy_session_answers_409(client: httpx.AsyncClient, chat_service: ChatService) -> None:
     GATE.reset()
     SCRIPT.turns = [[ToolCall("wait_here", {"label": "b"})], ["done"]]
     first = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "one", "session_id": None}))
     assert GATE.started is not None and GATE.opened is not None
     await GATE.started.wait()
-    (session_id,) = jp_serverapp.web_app.settings["streamchat"].service.store._records
+    (session_id,) = chat_service.store._records
     busy = await client.post("api/streamchat/chat", json={"message": "two", "session_id": session_id})
     assert busy.status_code == 409
     assert error_of(busy) == {
@@ -119,17 +119,16 @@ class TestIdleExpiry:
         return server_config(idle_timeout=0.0)
 
     async def test_idle_sessions_expire_and_running_ones_do_not(
-        self, client: httpx.AsyncClient, jp_serverapp: Any
+        self, client: httpx.AsyncClient, chat_service: ChatService
     ) -> None:
-        service = jp_serverapp.web_app.settings["streamchat"].service
         await client.post("api/streamchat/chat", json={"message": "hi"})
         GATE.reset()
         SCRIPT.turns = [[ToolCall("wait_here", {"label": "e"})], ["end"]]
         running = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "hi"}))
         assert GATE.started is not None and GATE.opened is not None
         await GATE.started.wait()
-        (idle_id, running_id) = list(service.store._records)
-        assert await service.expire_idle() == [idle_id]
+        (idle_id, running_id) = list(chat_service.store._records)
+        assert await chat_service.expire_idle() == [idle_id]
         assert (await client.get(f"api/streamchat/sessions/{idle_id}")).status_code == 404
         GATE.opened.set()
         assert (await running).json()["session_id"] == running_id
