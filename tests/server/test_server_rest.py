@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -116,7 +117,7 @@ async def test_sessions_per_user_are_limited(client: httpx.AsyncClient, base_url
 class TestIdleExpiry:
     @pytest.fixture
     def jp_server_config(self) -> dict[str, Any]:
-        return server_config(idle_timeout=0.0)
+        return server_config()  # the default idle timeout, an hour: the server's own sweep stays out of the test
 
     async def test_idle_sessions_expire_and_running_ones_do_not(
         self, client: httpx.AsyncClient, chat_service: ChatService
@@ -128,7 +129,8 @@ class TestIdleExpiry:
         assert GATE.started is not None and GATE.opened is not None
         await GATE.started.wait()
         (idle_id, running_id) = list(chat_service.store._records)
-        assert await chat_service.expire_idle() == [idle_id]
+        an_hour_later = time.time() + chat_service.limits.idle_timeout + 1
+        assert await chat_service.expire_idle(now=an_hour_later) == [idle_id]
         assert (await client.get(f"api/streamchat/sessions/{idle_id}")).status_code == 404
         GATE.opened.set()
         assert (await running).json()["session_id"] == running_id
