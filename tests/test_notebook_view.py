@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import html.parser
 import json
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import comm
 import ipywidgets
 import pytest
 
+from bench.widget_updates import answer_pieces
 from streamchat import ChatSession, ProgressReporter, ScriptedProvider, ToolCall, ToolError, tool
 from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent, ToolProgressEvent, ToolResultEvent
 from streamchat.notebook.render import Coalescer, finished_prefix, render_markdown
@@ -155,17 +154,6 @@ class FakeClock:
         return self.now
 
 
-def _long_answer(tokens: int) -> list[str]:
-    """The benchmark's answer (paragraphs, a bullet list, a code block), so both measure the same text."""
-    bench = Path(__file__).parent.parent / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        from widget_updates import answer_pieces
-    finally:
-        sys.path.remove(str(bench))
-    return answer_pieces(tokens)
-
-
 @pytest.mark.parametrize("blocks", ["display", "widgets"])
 def test_1000_tokens_per_second_for_10_s_stays_under_25_updates_per_second_and_3x_bytes(
     recorder: Recorder, blocks: BlockMode
@@ -174,7 +162,7 @@ def test_1000_tokens_per_second_for_10_s_stays_under_25_updates_per_second_and_3
     recorder.clock = clock
     view = ChatView(blocks=blocks)
     coalescer = Coalescer(clock=clock)
-    pieces = _long_answer(10_000)
+    pieces = answer_pieces(10_000)  # the benchmark's answer, so both measure the same text
     answer = "".join(pieces)
 
     def show(events: list[Any]) -> None:
