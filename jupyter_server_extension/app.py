@@ -156,7 +156,7 @@ class StreamChat(ExtensionApp):
         self.log.info("streamchat: serving %s with tools %s", self.health_provider.describe(), [t.name for t in tools])
 
     def initialize_handlers(self) -> None:
-        """Register the routes of DESIGN §3 under the server's base URL."""
+        """Register the REST, SSE and WebSocket routes under the server's base URL."""
         self.handlers.extend(handlers.routes())
 
     async def health(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Helpers shared by the core tests: collecting streams and checking the DESIGN §2 invariants."""
+"""Helpers shared by the core tests: collecting streams and checking the event guarantees (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def brief(events: list[Event]) -> list[tuple[Any, ...]]:
 
 
 def check_invariants(events: list[Event]) -> None:
-    """Assert the guarantees every turn gives (DESIGN §2)."""
+    """Assert the guarantees every turn gives."""
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len({(e.session_id, e.turn_id) for e in events}) == 1
     dones = [e for e in events if isinstance(e, DoneEvent)]
