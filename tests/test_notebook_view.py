@@ -208,7 +208,10 @@ def _blocks(text: str) -> list[str]:
 def test_coalescer_passes_the_first_token_at_once_and_flushes_before_a_tool_event() -> None:
     clock = FakeClock()
     c = Coalescer(interval=0.05, clock=clock)
-    tok = lambda seq, text: TokenEvent(session_id="s", turn_id="t", seq=seq, content=text)  # noqa: E731
+
+    def tok(seq: int, text: str) -> TokenEvent:
+        return TokenEvent(session_id="s", turn_id="t", seq=seq, content=text)
+
     assert c.push(tok(1, "a")) == [tok(1, "a")]
     clock.now = 0.01
     assert c.push(tok(2, "b")) == []
