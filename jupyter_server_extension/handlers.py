@@ -1,11 +1,11 @@
 # jupyter_server's `authorized` decorator is untyped, and tornado's handler methods take *args:
 # mypy: disable-error-code="untyped-decorator,override"
-"""The REST, SSE and WebSocket routes (docs/architecture.md). Handlers are thin: parse, authorize, call
-the service, encode.
+"""The REST, SSE and WebSocket routes (listed in docs/architecture.md).
 
-Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
-the resource ``streamchat``; the WebSocket uses `ws_authenticated`), even when the
-server allows unauthenticated access. Errors are JSON ``{"error": {"code", "message"}}``.
+Handlers are thin: parse, authorize, call the service, encode. Every route requires a
+Jupyter identity (`tornado.web.authenticated` + `authorized` on the resource
+``streamchat``; the WebSocket uses `ws_authenticated`), even when the server allows
+unauthenticated access. Errors are JSON ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
