@@ -186,9 +186,10 @@ class TestManyDisconnects:
             numbers = range(first, first + DISCONNECTS)
             for n in numbers:
                 await one_disconnect(n)
-            # The server drops what it keeps of a session only at idle expiry, and skips a
-            # session whose turn still runs: a turn left running, or any record of the
-            # session kept elsewhere, stays in the measured memory.
+            # Wait for the cancelled turns to end (the server names its turn tasks
+            # "streamchat …"; one that never ends fails here), then let the server's own idle
+            # expiry, an hour later, drop the sessions: it skips a session whose turn still
+            # runs, and whatever it keeps of a session elsewhere stays in the measured memory.
             turns = [task for task in asyncio.all_tasks() if task.get_name().startswith("streamchat ")]
             await asyncio.wait_for(asyncio.gather(*turns), timeout=5)
             later = time.time() + chat_service.limits.idle_timeout + 1
