@@ -162,7 +162,7 @@ def main() -> None:
         return sum(1 for line in lines if json.loads(line))
 
     def ollama_parser() -> int:
-        p = OllamaStreamParser("llama3.2")
+        p = OllamaStreamParser()
         return sum(len(p.feed_line(line)) for line in lines) + len(p.finish())
 
     o_http, o_session = asyncio.run(

@@ -211,7 +211,7 @@ class StreamChat(ExtensionApp):
         return self._choice
 
     def initialize_handlers(self) -> None:
-        """Register the routes of DESIGN §3 under the server's base URL."""
+        """Register the REST, SSE and WebSocket routes under the server's base URL."""
         self.handlers.extend(handlers.routes())
 
     async def stop_extension(self) -> None:

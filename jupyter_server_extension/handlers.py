@@ -1,9 +1,10 @@
 # jupyter_server's `authorized` decorator is untyped, and tornado's handler methods take *args:
 # mypy: disable-error-code="untyped-decorator,override"
-"""The routes of DESIGN §3. Handlers are thin: parse, authorize, call the service, encode.
+"""The REST, SSE and WebSocket routes (listed in docs/architecture.md).
 
-The service is the `ChatService` the extension put in the Tornado settings under
-`SERVICE_SETTING`; handlers know nothing else of the extension (its class is configurable).
+Handlers are thin: parse, authorize, call the service, encode. The service is the
+`ChatService` the extension put in the Tornado settings under `SERVICE_SETTING`; handlers
+know nothing else of the extension (its class is configurable).
 
 Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
 the resource ``streamchat``; the WebSocket uses `ws_authenticated`), even when the

@@ -249,9 +249,10 @@ class ChatService:
         if provider is not None:
             await provider.aclose()
 
-    async def expire_idle(self) -> list[str]:
-        """Delete the sessions idle for longer than the idle timeout; returns their ids."""
-        expired = await self.store.idle_since(time.time() - self.limits.idle_timeout)
+    async def expire_idle(self, now: float | None = None) -> list[str]:
+        """Delete the sessions idle for longer than the idle timeout at `now` (default: the time now); returns their ids."""
+        now = time.time() if now is None else now
+        expired = await self.store.idle_since(now - self.limits.idle_timeout)
         expired = [session_id for session_id in expired if session_id not in self._runs]
         for session_id in expired:
             await self._drop(session_id)

@@ -1,4 +1,4 @@
-"""The one event→wire encoding, shared by the SSE and WebSocket routes (DESIGN §3).
+"""The one event→wire encoding, shared by the SSE and WebSocket routes (the wire protocol: docs/architecture.md).
 
 SSE: ``id: <seq>``, ``event: <type>``, ``data: <one-line JSON>``, blank line. JSON
 escapes every control character, so a token holding ``\\n``, ``\\r``, ``event:`` or

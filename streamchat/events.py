@@ -1,4 +1,4 @@
-"""The stream events every surface renders or encodes (DESIGN §2).
+"""The stream events every surface renders or encodes (their guarantees: docs/architecture.md).
 
 One immutable pydantic model per event type, each with a literal `type` tag, joined in
 the discriminated union `Event`. Every event carries the `session_id`, the `turn_id`

@@ -1,7 +1,9 @@
-"""Helpers shared by the core tests: collecting streams and checking the DESIGN §2 invariants."""
+"""Helpers shared by the core tests: collecting streams and checking the event guarantees (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import selectors
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,7 +37,7 @@ def brief(events: list[Event]) -> list[tuple[Any, ...]]:
 
 
 def check_invariants(events: list[Event]) -> None:
-    """Assert the guarantees every turn gives (DESIGN §2)."""
+    """Assert the guarantees every turn gives."""
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len({(e.session_id, e.turn_id) for e in events}) == 1
     dones = [e for e in events if isinstance(e, DoneEvent)]
@@ -60,3 +62,41 @@ async def agen(items: list[Any]) -> AsyncIterator[Any]:
     """An async iterator over `items` (for scripted callables)."""
     for item in items:
         yield item
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: when nothing is ready to run, time jumps to the next timer.
+
+    Timeouts and sleeps then take no real time and never race the machine's load: a test
+    can pause a tool for longer than its timeout with `await asyncio.sleep(…)`. Only for
+    code that waits on nothing but the loop (no threads, no sockets): the clock would jump
+    past a timer while a thread or a peer is still working.
+    """
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        super().__init__(selector=_JumpingSelector(self))
+
+    def time(self) -> float:
+        """The virtual time, in seconds."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of virtual time pass."""
+        self._now += seconds
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; when nothing is ready before the next timer, moves the clock to it."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:  # no timer pending: wait for real (the loop's own wake-up pipe)
+            return super().select(None)
+        ready = super().select(0)
+        if not ready and timeout > 0:
+            self._loop.advance(timeout)
+        return ready

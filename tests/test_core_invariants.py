@@ -1,4 +1,4 @@
-"""Property test: the DESIGN §2 guarantees hold for any scripted conversation."""
+"""Property test: the event guarantees (docs/architecture.md) hold for any scripted conversation."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from core_helpers import brief, check_invariants, collect
+from core_helpers import VirtualTimeLoop, brief, check_invariants, collect
 
 from streamchat import (
     ChatSession,
@@ -379,26 +379,33 @@ async def test_session_tool_timeout_applies_to_tools_without_their_own():
     assert [e.status for e in events if e.type == "tool_result"] == ["timeout"]
 
 
-async def test_paused_time_does_not_count_against_the_timeout():
-    go_on = asyncio.Event()
+def test_paused_time_does_not_count_against_the_timeout():
+    async def run() -> list[str]:
+        go_on = asyncio.Event()
 
-    @tool(timeout=0.3)
-    async def short():
-        """Quick, but paused for longer than its timeout."""
-        yield Progress("started")
-        await go_on.wait()
-        yield Progress("held here while paused")
-        yield "finished"
+        @tool(timeout=0.3)
+        async def short():
+            """Quick, but paused for longer than its timeout."""
+            yield Progress("started")
+            await go_on.wait()
+            yield Progress("held here while paused")
+            await asyncio.sleep(0.1)  # some running time left after the pause, within the timeout
+            yield "finished"
 
-    session = ChatSession(ScriptedProvider([[ToolCall("short")], ["ok"]]), tools=[short])
-    statuses = []
-    async for event in session.stream("go"):
-        if event.type == "tool_progress" and event.message == "started":
-            session.control_tool("call_1", "pause")
-            go_on.set()
-        if event.type == "tool_progress" and event.message == "held here while paused":
-            await asyncio.sleep(0.5)
-            session.control_tool("call_1", "resume")
-        if event.type == "tool_result":
-            statuses.append(event.status)
-    assert statuses == ["ok"]
+        session = ChatSession(ScriptedProvider([[ToolCall("short")], ["ok"]]), tools=[short])
+        statuses = []
+        async for event in session.stream("go"):
+            if event.type == "tool_progress" and event.message == "started":
+                session.control_tool("call_1", "pause")
+                go_on.set()
+            if event.type == "tool_progress" and event.message == "held here while paused":
+                await asyncio.sleep(0.5)
+                session.control_tool("call_1", "resume")
+            if event.type == "tool_result":
+                statuses.append(event.status)
+        return statuses
+
+    # On a virtual clock: the tool runs exactly 0.1 s unpaused, whatever the machine's load,
+    # and the 0.5 s pause takes no real time.
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        assert runner.run(run()) == ["ok"]

@@ -10,8 +10,6 @@ import socket
 import sys
 from pathlib import Path
 
-from backends.llama_server import gguf_path  # noqa: F401  (fixture)
-
 QUESTION = "What is 12 * (3 + 4)?"
 BACKEND_VARIABLES = (
     "STREAMCHAT_PROVIDER",

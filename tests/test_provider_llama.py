@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backends.llama_server import LlamaServer, gguf_path, llama_server  # noqa: F401  (fixtures)
+from backends.llama_server import LlamaServer
 from core_helpers import brief, check_invariants
 
 from streamchat import ChatSession, ConfigurationError, DoneEvent, LocalProvider, OpenAIProvider, TokenEvent

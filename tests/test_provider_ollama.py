@@ -8,7 +8,7 @@ events through `ChatSession.stream`.
 from __future__ import annotations
 
 import pytest
-from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
+from backends.helpers import FAST, lookup, run_turn
 from backends.replay import ReplayServer, Reply, cut, cut_plans
 from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from core_helpers import brief, check_invariants
@@ -191,6 +191,15 @@ async def test_blank_and_malformed_lines_are_reported_not_fatal(replay: ReplaySe
         ("token", "b"),
         ("done", "stop", "ab"),
     ]
+
+
+async def test_unicode_line_separators_inside_a_json_string_do_not_end_the_line(replay: ReplayServer) -> None:
+    text = "one\u2028two\u2029three\x85four"  # JSON allows these raw in a string; only "\\n" ends an NDJSON line
+    data = ndjson(ollama_chunk(text), ollama_done())
+    assert "\u2028".encode() in data
+    replay.reset(Reply([data]))
+    events = await run_turn(provider(replay))
+    assert brief(events) == [STATUS, ("token", text), ("done", "stop", text)]
 
 
 async def test_length_limit_ends_the_turn_with_reason_length(replay: ReplayServer) -> None:

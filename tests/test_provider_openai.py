@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from backends.fixtures import FAST, lookup, replay, replay_server, run_turn  # noqa: F401  (fixtures)
+from backends.helpers import FAST, lookup, run_turn
 from backends.replay import ReplayServer, Reply, cut, cut_plans
 from backends.transcripts import openai_chunk, openai_usage, sse, tool_fragment
 from core_helpers import brief, check_invariants

@@ -14,7 +14,7 @@ import time
 
 import httpx
 import pytest
-from backends.fixtures import FAST, replay, replay_server, run_turn  # noqa: F401  (fixtures)
+from backends.helpers import FAST, run_turn
 from backends.replay import ReplayServer, Reply
 from backends.transcripts import ndjson, ollama_chunk, ollama_done, openai_chunk, openai_usage, sse
 from core_helpers import brief, check_invariants

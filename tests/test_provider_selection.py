@@ -10,7 +10,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from backends.fixtures import replay, replay_server  # noqa: F401  (fixtures)
 from backends.replay import ReplayServer, Reply
 
 from streamchat import (

@@ -1,4 +1,4 @@
-// streamchat web page: chats through the extension's WebSocket (DESIGN §3).
+// streamchat web page: chats through the extension's WebSocket (the protocol: docs/architecture.md).
 // Markdown is rendered with marked and sanitized with DOMPurify, both vendored from npm
 // (static/vendor/), so the page works offline and never fetches code at run time.
 import DOMPurify from "./vendor/purify.es.js";

@@ -2,8 +2,8 @@
 
 Bytes sent to the frontend grow linearly with the answer: finished Markdown blocks are
 published once, as display data captured by an `Output` widget, and only the block still
-being written lives in an `HTML` widget that is re-sent when it grows (DESIGN §1:
-surfaces only render events).
+being written lives in an `HTML` widget that is re-sent when it grows. Like every surface,
+the view only renders events (docs/architecture.md).
 """
 
 from __future__ import annotations

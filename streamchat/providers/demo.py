@@ -57,7 +57,7 @@ class DemoProvider(Provider):
                     yield call
                 yield FinishDelta(reason="tool_calls")
                 return
-            text = self._fallback(last.content, available)
+            text = self._fallback(available)
         words = re.findall(r"\S+\s*|\s+", f"{text}\n\n{DEMO_NOTICE}")
         for word in words:
             if self.token_delay:
@@ -126,7 +126,7 @@ class DemoProvider(Provider):
         return f"{message.tool} returned {data.get('summary', data)}."
 
     @staticmethod
-    def _fallback(text: str, available: set[str]) -> str:
+    def _fallback(available: set[str]) -> str:
         if not available:
             return "I am the offline demo model and no tools are enabled, so all I can do is say hello. Hello!"
         examples = {

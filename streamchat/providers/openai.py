@@ -51,7 +51,6 @@ _FINISH: dict[str, Literal["stop", "length", "tool_calls"]] = {
 
 @dataclass
 class _PartialCall:
-    index: int
     call_id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
@@ -144,7 +143,7 @@ class OpenAIStreamParser:
         index = fragment.get("index")
         if not isinstance(index, int):  # servers that send whole calls often leave `index` out
             index = position if fragment.get("id") or position not in self._calls else max(self._calls, default=-1)
-        call = self._calls.setdefault(index, _PartialCall(index))
+        call = self._calls.setdefault(index, _PartialCall())
         if fragment.get("id") and not call.call_id:
             call.call_id = str(fragment["id"])
         function = fragment.get("function") or {}

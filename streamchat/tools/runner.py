@@ -155,12 +155,13 @@ class ToolCallRun:
     async def _supervise(self) -> bool:
         """Wait for the inner task, counting only unpaused time against the timeout."""
         assert self._inner is not None
+        clock = asyncio.get_running_loop().time  # the clock `asyncio.wait`'s timeout runs on
         remaining = self.timeout
         while not self._inner.done():
             self._state_changed.clear()
             changed = asyncio.ensure_future(self._state_changed.wait())
             was_paused = self.paused
-            began = time.perf_counter()
+            began = clock()
             try:
                 await asyncio.wait(
                     {self._inner, changed},
@@ -170,7 +171,7 @@ class ToolCallRun:
             finally:
                 changed.cancel()
             if remaining is not None and not was_paused:
-                remaining -= time.perf_counter() - began
+                remaining -= clock() - began
                 if remaining <= 0 and not self._inner.done():
                     self._inner.cancel()
                     await asyncio.gather(self._inner, return_exceptions=True)

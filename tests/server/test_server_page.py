@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
-from server_helpers import *  # noqa: F403
-from server_helpers import ALICE, GATE, SCRIPT, ToolCall
+from server_helpers import ALICE, GATE, SCRIPT
+
+from jupyter_server_extension.service import ChatService
+from streamchat import ToolCall
 
 CHROMIUM = os.environ.get("STREAMCHAT_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = os.environ.get("STREAMCHAT_PAGE_SCREENSHOT", "/tmp/streamchat_page.png")
@@ -47,7 +48,7 @@ async def ask(page: Page, question: str) -> None:
 
 
 async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_turn(
-    page: Page, jp_serverapp: Any
+    page: Page, chat_service: ChatService
 ) -> None:
     GATE.reset()
     SCRIPT.turns = [
@@ -91,6 +92,5 @@ async def test_the_page_streams_an_answer_with_tool_progress_and_stop_ends_a_tur
     await expect(page.locator("#send")).to_be_enabled()
     assert GATE.cancelled == ["slow"]
     await page.screenshot(path=SCREENSHOT)  # for a human look at the page
-    service = jp_serverapp.web_app.settings["streamchat_service"]
-    (record,) = [r for r in service.store._records.values() if r.owner == "alice"]
+    (record,) = [r for r in chat_service.store._records.values() if r.owner == "alice"]
     assert [m.content for m in record.history if m.role == "user"] == ["What is the answer?", "Something slow"]

@@ -11,7 +11,6 @@ import httpx
 import pytest
 import tornado.httpclient
 import tornado.websocket
-from server_helpers import *  # noqa: F403
 from server_helpers import ALICE, BOB, auth, error_of, receive, server_config, session_providers, sse_events
 
 API_ROUTES = [

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import *  # noqa: F403
 from server_helpers import server_config
 
 from jupyter_server_extension.service import ChatService

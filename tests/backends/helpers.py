@@ -1,21 +1,16 @@
-"""Fixtures for the backend tests: the replay server and the helpers to drive a session.
+"""Helpers of the backend tests: quick-retry settings, a small tool, and one turn of a fresh session.
 
-Test modules import the fixtures they use by name (`from backends.fixtures import replay`).
+The replay server and the llama.cpp server are fixtures, in `tests/conftest.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from streamchat import ChatSession, Event, Settings, tool
 from streamchat.providers import Provider
 
-from .replay import ReplayServer
-
-__all__ = ["FAST", "lookup", "replay", "replay_server", "run_turn"]
+__all__ = ["FAST", "lookup", "run_turn"]
 
 FAST = Settings(backend_backoff=0.01, backend_stall_timeout=5.0, backend_connect_timeout=2.0)
 """Settings with short retry delays, so retry tests stay quick."""
@@ -27,21 +22,6 @@ TABLE = {"α": "first letter", "β": "second letter", "paris": "capital of Franc
 def lookup(key: str) -> str:
     """Look a key up in a small table."""
     return TABLE.get(key, "unknown")
-
-
-@pytest.fixture(scope="session")
-def replay_server() -> Iterator[ReplayServer]:
-    """One replay server for the whole test session."""
-    server = ReplayServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def replay(replay_server: ReplayServer) -> ReplayServer:
-    """The replay server, with nothing queued and no requests recorded."""
-    replay_server.reset()
-    return replay_server
 
 
 async def run_turn(provider: Provider, message: str = "hi", *, tools: list[Any] | None = None) -> list[Event]:

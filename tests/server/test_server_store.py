@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import *  # noqa: F403
 from server_helpers import SCRIPT, error_of, server_config, sse_events
 
 from streamchat import Message, TokenEvent

@@ -6,19 +6,20 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import httpx
 import pytest
-from server_helpers import *  # noqa: F403
-from server_helpers import BOB, GATE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+from server_helpers import BOB, GATE, SCRIPT, auth, error_of, server_config, session_providers, sse_events
 from traitlets import TraitError
 from traitlets.config import Config
 
 from jupyter_server_extension.app import StreamChat, load_tools
-from streamchat import ConfigurationError, Settings
+from jupyter_server_extension.service import ChatService
+from streamchat import ConfigurationError, Settings, ToolCall
 from streamchat.tools.builtin import BUILTIN_TOOLS
 
 
@@ -183,13 +184,13 @@ def jp_server_config() -> dict[str, Any]:
     return server_config(max_message_size=1000, max_sessions_per_user=2)
 
 
-async def test_a_busy_session_answers_409(client: httpx.AsyncClient, jp_serverapp: Any) -> None:
+async def test_a_busy_session_answers_409(client: httpx.AsyncClient, chat_service: ChatService) -> None:
     GATE.reset()
     SCRIPT.turns = [[ToolCall("wait_here", {"label": "b"})], ["done"]]
     first = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "one", "session_id": None}))
     assert GATE.started is not None and GATE.opened is not None
     await GATE.started.wait()
-    (session_id,) = jp_serverapp.web_app.settings["streamchat_service"].store._records
+    (session_id,) = chat_service.store._records
     busy = await client.post("api/streamchat/chat", json={"message": "two", "session_id": session_id})
     assert busy.status_code == 409
     assert error_of(busy) == {
@@ -214,20 +215,20 @@ async def test_sessions_per_user_are_limited(client: httpx.AsyncClient, base_url
 class TestIdleExpiry:
     @pytest.fixture
     def jp_server_config(self) -> dict[str, Any]:
-        return server_config(idle_timeout=0.0)
+        return server_config()  # the default idle timeout, an hour: the server's own sweep stays out of the test
 
     async def test_idle_sessions_expire_and_running_ones_do_not(
-        self, client: httpx.AsyncClient, jp_serverapp: Any
+        self, client: httpx.AsyncClient, chat_service: ChatService
     ) -> None:
-        service = jp_serverapp.web_app.settings["streamchat_service"]
         await client.post("api/streamchat/chat", json={"message": "hi"})
         GATE.reset()
         SCRIPT.turns = [[ToolCall("wait_here", {"label": "e"})], ["end"]]
         running = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "hi"}))
         assert GATE.started is not None and GATE.opened is not None
         await GATE.started.wait()
-        (idle_id, running_id) = list(service.store._records)
-        assert await service.expire_idle() == [idle_id]
+        (idle_id, running_id) = list(chat_service.store._records)
+        an_hour_later = time.time() + chat_service.limits.idle_timeout + 1
+        assert await chat_service.expire_idle(now=an_hour_later) == [idle_id]
         assert (await client.get(f"api/streamchat/sessions/{idle_id}")).status_code == 404
         GATE.opened.set()
         assert (await running).json()["session_id"] == running_id

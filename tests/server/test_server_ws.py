@@ -6,13 +6,11 @@ import json
 from typing import Any
 
 import pytest
-from server_helpers import *  # noqa: F403
 from server_helpers import (
     GATE,
     PARALLEL_SCRIPT,
     SCRIPT,
     TOOLS,
-    ToolCall,
     comparable,
     receive,
     server_config,
@@ -22,7 +20,7 @@ from tornado.websocket import WebSocketClientConnection
 
 from jupyter_server_extension.app import load_tools
 from jupyter_server_extension.wire import event_from_ws
-from streamchat import ChatSession, ScriptedProvider
+from streamchat import ChatSession, ScriptedProvider, ToolCall
 
 
 async def until_complete(ws: WebSocketClientConnection, session_id: str | None = None) -> list[dict[str, Any]]:

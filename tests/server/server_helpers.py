@@ -1,13 +1,10 @@
-"""Shared parts of the server extension tests: a real Jupyter server with streamchat loaded.
-
-pytest-jupyter's fixtures are imported here (not registered globally with
-``pytest_plugins``): its autouse cleanup fixture and its coroutine-test hook would
-otherwise apply to every test in the suite. `jp_asyncio_loop` is overridden so the
-server runs on pytest-asyncio's loop, the one the async tests run on.
+"""Shared parts of the server extension tests: the scripted backend, tools, identities, stream readers.
 
 The extension is configured with `make_provider`: each new session gets a
 `ScriptedProvider` playing `SCRIPT.turns`, and every provider made is kept in
-`SCRIPT.providers` so tests can read `requests` and `cancellations`.
+`SCRIPT.providers` so tests can read `requests` and `cancellations`. The extension
+imports this module by name (``server_helpers:make_provider``), so it is a plain module
+next to the tests, not part of `conftest.py`; the fixtures are in `conftest.py`.
 """
 
 from __future__ import annotations
@@ -19,10 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 from httpx_sse import aconnect_sse
 from jupyter_server.auth.identity import IdentityProvider, User
-from pytest_jupyter.jupyter_server import *  # noqa: F403  (jp_serverapp, jp_fetch, jp_ws_fetch …)
 from tornado.web import RequestHandler
 from traitlets import Dict
 
@@ -149,47 +144,6 @@ def server_config(**streamchat: Any) -> dict[str, Any]:
         },
         "StreamChat": settings,
     }
-
-
-@pytest.fixture
-async def jp_asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
-    """Run the Jupyter server on pytest-asyncio's loop (pytest-jupyter would make its own)."""
-    yield asyncio.get_running_loop()
-
-
-@pytest.fixture
-def jp_server_config() -> dict[str, Any]:
-    """streamchat loaded with the scripted backend (tests override it for other settings)."""
-    return server_config()
-
-
-@pytest.fixture(autouse=True)
-def fresh_script() -> None:
-    """Each test starts with the default script and an empty provider list."""
-    SCRIPT.turns = [["Hello", " there"]]
-    SCRIPT.token_delay = 0.0
-    SCRIPT.providers = []
-
-
-@pytest.fixture
-def base_url(jp_serverapp: Any, http_server: Any, jp_http_port: int, jp_base_url: str) -> str:
-    """The live server's URL, ending in its base URL (`http_server` makes it listen)."""
-    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
-
-
-@pytest.fixture
-async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client for the live server, authenticated as alice (token header)."""
-    async with httpx.AsyncClient(base_url=base_url, headers=auth(ALICE), timeout=20) as c:
-        yield c
-
-
-@pytest.fixture
-async def ws(jp_ws_fetch: Any) -> AsyncIterator[Any]:
-    """A WebSocket to ``api/streamchat/ws`` authenticated with the server token; closed afterwards."""
-    connection = await jp_ws_fetch("api", "streamchat", "ws")
-    yield connection
-    connection.close()
 
 
 def auth(token: str) -> dict[str, str]:
