@@ -1,0 +1,162 @@
+"""Abuse tests of the core (issue 15): inputs an attacker or a prompt injection controls.
+
+- the calculator refuses every payload that would make CPython compute for ever, before
+  computing, and fuzzing finds no input that raises anything but `ToolError`;
+- sync tools run in a bounded pool of their own, so stuck tools starve neither DNS
+  lookups (the loop's default executor) nor other tools;
+- the demo model's matching is linear in the message's length;
+- text that cannot be encoded (lone surrogates) does not poison a session.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamchat import ChatSession, ScriptedProvider, ToolCall, ToolError
+from streamchat.tools.calculator import MAX_ROUND_DIGITS, evaluate
+
+# -- the calculator --------------------------------------------------------------------------
+
+PAYLOADS = [
+    ("round(1, -10**1000)", f"round() takes from -{MAX_ROUND_DIGITS} to {MAX_ROUND_DIGITS} digits"),
+    ("round(2**4000, -10**7)", "round() takes from"),
+    ("round(1.5, 10**1000)", "round() takes from"),
+    ("round(1, -(2**4095))", "round() takes from"),
+    ("round(7, 0.5)", "round() takes a whole number of digits"),
+    ("9**9**9", "the exponent 387420489 is too large"),
+    ("2**(2**4000)", "the exponent (an integer of about 1205 digits) is too large"),
+    ("(9**999)**999", "the result is too large"),
+    ("(2**4000) * (2**4000)", "the result is too large"),
+    ("(-3)**100000", "the result is too large"),
+    ("2.0**100000", "the result is too large"),
+    ("(10**1200) ** 0.5", "the result is too large"),
+    ("10**1200 / 1e-300", "the result is too large"),
+    ("1 << 10**9", "not allowed in a calculation: '1 << 10**9'"),
+    ("2 ** 10 >> 1", "not allowed in a calculation"),
+    ("factorial(10**6)", "not allowed in a calculation: 'factorial(10**6)'"),
+    ("comb(10**6, 10**5)", "not allowed in a calculation"),
+    ("perm(10**6)", "not allowed in a calculation"),
+    ("pow(2, 10**9, 7)", "not allowed in a calculation"),
+    ("int('9' * 5000)", "not allowed in a calculation"),
+    ("str(10**1000)", "not allowed in a calculation"),
+    ("'9' * 10**9", "only numbers are allowed, not '9'"),
+    ("sqrt(2**4000)", "sqrt() cannot take (an integer of about 1205 digits): int too large to convert to float"),
+    ("exp(10**1000)", "exp() cannot take (an integer of about 1001 digits)"),
+    ("sin(10**400)", "sin() cannot take (an integer of about 401 digits)"),
+    ("floor(1e309)", "floor() cannot take inf"),
+    ("~" * 499 + "1", "not allowed in a calculation: '~~~~"),
+    ("-" * 499 + "1", "the expression is nested too deeply"),
+    ("+".join(["1"] * 250), "the expression is nested too deeply"),
+    ("(" * 240 + "1" + ")" * 240, "not an arithmetic expression"),
+    ("9" * 501, "the expression is longer than 500 characters"),
+    ("[1] * 10**9", "not allowed in a calculation"),
+    ("(1).__class__", "not allowed in a calculation"),
+]
+
+
+@pytest.mark.timeout(60)  # before the fix, round(1, -10**1000) never returns
+def test_calculator_payloads_are_refused_before_any_big_computation():
+    for expression, message in PAYLOADS:
+        with pytest.raises(ToolError) as info:
+            evaluate(expression)
+        assert message in info.value.message, expression
+    # The refusal path computes nothing big. The fastest of a few runs of each payload is
+    # its cost without scheduling noise (the machine is shared); the slowest payload
+    # must still be far under the issue's 50 ms.
+    slowest = 0.0
+    for expression, _ in PAYLOADS:
+        fastest = math.inf
+        for _ in range(5):
+            began = time.perf_counter()
+            with pytest.raises(ToolError):
+                evaluate(expression)
+            fastest = min(fastest, time.perf_counter() - began)
+        slowest = max(slowest, fastest)
+    assert slowest < 0.050
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("sqrt(-1)", "sqrt() cannot take -1: math domain error"),
+        ("log(0)", "log() cannot take 0: math domain error"),
+        ("log(-1, 2)", "log() cannot take -1, 2: math domain error"),
+        ("log(2, 1)", "log() cannot take 2, 1: float division by zero"),
+        ("log(1, 1)", "log() cannot take 1, 1: float division by zero"),
+        ("log10(0)", "log10() cannot take 0: math domain error"),
+        ("exp(1000)", "exp() cannot take 1000: math range error"),
+        ("abs(1, 2)", "abs() cannot take 1, 2"),
+        ("round(1e309)", "round() cannot take inf: cannot convert float infinity to integer"),
+    ],
+)
+def test_math_domain_errors_are_clean_tool_errors(expression, message):
+    with pytest.raises(ToolError) as info:
+        evaluate(expression)
+    assert info.value.message == message or info.value.message.startswith(message)
+
+
+async def test_a_calculator_payload_is_a_clean_tool_error_in_a_turn():
+    session = ChatSession(
+        ScriptedProvider([[ToolCall("calculate", {"expression": "round(1, -10**1000)"}, call_id="c")], ["Refused."]])
+    )
+    result = await session.send("round it")
+    [call] = result.tool_calls
+    assert (call.status, call.error) == (
+        "error",
+        f"round() takes from -{MAX_ROUND_DIGITS} to {MAX_ROUND_DIGITS} digits, not (an integer of about 1001 digits)",
+    )
+    assert result.text == "Refused."
+
+
+# Fuzzing. Expressions are built from calculator-like pieces (so most parse) and from any
+# text (so the parser's refusals are covered too). Every evaluation ends with a number or
+# a ToolError; the bound on its time is generous (a normal evaluation takes well under a
+# millisecond, a pathological one minutes), so scheduling noise cannot fail it.
+FUZZ_TIME_BOUND = 2.0
+
+_NAMES = ["sqrt", "exp", "log", "log10", "log2", "sin", "cos", "tan", "abs", "round", "floor", "ceil"]
+_ATOMS = ["pi", "e", "tau", "nan", "inf", "1e309", "1e-320", "10**1000", "2**4096", "2**4095", "0", "1", "-1", "0.5"]
+_OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "^", "×", "÷", "<<", ">>", "&", "|", "@", "<", "=="]
+
+leaves = st.one_of(
+    st.integers(-(2**80), 2**80).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(_ATOMS),
+)
+
+
+def _extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(children, st.sampled_from(_OPERATORS), children).map(lambda t: f"({t[0]}){t[1]}({t[2]})"),
+        st.tuples(st.sampled_from(["-", "+", "~", "not "]), children).map(lambda t: f"{t[0]}({t[1]})"),
+        st.tuples(
+            st.sampled_from([*_NAMES, "factorial", "comb", "pow", "int", "str", "max"]),
+            st.lists(children, max_size=3),
+        ).map(lambda t: f"{t[0]}({', '.join(t[1])})"),
+    )
+
+
+expressions = st.one_of(
+    st.recursive(leaves, _extend, max_leaves=24),
+    st.lists(st.sampled_from([*_NAMES, *_ATOMS, *_OPERATORS, "(", ")", ",", " ", "9", ".", "_", "j"])).map("".join),
+    st.text(max_size=600),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expression=expressions)
+def test_fuzzed_expressions_give_a_number_or_a_tool_error_in_bounded_time(expression):
+    began = time.perf_counter()
+    try:
+        value = evaluate(expression)
+    except ToolError as exc:
+        assert exc.message and "Traceback" not in exc.message
+    else:
+        assert type(value) in (int, float)
+        assert not isinstance(value, float) or math.isfinite(value)
+    assert time.perf_counter() - began < FUZZ_TIME_BOUND
