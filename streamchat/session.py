@@ -45,7 +45,7 @@ from .result import ChatResult, ResultCollector
 from .settings import Settings
 from .tools.builtin import BUILTIN_TOOLS
 from .tools.definition import Progress, Tool, toolset
-from .tools.runner import ToolCallRun, ToolOutcome
+from .tools.runner import ToolCallRun, ToolOutcome, ToolThreads
 
 __all__ = ["ChatSession"]
 
@@ -96,6 +96,7 @@ class ChatSession:
         if self.max_turns < 1:
             raise UsageError("max_turns must be at least 1")
         self.tool_timeout = tool_timeout if tool_timeout is not None else settings.tool_timeout
+        self.tool_threads = ToolThreads.shared(settings.tool_threads)
         self.session_id = session_id or _new_id()
         self._history: list[Message] = list(history)
         self._turn: _Turn | None = None
@@ -345,6 +346,7 @@ class _Turn:
                 emit=self.progress_emitter(call),
                 timeout=session.tool_timeout,
                 invalid_args=call.invalid_args,
+                threads=session.tool_threads,
             )
             self.runs[call.call_id] = run
             self.run_tasks[call.call_id] = self.loop.create_task(run.run(), name=f"tool call {call.call_id}")

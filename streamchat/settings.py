@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     """Most model calls in one turn (model → tools → model …); `STREAMCHAT_MAX_TURNS`."""
     tool_timeout: float = Field(60.0, gt=0, validation_alias=_env("tool_timeout", "STREAMCHAT_TOOL_TIMEOUT"))
     """Default seconds a tool call may run (paused time not counted); `STREAMCHAT_TOOL_TIMEOUT`."""
+    tool_threads: int = Field(8, ge=1, validation_alias=_env("tool_threads", "STREAMCHAT_TOOL_THREADS"))
+    """Threads that run sync tools, shared by the sessions of a process; further calls wait
+    for one, and the wait counts towards their timeout; `STREAMCHAT_TOOL_THREADS`."""
     geocoding_url: str = Field(
         "https://geocoding-api.open-meteo.com/v1/search",
         validation_alias=_env("geocoding_url", "STREAMCHAT_GEOCODING_URL"),

@@ -10,15 +10,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import itertools
+import json
 import math
+import threading
 import time
 
 import pytest
+from backends import fixtures
+from backends.replay import ReplayServer, Reply
+from backends.transcripts import openai_chunk, openai_usage, sse, tool_fragment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamchat import ChatSession, ScriptedProvider, ToolCall, ToolError
+from streamchat import ChatSession, OpenAIProvider, ScriptedProvider, Settings, ToolCall, ToolError, calculate, tool
 from streamchat.tools.calculator import MAX_ROUND_DIGITS, evaluate
+
+SSE = "text/event-stream"
+replay_server = fixtures.replay_server
+replay = fixtures.replay
 
 # -- the calculator --------------------------------------------------------------------------
 
@@ -160,3 +172,120 @@ def test_fuzzed_expressions_give_a_number_or_a_tool_error_in_bounded_time(expres
         assert type(value) in (int, float)
         assert not isinstance(value, float) or math.isfinite(value)
     assert time.perf_counter() - began < FUZZ_TIME_BOUND
+
+
+# -- sync tools in a bounded pool of their own ------------------------------------------------
+
+
+class Gate:
+    """Sync tools that block until released; `all_in` is set once `expected` of them run."""
+
+    def __init__(self, expected: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.released = threading.Event()
+        self.all_in = asyncio.Event()
+        self.expected = expected
+        self.entered = itertools.count(1)
+
+        @tool(timeout=60)
+        def hold(n: int) -> int:
+            """Block until the test releases the gate."""
+            if next(self.entered) == self.expected:
+                self.loop.call_soon_threadsafe(self.all_in.set)
+            self.released.wait(60)
+            return n
+
+        self.hold = hold
+
+
+def openai_calculation(expression: str) -> list[Reply]:
+    """A backend that asks for `calculate(expression)`, then answers "Done."."""
+    call = tool_fragment(0, call_id="calc", name="calculate", arguments=json.dumps({"expression": expression}))
+    return [
+        Reply(
+            [sse(openai_chunk({"tool_calls": [call]}, finish_reason="tool_calls"), openai_usage(9, 3))],
+            content_type=SSE,
+        ),
+        Reply([sse(openai_chunk({"content": "Done."}, finish_reason="stop"), openai_usage(20, 2))], content_type=SSE),
+    ]
+
+
+async def test_six_stuck_sync_tools_leave_dns_other_tools_and_an_http_backend_working(replay: ReplayServer):
+    # The loop's default executor as on the issue's 2-core server (min(32, cores + 4) = 6
+    # threads): before the fix, six stuck sync tools filled it, and getaddrinfo, which
+    # asyncio runs there, waited for ever, so no backend could be reached.
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(6))
+    gate = Gate(expected=6)
+    stuck = ChatSession(
+        ScriptedProvider([[ToolCall("hold", {"n": n}) for n in range(6)], ["Released."]]),
+        tools=[gate.hold],
+        settings=Settings(tool_threads=8),
+    )
+    replay.reset(*openai_calculation("6 * 7"))
+    # `localhost`, not 127.0.0.1: connecting needs a getaddrinfo in the default executor.
+    backend = OpenAIProvider("test-model", base_url=f"http://localhost:{replay.port}/v1", settings=fixtures.FAST)
+    working = ChatSession(backend, tools=[calculate], settings=Settings(tool_threads=8))
+    try:
+        held = asyncio.create_task(stuck.send("hold six"))
+        async with asyncio.timeout(20):
+            await gate.all_in.wait()
+        async with asyncio.timeout(20):
+            result = await working.send("6 * 7?")
+        assert result.text == "Done."
+        [call] = result.tool_calls
+        assert (call.tool, call.status, call.result["result"]) == ("calculate", "ok", 42)
+        assert len(replay.requests) == 2
+        assert not held.done()
+    finally:
+        gate.released.set()
+        await working.aclose()
+    released = await held
+    assert released.text == "Released."
+    assert [(c.status, c.result) for c in released.tool_calls] == [("ok", n) for n in range(6)]
+
+
+async def test_a_call_waiting_for_a_free_tool_thread_times_out_cleanly_and_never_runs():
+    gate = Gate(expected=2)
+    ran: list[str] = []
+
+    @tool
+    def note(text: str) -> str:
+        """Record that it ran."""
+        ran.append(text)
+        return text
+
+    session = ChatSession(
+        ScriptedProvider(
+            [
+                [
+                    ToolCall("hold", {"n": 1}, call_id="h1"),
+                    ToolCall("hold", {"n": 2}, call_id="h2"),
+                    ToolCall("note", {"text": "first"}, call_id="n1"),
+                    ToolCall("calculate", {"expression": "1 + 1"}, call_id="c1"),
+                ],
+                ["Timed out."],
+                [ToolCall("note", {"text": "second"}, call_id="n2")],
+                ["Ran."],
+            ]
+        ),
+        tools=[gate.hold, note, calculate],
+        tool_timeout=0.5,
+        settings=Settings(tool_threads=2),
+    )
+    waited = "timed out after 0.5 s waiting for a free tool thread (all 2 were busy)"
+    outcomes = {}
+    try:
+        async for event in session.stream("fill the pool"):
+            if event.type == "tool_result":
+                outcomes[event.call_id] = (event.status, event.error if event.status != "ok" else event.result)
+                if set(outcomes) == {"n1", "c1"}:
+                    gate.released.set()  # both waiting calls gave up: let the pool go
+    finally:
+        gate.released.set()
+    assert outcomes == {"n1": ("timeout", waited), "c1": ("timeout", waited), "h1": ("ok", 1), "h2": ("ok", 2)}
+    # The pool is free again; the call that timed out while waiting never ran.
+    result = await session.send("again")
+    assert [(c.status, c.result) for c in result.tool_calls] == [("ok", "second")]
+    assert ran == ["second"]
+    assert session.tool_threads.size == 2
