@@ -25,7 +25,21 @@ from backends.transcripts import openai_chunk, openai_usage, sse, tool_fragment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamchat import ChatSession, OpenAIProvider, ScriptedProvider, Settings, ToolCall, ToolError, calculate, tool
+from streamchat import (
+    ChatSession,
+    DemoProvider,
+    OpenAIProvider,
+    ScriptedProvider,
+    Settings,
+    ToolCall,
+    ToolError,
+    calculate,
+    tool,
+)
+from streamchat.messages import Message
+from streamchat.providers import demo
+from streamchat.providers.base import ModelRequest
+from streamchat.tools import BUILTIN_TOOLS
 from streamchat.tools.calculator import MAX_ROUND_DIGITS, evaluate
 
 SSE = "text/event-stream"
@@ -289,3 +303,79 @@ async def test_a_call_waiting_for_a_free_tool_thread_times_out_cleanly_and_never
     assert [(c.status, c.result) for c in result.tool_calls] == [("ok", "second")]
     assert ran == ["second"]
     assert session.tool_threads.size == 2
+
+
+# -- the demo model's matching ------------------------------------------------------------------
+
+# Texts that made the demo's patterns rescan the rest of the message from every position
+# (quadratic): long runs of spaces or parentheses, "time in"/"weather in" without an end.
+ADVERSARIAL = {
+    "spaces": " ",
+    "parentheses": "(",
+    "time in": "time in ",
+    "time there": "weather in x! time ",
+    "weather in": "weather in a" + " " * 40 + "# ",
+    "arithmetic": "1+" + "(" * 40 + " " * 40,
+    "closing parentheses": "1+1" + ")" * 200,
+}
+
+
+def adversarial(unit: str, size: int) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+async def answer_seconds(message: str) -> float:
+    """The fastest of a few runs of the demo model's whole answer to `message` (no token delay)."""
+    request = ModelRequest(
+        messages=(Message(role="user", content=message),), tools=tuple(t.definition for t in BUILTIN_TOOLS)
+    )
+    fastest = math.inf
+    for _ in range(5):
+        began = time.perf_counter()
+        async for _ in DemoProvider(token_delay=0).stream(request):
+            pass
+        elapsed = time.perf_counter() - began
+        fastest = min(fastest, elapsed)
+        if elapsed > 1.0:
+            break  # pathological: one run says enough
+    return fastest
+
+
+@pytest.mark.parametrize("unit", list(ADVERSARIAL.values()), ids=list(ADVERSARIAL))
+async def test_a_64_kib_adversarial_message_answers_fast_and_linearly(unit):
+    small = await answer_seconds(adversarial(unit, 8 * 1024))
+    large = await answer_seconds(adversarial(unit, 64 * 1024))
+    assert large < 0.050
+    assert large <= 8 * small  # 8 times the text, at most 8 times the time
+
+
+@pytest.mark.parametrize("unit", list(ADVERSARIAL.values()), ids=list(ADVERSARIAL))
+async def test_the_demo_patterns_are_linear_even_without_the_cap(unit, monkeypatch):
+    # Looking at the first MAX_EXAMINED characters only bounds the work; the patterns
+    # must not depend on it. Linear matching of 64 KiB takes milliseconds, quadratic
+    # matching seconds: the bound is generous.
+    monkeypatch.setattr(demo, "MAX_EXAMINED", 1 << 20)
+    assert await answer_seconds(adversarial(unit, 64 * 1024)) < 1.0
+
+
+async def test_the_demo_model_still_understands_its_questions():
+    provider = DemoProvider(token_delay=0)
+    plans = {
+        "What's the weather in Seoul, and what time is it there?": [
+            ("get_weather", {"city": "Seoul"}),
+            ("get_current_time", {"timezone": "Seoul"}),
+        ],
+        "What's the weather like in New York?": [("get_weather", {"city": "New York"})],
+        "time in Europe/Paris and weather for Rio de Janeiro!": [
+            ("get_weather", {"city": "Rio de Janeiro"}),
+            ("get_current_time", {"timezone": "Europe/Paris"}),
+        ],
+        "What time is it in Port-au-Prince?": [("get_current_time", {"timezone": "Port-au-Prince"})],
+        "what time is it": [("get_current_time", {"timezone": "UTC"})],
+        "What is 12 * (3 + 4)?": [("calculate", {"expression": "12 * (3 + 4)"})],
+        "Compute -(2 + 3) * 4).": [("calculate", {"expression": "-(2 + 3) * 4"})],
+        "and ((1 + 2)": [("calculate", {"expression": "(1 + 2)"})],
+        "Tell me a joke": [],
+    }
+    for text, expected in plans.items():
+        assert [(c.name, c.args) for c in provider._plan(text)] == expected, text
