@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
+from ._text import check_message
 from .errors import SessionBusyError, StreamChatError, UsageError
 from .events import (
     DoneEvent,
@@ -158,6 +159,7 @@ class ChatSession:
         """
         if not isinstance(message, str) or not message.strip():
             raise UsageError("the message must be a non-empty string")
+        check_message(message)
         if self._turn is not None:
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         turn = _Turn(self, message)

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamchat import (
+    ChatResult,
     ChatSession,
     DemoProvider,
     OpenAIProvider,
@@ -33,6 +34,7 @@ from streamchat import (
     Settings,
     ToolCall,
     ToolError,
+    UsageError,
     calculate,
     tool,
 )
@@ -379,3 +381,86 @@ async def test_the_demo_model_still_understands_its_questions():
     }
     for text, expected in plans.items():
         assert [(c.name, c.args) for c in provider._plan(text)] == expected, text
+
+
+# -- text that cannot be encoded ------------------------------------------------------------------
+
+LONE = "\ud800"
+REPLACED = "\ufffd"
+
+
+def utf8_json(value: object) -> bytes:
+    """`value` as UTF-8 JSON, as a backend request or a server answer encodes it (fails on a lone surrogate)."""
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+@tool
+def broken_text(query: str) -> dict[str, object]:
+    """Answer with text that holds lone surrogates, as a buggy tool might."""
+    return {"echo": query, f"key{LONE}": [f"a{LONE}b", ("\udc00",)], "emoji": "\ud83d\ude00"}
+
+
+async def test_a_message_that_cannot_be_encoded_is_refused_and_the_session_goes_on():
+    provider = ScriptedProvider(["Fine."])
+    session = ChatSession(provider, tools=[])
+    with pytest.raises(UsageError, match=r"surrogate code point U\+D800 at character 3 .* send UTF-8 text"):
+        await session.send(f"hi {LONE} there")
+    assert (session.busy, session.history, provider.requests) == (False, [], [])
+    assert (await session.send("hi there")).text == "Fine."
+
+
+async def test_lone_surrogates_from_a_backend_or_a_tool_do_not_poison_a_scripted_session():
+    provider = ScriptedProvider(
+        [
+            [f"thinking{LONE}", ToolCall("broken_text", {"query": f"q{LONE}"}, call_id=f"c{LONE}")],
+            [f"x{LONE}y"],
+            ["Still here."],
+        ]
+    )
+    session = ChatSession(provider, tools=[broken_text])
+    first = await session.send("go")
+    assert first.reason == "stop" and first.text == f"thinking{REPLACED}x{REPLACED}y"
+    [call] = first.tool_calls
+    assert (call.call_id, call.args, call.status) == (f"c{REPLACED}", {"query": f"q{REPLACED}"}, "ok")
+    assert call.result == {
+        "echo": f"q{REPLACED}",
+        f"key{REPLACED}": [f"a{REPLACED}b", (REPLACED,)],
+        "emoji": "\U0001f600",  # a well-formed pair becomes its character
+    }
+    ChatResult.model_validate_json(first.model_dump_json())  # what `POST chat` answers
+    utf8_json([m.model_dump(mode="json") for m in session.history])
+    second = await session.send("again")
+    assert (second.reason, second.text) == ("stop", "Still here.")
+    utf8_json([m.model_dump(mode="json") for m in provider.requests[-1].messages])
+
+
+async def test_lone_surrogates_do_not_poison_an_openai_session(replay: ReplayServer):
+    # A backend's JSON may escape a lone surrogate; json.loads turns "\ud800" into one.
+    ask = tool_fragment(0, call_id="t1", name="broken_text", arguments=json.dumps({"query": f"q{LONE}"}))
+    replay.reset(
+        Reply([sse(openai_chunk({"tool_calls": [ask]}, finish_reason="tool_calls"))], content_type=SSE),
+        Reply([sse(json.dumps(openai_chunk({"content": f"x{LONE}y"}, finish_reason="stop")))], content_type=SSE),
+        Reply([sse(openai_chunk({"content": "Still here."}, finish_reason="stop"))], content_type=SSE),
+    )
+    session = ChatSession(
+        OpenAIProvider("test-model", base_url=f"{replay.url}/v1", settings=fixtures.FAST), tools=[broken_text]
+    )
+    try:
+        with pytest.raises(UsageError, match="surrogate code point U\\+D800"):
+            await session.send(f"hi {LONE}")
+        assert replay.requests == []
+        first = await session.send("go")
+        assert (first.reason, first.text, first.errors) == ("stop", f"x{REPLACED}y", ())
+        assert first.tool_calls[0].args == {"query": f"q{REPLACED}"}
+        second = await session.send("again")
+        assert (second.reason, second.text, second.errors) == ("stop", "Still here.", ())
+    finally:
+        await session.aclose()
+    # Every request was valid UTF-8 JSON; the repaired text went to the backend.
+    bodies = [request.body.decode("utf-8") for request in replay.requests]
+    assert len(bodies) == 3
+    last = json.loads(bodies[-1])["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant", "tool", "assistant", "user"]
+    assert json.loads(last[1]["tool_calls"][0]["function"]["arguments"]) == {"query": f"q{REPLACED}"}
+    assert json.loads(last[2]["content"])[f"key{REPLACED}"] == [f"a{REPLACED}b", [REPLACED]]
+    assert last[3]["content"] == f"x{REPLACED}y"

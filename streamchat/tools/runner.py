@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from .._text import EncodableText, EncodableValue
 from ..errors import ToolError
 from ..events import ToolStatus
 from ..settings import Settings
@@ -66,11 +67,11 @@ class ToolThreads:
 
 
 class ToolOutcome(BaseModel):
-    """How a call ended."""
+    """How a call ended. Lone surrogates in a tool's result or error become U+FFFD."""
 
     status: ToolStatus
-    result: Any = None
-    error: str | None = None
+    result: EncodableValue = None
+    error: EncodableText | None = None
     duration_ms: float
 
 
