@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import itertools
 import json
 import math
@@ -305,6 +306,20 @@ async def test_a_call_waiting_for_a_free_tool_thread_times_out_cleanly_and_never
     assert [(c.status, c.result) for c in result.tool_calls] == [("ok", "second")]
     assert ran == ["second"]
     assert session.tool_threads.size == 2
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+async def test_sync_tools_see_the_callers_context_variables_as_with_to_thread():
+    @tool
+    def whose() -> str:
+        """The request this call belongs to."""
+        return REQUEST_ID.get()
+
+    REQUEST_ID.set("r-42")
+    session = ChatSession(ScriptedProvider([[ToolCall("whose")], ["ok"]]), tools=[whose])
+    assert [c.result for c in (await session.send("whose?")).tool_calls] == ["r-42"]
 
 
 # -- the demo model's matching ------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -59,8 +60,12 @@ class ToolThreads:
             return pool
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Run `fn(*args, **kwargs)` in a pool thread once one is free."""
-        return self._executor.submit(fn, *args, **kwargs)
+        """Run `fn(*args, **kwargs)` in a pool thread once one is free.
+
+        It runs in a copy of the caller's context variables, as with `asyncio.to_thread`.
+        """
+        context = contextvars.copy_context()
+        return self._executor.submit(context.run, fn, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<ToolThreads size={self.size}>"
