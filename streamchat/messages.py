@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._text import EncodableArgs, EncodableText
+
 __all__ = ["Message", "ToolCallRecord"]
 
 
@@ -15,11 +17,11 @@ class ToolCallRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    call_id: str
+    call_id: EncodableText
     """The call's id (the backend's, or one streamchat made up)."""
-    tool: str
+    tool: EncodableText
     """The tool's name."""
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: EncodableArgs = Field(default_factory=dict)
     """The arguments the model sent."""
 
 
@@ -27,20 +29,21 @@ class Message(BaseModel):
     """One message of the conversation, in a backend-neutral shape.
 
     Providers translate it into their wire format (Ollama's `messages`, OpenAI's
-    `messages` with `tool_calls` and `role: tool`).
+    `messages` with `tool_calls` and `role: tool`). Its text can always be encoded as
+    UTF-8: lone surrogates (from a backend or a tool) become U+FFFD.
     """
 
     model_config = ConfigDict(frozen=True)
 
     role: Literal["system", "user", "assistant", "tool"]
     """Who said it."""
-    content: str = ""
-    """The text; for `tool` messages, the result as the model sees it."""
+    content: EncodableText = ""
+    """The text; for `tool` messages, the result as the model sees it. Lone surrogates become U+FFFD."""
     tool_calls: tuple[ToolCallRecord, ...] = ()
     """For `assistant` messages: the tools it asked for."""
-    tool_call_id: str | None = None
+    tool_call_id: EncodableText | None = None
     """For `tool` messages: which call this answers."""
-    tool: str | None = None
+    tool: EncodableText | None = None
     """For `tool` messages: the tool's name."""
     interrupted: bool = False
     """True for an assistant answer that was stopped before it ended."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, get_args
 
+from ._text import check_message
 from .errors import SessionBusyError, UsageError
 from .events import Event
 from .messages import Message
@@ -20,6 +21,7 @@ from .result import ChatResult, ResultCollector
 from .settings import Settings
 from .tools.builtin import BUILTIN_TOOLS
 from .tools.definition import Tool, toolset
+from .tools.runner import ToolThreads
 from .turn import ToolAction, Turn, new_id
 
 __all__ = ["ChatSession", "ToolAction"]
@@ -64,6 +66,7 @@ class ChatSession:
         if self.max_turns < 1:
             raise UsageError("max_turns must be at least 1")
         self.tool_timeout = tool_timeout if tool_timeout is not None else settings.tool_timeout
+        self.tool_threads = ToolThreads.shared(settings.tool_threads)
         self.session_id = session_id or new_id()
         self._history: list[Message] = list(history)
         self._turn: Turn | None = None
@@ -130,6 +133,7 @@ class ChatSession:
         """
         if not isinstance(message, str) or not message.strip():
             raise UsageError("the message must be a non-empty string")
+        check_message(message)
         if self._turn is not None:
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         turn = Turn(self, message, self._history)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     """Most model calls in one turn (model → tools → model …)."""
     tool_timeout: float = Field(60.0, gt=0)
     """Default seconds a tool call may run (paused time not counted)."""
+    tool_threads: int = Field(8, ge=1)
+    """Threads that run sync tools, shared by the sessions of a process; further calls wait
+    for one, and the wait counts towards their timeout."""
     geocoding_url: str = "https://geocoding-api.open-meteo.com/v1/search"
     """Open-Meteo geocoding endpoint used by `get_weather`."""
     weather_url: str = "https://api.open-meteo.com/v1/forecast"

@@ -51,7 +51,7 @@ from .providers.base import (
 )
 from .settings import Settings
 from .tools.definition import Progress, Tool
-from .tools.runner import ToolCallRun, ToolOutcome
+from .tools.runner import ToolCallRun, ToolOutcome, ToolThreads
 
 if TYPE_CHECKING:
     from .session import ChatSession
@@ -218,6 +218,7 @@ class ToolBatch:
         tools: Mapping[str, Tool],
         timeout: float | None,
         settings: Settings,
+        threads: ToolThreads,
         sink: EventSink,
         metrics: MetricsBuilder,
     ) -> None:
@@ -225,6 +226,7 @@ class ToolBatch:
         self._tools = tools
         self._timeout = timeout
         self._settings = settings
+        self._threads = threads
         self._sink = sink
         self._metrics = metrics
         self._runs: dict[str, ToolCallRun] = {}
@@ -244,6 +246,7 @@ class ToolBatch:
                 timeout=self._timeout,
                 settings=self._settings,
                 invalid_args=call.invalid_args,
+                threads=self._threads,
             )
             self._runs[call.call_id] = run
             self._tasks[call.call_id] = loop.create_task(run.run(), name=f"tool call {call.call_id}")
@@ -484,6 +487,7 @@ class Turn:
                 tools=self._session.tools,
                 timeout=self._session.tool_timeout,
                 settings=self._session.settings,
+                threads=self._session.tool_threads,
                 sink=self.sink,
                 metrics=self._metrics,
             )

@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._text import EncodableArgs, EncodableText
 from ..messages import Message
 
 __all__ = [
@@ -43,32 +44,34 @@ __all__ = [
 
 
 class _Delta(BaseModel):
+    # Text fields are `EncodableText`: a backend's JSON may carry a lone surrogate
+    # ("\ud800"), which becomes U+FFFD here, before it reaches events or history.
     model_config = ConfigDict(frozen=True)
 
 
 class TextDelta(_Delta):
     """A piece of answer text."""
 
-    text: str
+    text: EncodableText
 
 
 class ThinkingDelta(_Delta):
     """Reasoning text streamed by the model, or a status line from the provider."""
 
-    text: str
+    text: EncodableText
     kind: Literal["status", "reasoning"] = "reasoning"
 
 
 class ToolCallPart(_Delta):
     """One complete tool call from the model."""
 
-    call_id: str
+    call_id: EncodableText
     """The backend's id for the call, or one the provider made up."""
-    name: str
+    name: EncodableText
     """The tool the model asked for."""
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: EncodableArgs = Field(default_factory=dict)
     """Parsed arguments."""
-    invalid_args: str | None = None
+    invalid_args: EncodableText | None = None
     """Set (to the raw text, or a description) when the arguments could not be parsed."""
 
 
@@ -86,7 +89,7 @@ class UsageDelta(_Delta):
 class NoticeDelta(_Delta):
     """A non-fatal problem the user should hear about; the stream goes on."""
 
-    message: str
+    message: EncodableText
     code: str = "backend_notice"
 
 

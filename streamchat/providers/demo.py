@@ -4,6 +4,11 @@ It recognises weather, time and arithmetic questions, calls the matching built-i
 (several at once when a message asks for several), and streams an answer built from the
 tool results. It is not a language model, it says so in every answer, and it is only
 used when asked for or when no real backend is configured.
+
+It runs on the event loop, so its matching must stay cheap for any message: it looks at
+the first `MAX_EXAMINED` characters only, and every pattern runs in linear time (words
+matched possessively, place names of a few words, no pattern that rescans the rest of
+the text from every position).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from ..messages import Message
@@ -22,15 +27,28 @@ __all__ = ["DEMO_NOTICE", "DemoProvider"]
 
 DEMO_NOTICE = "(Answered by streamchat's offline demo model, not an LLM: see README → Backends to connect one.)"
 
+MAX_EXAMINED = 4096
+"""Characters of a message the demo model looks at; the rest is ignored."""
+
+# A place: up to six words, taken possessively (so no word is rescanned), shortest first.
+# A place ends at punctuation, at the end, or before "and" / "there".
+_CITY_WORD = r"[^\s?.!,;]++"
+_ZONE_WORD = r"[A-Za-z_/'-]++"
 _WEATHER = re.compile(
-    r"\bweather\b(?:\s+(?:like\s+)?(?:in|for|at)\s+(?P<city>[^?.!,;]+?))?\s*(?:[?.!,;]|$| and\b)", re.I
+    rf"\bweather\b(?:\s++(?:like\s++)?(?:in|for|at)\s++(?P<city>{_CITY_WORD}(?:\s++{_CITY_WORD}){{0,5}}?))?"
+    r"\s*+(?:[?.!,;]|$|(?<= )and\b)",
+    re.I,
 )
 _TIME = re.compile(
-    r"\btime\b(?:\s+is\s+it)?(?:\s+(?:in|at)\s+(?P<zone>[A-Za-z_/ '-]+?))?\s*(?:[?.!,;]|$| and\b| there\b)", re.I
+    rf"\btime\b(?:\s++is\s++it)?(?:\s++(?:in|at)\s++(?P<zone>{_ZONE_WORD}(?: ++{_ZONE_WORD}){{0,5}}?))?"
+    r"\s*+(?:[?.!,;]|$|(?<= )(?:and|there)\b)",
+    re.I,
 )
-_TIME_THERE = re.compile(r"\btime\b[^?.!]*\bthere\b", re.I)
-_MATH = re.compile(r"[-+(]*\s*\d[\d\s.+\-*/×÷()%^]*")
-_OPERATOR = re.compile(r"\d\s*(\*\*|//|[+\-*/×÷%^])\s*[-+(]*\s*\d")
+_SENTENCE_END = re.compile(r"[?.!]")
+_TIME_WORD = re.compile(r"\btime\b", re.I)
+_THERE_WORD = re.compile(r"\bthere\b", re.I)
+_MATH = re.compile(r"\d[\d\s.+\-*/×÷()%^]*")
+_OPERATOR = re.compile(r"\d\s*+(?:\*\*|//|[+\-*/×÷%^])\s*+[-+(]*+\s*+\d")
 
 
 class DemoProvider(Provider):
@@ -71,6 +89,7 @@ class DemoProvider(Provider):
     # -- understanding ----------------------------------------------------------------
 
     def _plan(self, text: str) -> list[ToolCallPart]:
+        text = text[:MAX_EXAMINED]
         calls: list[ToolCallPart] = []
         city = None
         if (weather := _WEATHER.search(text)) is not None:
@@ -79,11 +98,10 @@ class DemoProvider(Provider):
                 calls.append(self._call("get_weather", {"city": city}))
         if (time := _TIME.search(text)) is not None:
             zone = (time.group("zone") or "").strip()
-            if _TIME_THERE.search(text) and city:
+            if city and _asks_time_there(text):
                 zone = city
             calls.append(self._call("get_current_time", {"timezone": zone or "UTC"}))
-        for match in _MATH.finditer(text):
-            expression = match.group().strip()
+        for expression in _expressions(text):
             if _OPERATOR.search(expression):
                 calls.append(self._call("calculate", {"expression": _balanced(expression)}))
                 break
@@ -138,11 +156,47 @@ class DemoProvider(Provider):
         return f"I am the offline demo model: I can answer questions such as {asks}."
 
 
+def _asks_time_there(text: str) -> bool:
+    """True if a sentence says "time" and, later, "there" (one sentence at a time: linear)."""
+    for sentence in _SENTENCE_END.split(text):
+        time = _TIME_WORD.search(sentence)
+        if time is not None and _THERE_WORD.search(sentence, time.end()) is not None:
+            return True
+    return False
+
+
+def _expressions(text: str) -> Iterator[str]:
+    """Runs of arithmetic in `text`, each from its leading signs and parentheses.
+
+    A run starts at a digit; its leading `-`, `+`, `(` and spaces are found by looking
+    back from that digit (a pattern starting with them would rescan every run of
+    parentheses or spaces from each of its positions).
+    """
+    previous_end = 0
+    for match in _MATH.finditer(text):
+        start = match.start()
+        while start > previous_end and text[start - 1].isspace():
+            start -= 1
+        while start > previous_end and text[start - 1] in "-+(":
+            start -= 1
+        previous_end = match.end()
+        yield text[start:previous_end].strip()
+
+
 def _balanced(expression: str) -> str:
     """Trim a matched expression so its parentheses balance (a trailing ')' of prose)."""
     expression = expression.rstrip(" .")
-    while expression.count(")") > expression.count("(") and expression.endswith(")"):
-        expression = expression[:-1].rstrip()
-    while expression.count("(") > expression.count(")") and expression.startswith("("):
-        expression = expression[1:].lstrip()
-    return expression
+    opened, closed = expression.count("("), expression.count(")")
+    start, end = 0, len(expression)
+    # Move indices rather than re-slicing and re-counting: linear in the expression's length.
+    while closed > opened and end > start and expression[end - 1] == ")":
+        end -= 1
+        closed -= 1
+        while end > start and expression[end - 1].isspace():
+            end -= 1
+    while opened > closed and start < end and expression[start] == "(":
+        start += 1
+        opened -= 1
+        while start < end and expression[start].isspace():
+            start += 1
+    return expression[start:end]

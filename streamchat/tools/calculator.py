@@ -3,8 +3,21 @@
 The expression is parsed with `ast` and walked node by node: only numbers, the
 arithmetic operators, parentheses, unary signs and a short list of math functions and
 constants are accepted. There is no `eval`, no attribute access, no other names or
-calls. Powers and products are checked *before* they are computed, so `9**9**9` or
-`(9**999)**999` are refused in microseconds instead of eating the machine.
+calls.
+
+Every computation is bounded *before* it runs, because CPython cannot be interrupted
+inside one big-integer operation (and a worker thread cannot be stopped at all):
+- the expression's length and nesting depth are capped, so parsing and walking are cheap;
+- every integer, written or computed, has at most `MAX_RESULT_BITS` bits, so `+ - / // %`
+  and the math functions work on small operands;
+- a product or a power is refused from its operands' sizes, so `9**9**9` or
+  `(9**999)**999` never start;
+- `round(x, n)` computes `10**-n` for a negative `n`, so `n` is capped
+  (`MAX_ROUND_DIGITS`): `round(1, -10**1000)` is refused instead of running for ever;
+- a huge integer in an error message is described by its size, never converted to text.
+
+A refusal, a math domain error (`sqrt(-1)`, `log(0)`, `log(2, 1)`) and an overflow are
+all `ToolError`s with a message that says what was wrong.
 """
 
 from __future__ import annotations
@@ -12,19 +25,37 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import sys
 from collections.abc import Callable
 
 from ..errors import ToolError
 
-__all__ = ["MAX_EXPRESSION_LENGTH", "MAX_RESULT_BITS", "evaluate"]
+__all__ = ["MAX_EXPONENT", "MAX_EXPRESSION_LENGTH", "MAX_RESULT_BITS", "MAX_ROUND_DIGITS", "evaluate"]
 
 MAX_EXPRESSION_LENGTH = 500
 """Longest expression accepted, in characters."""
 MAX_RESULT_BITS = 4096
 """Largest integer accepted anywhere in a calculation, in bits (about 1233 digits)."""
+MAX_EXPONENT = 100_000
+"""Largest exponent (in absolute value) of a power whose base is not 0, 1 or -1."""
+MAX_ROUND_DIGITS = math.ceil(MAX_RESULT_BITS * math.log10(2))
+"""Largest number of digits (either sign) `round()` takes: beyond it every result is 0 or unchanged."""
 _MAX_DEPTH = 50
+_LOG10_2 = math.log10(2)
 
 Number = int | float
+
+
+def _round(number: Number, ndigits: Number | None = None) -> Number:
+    # round(int, -n) computes 10**n before dividing by it: bound n before CPython does.
+    if ndigits is None:
+        return round(number)
+    if not isinstance(ndigits, int):
+        raise ToolError(f"round() takes a whole number of digits, not {_show(ndigits)}")
+    if abs(ndigits) > MAX_ROUND_DIGITS:
+        raise ToolError(f"round() takes from -{MAX_ROUND_DIGITS} to {MAX_ROUND_DIGITS} digits, not {_show(ndigits)}")
+    return round(number, ndigits)
+
 
 _FUNCTIONS: dict[str, Callable[..., Number]] = {
     "sqrt": math.sqrt,
@@ -36,7 +67,7 @@ _FUNCTIONS: dict[str, Callable[..., Number]] = {
     "cos": math.cos,
     "tan": math.tan,
     "abs": abs,
-    "round": round,
+    "round": _round,
     "floor": math.floor,
     "ceil": math.ceil,
 }
@@ -71,9 +102,13 @@ def evaluate(expression: str) -> Number:
         raise ToolError(f"not an arithmetic expression: {expression!r}") from exc
     except (RecursionError, MemoryError) as exc:
         raise ToolError("the expression is nested too deeply") from exc
-    result = _eval(tree.body, 0)
+    result = _Evaluator(text).eval(tree.body, 0)
     if isinstance(result, float) and not math.isfinite(result):
         raise ToolError("the result is not a finite number")
+    # The caller shows the result as text: stay within this interpreter's int→str limit.
+    max_digits = sys.get_int_max_str_digits()
+    if isinstance(result, int) and max_digits and _digits(result) > max_digits:
+        raise ToolError(f"the result has more than {max_digits} digits")
     return result
 
 
@@ -83,33 +118,62 @@ def _check_int(value: Number) -> Number:
     return value
 
 
-def _eval(node: ast.AST, depth: int) -> Number:
-    if depth > _MAX_DEPTH:
-        raise ToolError("the expression is nested too deeply")
-    if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
-            raise ToolError(f"only numbers are allowed, not {node.value!r}")
-        return _check_int(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _eval(node.operand, depth + 1)
-        return -value if isinstance(node.op, ast.USub) else +value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left = _eval(node.left, depth + 1)
-        right = _eval(node.right, depth + 1)
-        return _binary(node.op, left, right)
-    if isinstance(node, ast.Name):
-        if node.id in _CONSTANTS:
-            return _CONSTANTS[node.id]
-        raise ToolError(f"unknown name {node.id!r}: only numbers, operators and {_allowed()} are allowed")
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
-        if node.keywords or not 1 <= len(node.args) <= 2:
-            raise ToolError(f"{node.func.id}() takes one or two numbers")
-        args = [_eval(arg, depth + 1) for arg in node.args]
-        try:
-            return _check_int(_FUNCTIONS[node.func.id](*args))
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise ToolError(f"{node.func.id}() cannot take {', '.join(map(str, args))}: {exc}") from exc
-    raise ToolError(f"not allowed in a calculation: {ast.unparse(node)!r} (use numbers, + - * / // % **, {_allowed()})")
+def _digits(value: int) -> int:
+    """Decimal digits of `value`, estimated from its size (exact to within one)."""
+    return int(value.bit_length() * _LOG10_2) + 1
+
+
+def _show(value: Number) -> str:
+    """A number for an error message: a huge integer is described, never converted to text."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"(an integer of about {_digits(value)} digits)"
+    return str(value)
+
+
+class _Evaluator:
+    """Walks one parsed expression; `text` is the parsed source, quoted in error messages."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def eval(self, node: ast.AST, depth: int) -> Number:
+        if depth > _MAX_DEPTH:
+            raise ToolError("the expression is nested too deeply")
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+                raise ToolError(f"only numbers are allowed, not {_shorten(repr(node.value))}")
+            return _check_int(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            value = self.eval(node.operand, depth + 1)
+            return -value if isinstance(node.op, ast.USub) else +value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left = self.eval(node.left, depth + 1)
+            right = self.eval(node.right, depth + 1)
+            return _binary(node.op, left, right)
+        if isinstance(node, ast.Name):
+            if node.id in _CONSTANTS:
+                return _CONSTANTS[node.id]
+            raise ToolError(f"unknown name {node.id!r}: only numbers, operators and {_allowed()} are allowed")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
+            name = node.func.id
+            if node.keywords or not 1 <= len(node.args) <= 2:
+                raise ToolError(f"{name}() takes one or two numbers")
+            args = [self.eval(arg, depth + 1) for arg in node.args]
+            try:
+                return _check_int(_FUNCTIONS[name](*args))
+            except (ValueError, TypeError, ArithmeticError) as exc:  # domain, arity, overflow, log(x, 1)
+                raise ToolError(f"{name}() cannot take {', '.join(map(_show, args))}: {exc}") from exc
+        raise ToolError(
+            f"not allowed in a calculation: {self.source(node)} (use numbers, + - * / // % **, {_allowed()})"
+        )
+
+    def source(self, node: ast.AST) -> str:
+        """The quoted source of `node`, shortened (not `ast.unparse`: it recurses into deep trees)."""
+        return repr(_shorten(ast.get_source_segment(self.text, node) or type(node).__name__))
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _allowed() -> str:
@@ -135,9 +199,9 @@ def _binary(op: ast.operator, left: Number, right: Number) -> Number:
 
 def _check_power(base: Number, exponent: Number) -> None:
     if abs(base) <= 1:
-        return
-    if abs(exponent) > 100_000:
-        raise ToolError(f"the exponent {exponent} is too large")
+        return  # 0, 1, -1 and fractions: the result cannot grow (a float's overflow is caught)
+    if abs(exponent) > MAX_EXPONENT:
+        raise ToolError(f"the exponent {_show(exponent)} is too large")
     if exponent > 0 and isinstance(base, int) and isinstance(exponent, int):
         if exponent * math.log2(abs(base)) > MAX_RESULT_BITS:
             raise ToolError(f"the result is too large (more than {MAX_RESULT_BITS} bits)")

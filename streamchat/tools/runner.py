@@ -1,32 +1,82 @@
 """Running one tool call: argument validation, the four tool shapes, progress, pause,
 resume, cancel and timeout. The agent loop starts one `ToolCallRun` per call and runs
-them concurrently."""
+them concurrently.
+
+Sync tools (plain functions and sync generators) run in `ToolThreads`, a bounded pool of
+their own, never in the event loop's default executor: asyncio resolves host names
+(`getaddrinfo`) in that executor, so sync tools stuck there would stall every HTTP
+request of the process. A thread cannot be stopped, so a call that timed out keeps its
+thread until its function returns; the bound keeps such threads from piling up.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from .._text import EncodableText, EncodableValue
 from ..errors import ToolError
 from ..events import ToolStatus
 from ..settings import Settings
 from .definition import Progress, ProgressReporter, Tool, format_validation_error
 
-__all__ = ["ToolCallRun", "ToolOutcome"]
+__all__ = ["ToolCallRun", "ToolOutcome", "ToolThreads"]
 
 _EXHAUSTED = object()
 
 
+class ToolThreads:
+    """A bounded pool of worker threads for sync tools (see the module docs).
+
+    A call that finds every thread busy waits for one; the wait counts towards the call's
+    timeout, and a call that times out while waiting never starts. `shared(size)` gives
+    the process's pool of that size, so every session configured alike shares one bound.
+    """
+
+    _shared: ClassVar[dict[int, ToolThreads]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a tool thread pool needs at least one thread")
+        self.size = size
+        """How many sync tool calls run at once; later ones wait."""
+        self._executor = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="streamchat-tool")
+
+    @classmethod
+    def shared(cls, size: int) -> ToolThreads:
+        """The process-wide pool of `size` threads, made on first use."""
+        with cls._shared_lock:
+            pool = cls._shared.get(size)
+            if pool is None:
+                pool = cls._shared[size] = cls(size)
+            return pool
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run `fn(*args, **kwargs)` in a pool thread once one is free.
+
+        It runs in a copy of the caller's context variables, as with `asyncio.to_thread`.
+        """
+        context = contextvars.copy_context()
+        return self._executor.submit(context.run, fn, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ToolThreads size={self.size}>"
+
+
 class ToolOutcome(BaseModel):
-    """How a call ended."""
+    """How a call ended. Lone surrogates in a tool's result or error become U+FFFD."""
 
     status: ToolStatus
-    result: Any = None
-    error: str | None = None
+    result: EncodableValue = None
+    error: EncodableText | None = None
     duration_ms: float
 
 
@@ -53,6 +103,7 @@ class ToolCallRun:
         timeout: float | None,
         settings: Settings,
         invalid_args: str | None = None,
+        threads: ToolThreads | None = None,
     ) -> None:
         self.call_id = call_id
         self.tool = tool
@@ -61,7 +112,9 @@ class ToolCallRun:
         self.invalid_args = invalid_args
         self.settings = settings
         self.timeout = tool.timeout if tool is not None and tool.timeout is not None else timeout
+        self.threads = threads or ToolThreads.shared(Settings.model_fields["tool_threads"].default)
         self._emit = emit
+        self._thread_started = False  # set by the pool thread once the function (or a generator step) runs
         self._reporter: ProgressReporter | None = None
         self._inner: asyncio.Task[Any] | None = None
         self._state_changed = asyncio.Event()
@@ -142,6 +195,12 @@ class ToolCallRun:
             raise
         inner = self._inner
         if timed_out:
+            if self.tool.kind in ("sync", "generator") and not self._thread_started:
+                return outcome(
+                    "timeout",
+                    error=f"timed out after {self.timeout:g} s waiting for a free tool thread "
+                    f"(all {self.threads.size} were busy)",
+                )
             return outcome("timeout", error=f"timed out after {self.timeout:g} s")
         if inner.cancelled():
             return outcome("cancelled", error="cancelled")
@@ -184,7 +243,8 @@ class ToolCallRun:
         if tool.kind == "async":
             return await fn(**args)
         if tool.kind == "sync":
-            return await asyncio.to_thread(fn, **args)
+            # Cancelling the wrapper cancels a call still waiting for a thread; a running one goes on.
+            return await asyncio.wrap_future(self.threads.submit(self._in_thread, fn, **args))
         if tool.kind == "async_generator":
             return await self._drain_async(fn(**args))
         return await self._drain_sync(fn(**args))
@@ -203,17 +263,25 @@ class ToolCallRun:
             await gen.aclose()  # type: ignore[attr-defined]
         return result
 
+    def _in_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self._thread_started = True
+        return fn(*args, **kwargs)
+
     async def _drain_sync(self, gen: Any) -> Any:
         assert self._reporter is not None
-        loop = asyncio.get_running_loop()
         result: Any = None
         while True:
-            step = loop.run_in_executor(None, _next_or_exhausted, gen)
+            step = self.threads.submit(self._in_thread, _next_or_exhausted, gen)
             try:
-                item = await asyncio.shield(step)
+                item = await asyncio.wrap_future(step)
             except asyncio.CancelledError:
-                # The generator may still be running in its thread: close it once it yields.
-                step.add_done_callback(lambda _: gen.close())
+                # A step still waiting for a thread never runs; one running in its thread
+                # goes on, and the generator is closed once it yields (closing it earlier
+                # would raise "generator already executing").
+                if step.cancel():
+                    gen.close()
+                else:
+                    step.add_done_callback(lambda _: gen.close())
                 raise
             if item is _EXHAUSTED:
                 return result
