@@ -20,7 +20,7 @@ import concurrent.futures
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypedDict, assert_never
 
 from .errors import StreamChatError
@@ -49,9 +49,8 @@ from .providers.base import (
     ToolCallPart,
     UsageDelta,
 )
-from .settings import Settings
-from .tools.definition import Progress, Tool
-from .tools.runner import ToolCallRun, ToolOutcome, ToolThreads
+from .tools.definition import Progress
+from .tools.runner import ToolCallRun, ToolOutcome
 
 if TYPE_CHECKING:
     from .session import ChatSession
@@ -212,21 +211,10 @@ class ToolBatch:
     """
 
     def __init__(
-        self,
-        calls: Sequence[ToolCallPart],
-        *,
-        tools: Mapping[str, Tool],
-        timeout: float | None,
-        settings: Settings,
-        threads: ToolThreads,
-        sink: EventSink,
-        metrics: MetricsBuilder,
+        self, calls: Sequence[ToolCallPart], session: ChatSession, sink: EventSink, metrics: MetricsBuilder
     ) -> None:
         self.calls = calls
-        self._tools = tools
-        self._timeout = timeout
-        self._settings = settings
-        self._threads = threads
+        self._session = session  # its tools, their timeout, the settings they get, the thread pool
         self._sink = sink
         self._metrics = metrics
         self._runs: dict[str, ToolCallRun] = {}
@@ -235,18 +223,18 @@ class ToolBatch:
 
     async def run(self) -> None:
         """Run every call concurrently and answer each as it finishes."""
-        loop = asyncio.get_running_loop()
+        loop, session = asyncio.get_running_loop(), self._session
         for call in self.calls:
             run = ToolCallRun(
                 call.call_id,
-                self._tools.get(call.name),
+                session.tools.get(call.name),
                 call.name,
                 call.args,
                 emit=self._progress_emitter(call),
-                timeout=self._timeout,
-                settings=self._settings,
+                timeout=session.tool_timeout,
+                settings=session.settings,
                 invalid_args=call.invalid_args,
-                threads=self._threads,
+                threads=session.tool_threads,
             )
             self._runs[call.call_id] = run
             self._tasks[call.call_id] = loop.create_task(run.run(), name=f"tool call {call.call_id}")
@@ -482,15 +470,7 @@ class Turn:
         if (message := response.message(interrupted=interrupted)) is not None:
             self._messages.append(message)
         if response.calls:
-            self._batch = ToolBatch(
-                response.calls,
-                tools=self._session.tools,
-                timeout=self._session.tool_timeout,
-                settings=self._session.settings,
-                threads=self._session.tool_threads,
-                sink=self.sink,
-                metrics=self._metrics,
-            )
+            self._batch = ToolBatch(response.calls, self._session, self.sink, self._metrics)
             return self._batch
         return None
 
