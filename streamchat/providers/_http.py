@@ -121,7 +121,7 @@ class HttpProvider(Provider):
     path: ClassVar[str]
     """The chat endpoint, relative to the base URL."""
     parser_class: ClassVar[type[ChunkParser]]
-    """The parser of the backend's chunks; `parse_stream` makes one per response."""
+    """The parser of the backend's chunks (one per response); `parse_body` reads a whole body with one."""
 
     def __init__(
         self,
