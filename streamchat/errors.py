@@ -12,8 +12,9 @@
 
 Every error has a stable `code` (used in `error` events and in the server's JSON errors),
 the HTTP `status` the server answers it with, and says whether retrying can help
-(`retryable`). `code` and `status` are class attributes; `code` may be narrowed per
-instance (``BadRequestError(..., code="bad_message")``).
+(`retryable`). They are class attributes, given as class keywords
+(``class SessionBusyError(UsageError, code="session_busy", status=409)``); `code` and
+`retryable` may be set per instance (``BadRequestError(..., code="bad_message")``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ class StreamChatError(Exception):
     retryable: bool = False
     """Whether trying again, unchanged, can succeed."""
 
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, retryable: bool | None = None
+    ) -> None:
+        """Set a subclass's `code`, `status` and `retryable` from its class keywords; unset ones are inherited."""
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
+        if retryable is not None:
+            cls.retryable = retryable
+
     def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -64,71 +77,51 @@ class StreamChatError(Exception):
 # -- misuse ---------------------------------------------------------------------------------
 
 
-class UsageError(StreamChatError):
+class UsageError(StreamChatError, code="usage_error", status=400):
     """The library was called or configured wrongly; code ``usage_error``, HTTP 400."""
 
-    code = "usage_error"
-    status = 400
 
-
-class ConfigurationError(UsageError):
+class ConfigurationError(UsageError, code="configuration_error"):
     """A setting is missing or invalid; code ``configuration_error``, HTTP 400."""
 
-    code = "configuration_error"
 
-
-class UnknownProviderError(ConfigurationError):
+class UnknownProviderError(ConfigurationError, code="unknown_provider"):
     """A provider name that streamchat does not know; code ``unknown_provider``, HTTP 400."""
 
-    code = "unknown_provider"
 
-
-class ToolDefinitionError(UsageError):
+class ToolDefinitionError(UsageError, code="tool_definition_error"):
     """A function cannot be turned into a tool (e.g. a parameter without a usable type).
 
     Code ``tool_definition_error``, HTTP 400.
     """
 
-    code = "tool_definition_error"
 
-
-class SessionBusyError(UsageError):
+class SessionBusyError(UsageError, code="session_busy", status=409):
     """A second message was sent to a session while a turn was still running.
 
     Code ``session_busy``, HTTP 409.
     """
 
-    code = "session_busy"
-    status = 409
-
 
 # -- backend failures -----------------------------------------------------------------------
 
 
-class BackendError(StreamChatError):
+class BackendError(StreamChatError, code="backend_error", status=502):
     """The LLM backend failed while answering; code ``backend_error``, HTTP 502."""
 
-    code = "backend_error"
-    status = 502
 
-
-class BackendUnreachableError(BackendError):
+class BackendUnreachableError(BackendError, code="backend_unreachable", retryable=True):
     """The backend could not be reached (connection refused, DNS, TLS…).
 
     Code ``backend_unreachable``, HTTP 502; retryable.
     """
 
-    code = "backend_unreachable"
-    retryable = True
 
-
-class BackendResponseError(BackendError):
+class BackendResponseError(BackendError, code="backend_response_error"):
     """The backend answered with an HTTP error status (`status_code`).
 
     Code ``backend_response_error`` (or a narrower one such as ``http_500``), HTTP 502.
     """
-
-    code = "backend_response_error"
 
     def __init__(
         self,
@@ -142,30 +135,24 @@ class BackendResponseError(BackendError):
         self.status_code = status_code
 
 
-class BackendTimeoutError(BackendError):
+class BackendTimeoutError(BackendError, code="backend_timeout", status=504, retryable=True):
     """The backend did not answer, or stopped sending, within the configured time.
 
     Code ``backend_timeout``, HTTP 504; retryable.
     """
 
-    code = "backend_timeout"
-    status = 504
-    retryable = True
 
-
-class BackendStreamError(BackendError):
+class BackendStreamError(BackendError, code="backend_stream_error"):
     """The backend's stream broke or reported an error after it had started.
 
     Code ``backend_stream_error``, HTTP 502.
     """
 
-    code = "backend_stream_error"
-
 
 # -- tools ----------------------------------------------------------------------------------
 
 
-class ToolError(StreamChatError):
+class ToolError(StreamChatError, code="tool_error"):
     """Raise from a tool to fail it with a clean message the model (and user) will see.
 
     Code ``tool_error``, HTTP 500 (it becomes a `tool_result`, never an HTTP answer).
@@ -176,49 +163,36 @@ class ToolError(StreamChatError):
         ...     raise ToolError(f"no entry named {key!r}")
     """
 
-    code = "tool_error"
-
 
 # -- session store --------------------------------------------------------------------------
 
 
-class SessionExistsError(StreamChatError):
+class SessionExistsError(StreamChatError, code="session_exists", status=409):
     """A store was asked to create a session whose id is already taken.
 
     Code ``session_exists``, HTTP 409.
     """
 
-    code = "session_exists"
-    status = 409
 
-
-class ReplayGapError(StreamChatError):
+class ReplayGapError(StreamChatError, code="replay_gap", status=410):
     """The events after the requested one are no longer in the replay buffer.
 
     Code ``replay_gap``, HTTP 410 (the client cannot resume: it should start a new turn).
     """
 
-    code = "replay_gap"
-    status = 410
-
 
 # -- server API -----------------------------------------------------------------------------
 
 
-class ApiError(StreamChatError):
+class ApiError(StreamChatError, code="api_error", status=400):
     """A request the server extension refuses; code ``api_error``, HTTP 400."""
 
-    code = "api_error"
-    status = 400
 
-
-class BadRequestError(ApiError):
+class BadRequestError(ApiError, code="bad_request"):
     """The request is malformed (bad JSON, missing or empty message, bad session id…).
 
     Code ``bad_request`` (or a narrower one such as ``bad_message``), HTTP 400.
     """
-
-    code = "bad_request"
 
 
 class ClientMessageError(BadRequestError, ValueError):
@@ -229,28 +203,19 @@ class ClientMessageError(BadRequestError, ValueError):
     """
 
 
-class SessionNotFoundError(ApiError):
+class SessionNotFoundError(ApiError, code="session_not_found", status=404):
     """No such session for this user (it never existed, expired, or belongs to someone else).
 
     Code ``session_not_found``, HTTP 404.
     """
 
-    code = "session_not_found"
-    status = 404
 
-
-class MessageTooLargeError(ApiError):
+class MessageTooLargeError(ApiError, code="message_too_large", status=413):
     """The message (or the request body) is over the configured size limit.
 
     Code ``message_too_large``, HTTP 413.
     """
 
-    code = "message_too_large"
-    status = 413
 
-
-class TooManySessionsError(ApiError):
+class TooManySessionsError(ApiError, code="too_many_sessions", status=429):
     """The user already has the most sessions allowed; code ``too_many_sessions``, HTTP 429."""
-
-    code = "too_many_sessions"
-    status = 429

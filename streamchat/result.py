@@ -6,20 +6,8 @@ from typing import Any, assert_never
 
 from pydantic import BaseModel, ConfigDict
 
-from .events import (
-    DoneEvent,
-    DoneReason,
-    ErrorEvent,
-    Event,
-    Metrics,
-    ThinkingEvent,
-    TokenEvent,
-    ToolCallEvent,
-    ToolProgressEvent,
-    ToolResultEvent,
-    ToolStatus,
-    Usage,
-)
+from . import events
+from .events import DoneReason, Metrics, ToolStatus, Usage
 
 __all__ = ["ChatResult", "ResultCollector", "ToolCallSummary"]
 
@@ -85,23 +73,23 @@ class ResultCollector:
     """Accumulates a turn's events; `build()` once `done` has been added."""
 
     def __init__(self) -> None:
-        self._calls: dict[str, ToolCallEvent] = {}
-        self._results: dict[str, ToolResultEvent] = {}
+        self._calls: dict[str, events.ToolCallEvent] = {}
+        self._results: dict[str, events.ToolResultEvent] = {}
         self._errors: list[str] = []
-        self._done: DoneEvent | None = None
+        self._done: events.DoneEvent | None = None
 
-    def add(self, event: Event) -> None:
+    def add(self, event: events.Event) -> None:
         """Take one event into account."""
         match event:
-            case ToolCallEvent():
+            case events.ToolCallEvent():
                 self._calls[event.call_id] = event
-            case ToolResultEvent():
+            case events.ToolResultEvent():
                 self._results[event.call_id] = event
-            case ErrorEvent():
+            case events.ErrorEvent():
                 self._errors.append(event.message)
-            case DoneEvent():
+            case events.DoneEvent():
                 self._done = event
-            case ThinkingEvent() | TokenEvent() | ToolProgressEvent():
+            case events.ThinkingEvent() | events.TokenEvent() | events.ToolProgressEvent():
                 pass  # the answer text comes whole with `done`; progress is not part of the result
             case _:
                 assert_never(event)

@@ -20,25 +20,12 @@ import concurrent.futures
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypedDict, assert_never
 
+from . import events
 from .errors import StreamChatError
-from .events import (
-    DoneEvent,
-    DoneReason,
-    ErrorEvent,
-    Event,
-    Metrics,
-    ThinkingEvent,
-    TokenEvent,
-    ToolCallEvent,
-    ToolProgressEvent,
-    ToolResultEvent,
-    ToolStatus,
-    ToolTiming,
-    Usage,
-)
+from .events import DoneReason, Metrics, ToolStatus, ToolTiming, Usage
 from .messages import Message, ToolCallRecord
 from .providers.base import (
     FinishDelta,
@@ -49,9 +36,8 @@ from .providers.base import (
     ToolCallPart,
     UsageDelta,
 )
-from .settings import Settings
-from .tools.definition import Progress, Tool
-from .tools.runner import ToolCallRun, ToolOutcome, ToolThreads
+from .tools.definition import Progress
+from .tools.runner import ToolCallRun, ToolOutcome
 
 if TYPE_CHECKING:
     from .session import ChatSession
@@ -82,27 +68,38 @@ class EventStamp(TypedDict):
     seq: int
 
 
+class CallStamp(EventStamp):
+    """The fields every event about one tool call carries: the stamp, the call's id and its tool."""
+
+    call_id: str
+    tool: str
+
+
 class EventSink:
     """Numbers a turn's events and queues them for its consumer, with backpressure.
 
     Build each event with its own constructor and the next stamp, so that mypy checks its
-    fields: ``sink.put(TokenEvent(**sink.stamp(), content=text))``.
+    fields: ``sink.put(events.TokenEvent(**sink.stamp(), content=text))``.
     """
 
     def __init__(self, session_id: str, turn_id: str) -> None:
         self.session_id = session_id
         self.turn_id = turn_id
         self._seq = 0
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[events.Event] = asyncio.Queue()
         self._room = asyncio.Event()
         # The queue's own method, not a wrapper: one Python call less per event.
-        self.put: Callable[[Event], None] = self._queue.put_nowait
+        self.put: Callable[[events.Event], None] = self._queue.put_nowait
         """Queue an event for the consumer; never blocks (tools report progress through it)."""
 
     def stamp(self) -> EventStamp:
         """The common fields of the next event (its `seq` is taken: `put` the event at once)."""
         self._seq += 1
         return {"session_id": self.session_id, "turn_id": self.turn_id, "seq": self._seq}
+
+    def call_stamp(self, call: ToolCallPart) -> CallStamp:
+        """The common fields of the next event about `call` (its `seq` is taken: `put` the event at once)."""
+        return {**self.stamp(), "call_id": call.call_id, "tool": call.name}
 
     @property
     def full(self) -> bool:
@@ -114,7 +111,7 @@ class EventSink:
         self._room.clear()
         await self._room.wait()
 
-    async def get(self) -> Event:
+    async def get(self) -> events.Event:
         """The next event, for the consumer."""
         queue = self._queue
         try:  # what `Queue.get` does when an event is waiting, minus a coroutine per event
@@ -212,21 +209,10 @@ class ToolBatch:
     """
 
     def __init__(
-        self,
-        calls: Sequence[ToolCallPart],
-        *,
-        tools: Mapping[str, Tool],
-        timeout: float | None,
-        settings: Settings,
-        threads: ToolThreads,
-        sink: EventSink,
-        metrics: MetricsBuilder,
+        self, calls: Sequence[ToolCallPart], session: ChatSession, sink: EventSink, metrics: MetricsBuilder
     ) -> None:
         self.calls = calls
-        self._tools = tools
-        self._timeout = timeout
-        self._settings = settings
-        self._threads = threads
+        self._session = session  # its tools, their timeout, the settings they get, the thread pool
         self._sink = sink
         self._metrics = metrics
         self._runs: dict[str, ToolCallRun] = {}
@@ -235,18 +221,18 @@ class ToolBatch:
 
     async def run(self) -> None:
         """Run every call concurrently and answer each as it finishes."""
-        loop = asyncio.get_running_loop()
+        loop, session = asyncio.get_running_loop(), self._session
         for call in self.calls:
             run = ToolCallRun(
                 call.call_id,
-                self._tools.get(call.name),
+                session.tools.get(call.name),
                 call.name,
                 call.args,
                 emit=self._progress_emitter(call),
-                timeout=self._timeout,
-                settings=self._settings,
+                timeout=session.tool_timeout,
+                settings=session.settings,
                 invalid_args=call.invalid_args,
-                threads=self._threads,
+                threads=session.tool_threads,
             )
             self._runs[call.call_id] = run
             self._tasks[call.call_id] = loop.create_task(run.run(), name=f"tool call {call.call_id}")
@@ -298,13 +284,8 @@ class ToolBatch:
                 return
             percent = None if progress.percent is None else min(100.0, max(0.0, progress.percent))
             sink.put(
-                ToolProgressEvent(
-                    **sink.stamp(),
-                    call_id=call.call_id,
-                    tool=call.name,
-                    message=progress.message,
-                    stage=progress.stage,
-                    percent=percent,
+                events.ToolProgressEvent(
+                    **sink.call_stamp(call), message=progress.message, stage=progress.stage, percent=percent
                 )
             )
 
@@ -313,10 +294,8 @@ class ToolBatch:
     def _answer(self, call: ToolCallPart, outcome: ToolOutcome) -> None:
         sink = self._sink
         sink.put(
-            ToolResultEvent(
-                **sink.stamp(),
-                call_id=call.call_id,
-                tool=call.name,
+            events.ToolResultEvent(
+                **sink.call_stamp(call),
                 status=outcome.status,
                 result=outcome.result,
                 error=outcome.error,
@@ -421,10 +400,10 @@ class Turn:
             if self._batch is not None:
                 await self._batch.stop()
         except StreamChatError as exc:
-            sink.put(ErrorEvent(**sink.stamp(), message=exc.message, code=exc.code, retryable=exc.retryable))
+            sink.put(events.ErrorEvent(**sink.stamp(), message=exc.message, code=exc.code, retryable=exc.retryable))
         except Exception as exc:  # a bug or an unexpected library error: report it, keep the session usable
             message = f"internal error: {type(exc).__name__}: {exc}"
-            sink.put(ErrorEvent(**sink.stamp(), message=message, code="internal_error"))
+            sink.put(events.ErrorEvent(**sink.stamp(), message=message, code="internal_error"))
         finally:
             self._finish(reason)
 
@@ -432,7 +411,7 @@ class Turn:
         session = self._session
         tools = tuple(t.definition for t in session.tools.values())
         for _ in range(session.max_turns):
-            self.sink.put(ThinkingEvent(**self.sink.stamp(), text=THINKING_STATUS, kind="status"))
+            self.sink.put(events.ThinkingEvent(**self.sink.stamp(), text=THINKING_STATUS, kind="status"))
             system = [Message(role="system", content=session.system)] if session.system else []
             request = ModelRequest(messages=(*system, *self._history, *self._messages), tools=tools)
             self._metrics.model_call()
@@ -457,16 +436,16 @@ class Turn:
                         if text := delta.text:
                             count_token()
                             add_text(text)
-                            put(TokenEvent(**stamp(), content=text))
-                    case ToolCallPart(call_id=call_id, name=name, args=args):
+                            put(events.TokenEvent(**stamp(), content=text))
+                    case ToolCallPart(args=args):
                         response.calls.append(delta)
-                        sink.put(ToolCallEvent(**sink.stamp(), call_id=call_id, tool=name, args=args))
+                        sink.put(events.ToolCallEvent(**sink.call_stamp(delta), args=args))
                     case ThinkingDelta(text=text, kind=kind):
-                        sink.put(ThinkingEvent(**sink.stamp(), text=text, kind=kind))
+                        sink.put(events.ThinkingEvent(**sink.stamp(), text=text, kind=kind))
                     case UsageDelta():
                         metrics.backend(delta)
                     case NoticeDelta(message=message, code=code):
-                        sink.put(ErrorEvent(**sink.stamp(), message=message, code=code, retryable=False))
+                        sink.put(events.ErrorEvent(**sink.stamp(), message=message, code=code, retryable=False))
                     case FinishDelta(reason=reason):
                         response.finish = reason
                     case _:
@@ -482,15 +461,7 @@ class Turn:
         if (message := response.message(interrupted=interrupted)) is not None:
             self._messages.append(message)
         if response.calls:
-            self._batch = ToolBatch(
-                response.calls,
-                tools=self._session.tools,
-                timeout=self._session.tool_timeout,
-                settings=self._session.settings,
-                threads=self._session.tool_threads,
-                sink=self.sink,
-                metrics=self._metrics,
-            )
+            self._batch = ToolBatch(response.calls, self._session, self.sink, self._metrics)
             return self._batch
         return None
 
@@ -520,5 +491,7 @@ class Turn:
         text = "".join(m.content for m in self._messages if m.role == "assistant")
         metrics = self._metrics
         self.sink.put(
-            DoneEvent(**self.sink.stamp(), reason=reason, text=text, usage=metrics.usage, metrics=metrics.build())
+            events.DoneEvent(
+                **self.sink.stamp(), reason=reason, text=text, usage=metrics.usage, metrics=metrics.build()
+            )
         )

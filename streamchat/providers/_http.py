@@ -7,7 +7,7 @@ nothing of the response has been yielded yet, so a retry can never duplicate tok
 actionable errors for 400/401/403/404; a retry without tools when a model rejects them;
 and a JSON body answered to a streaming request handled as a one-chunk stream.
 
-Subclasses only know their wire format: `build_body`, `parse_stream`, `parse_body`.
+Subclasses only know their wire format: `build_body`, `parse_stream` and their `parser_class`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..errors import (
     BackendUnreachableError,
 )
 from ..settings import Settings
+from ._parsing import ChunkParser
 from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta, ToolDefinition
 
 __all__ = ["HttpPolicy", "HttpProvider"]
@@ -119,6 +120,8 @@ class HttpProvider(Provider):
 
     path: ClassVar[str]
     """The chat endpoint, relative to the base URL."""
+    parser_class: ClassVar[type[ChunkParser]]
+    """The parser of the backend's chunks (one per response); `parse_body` reads a whole body with one."""
 
     def __init__(
         self,
@@ -149,9 +152,9 @@ class HttpProvider(Provider):
     def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
         """Deltas of a streamed response (read it through `guard_stalls`)."""
 
-    @abc.abstractmethod
     def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
         """Deltas of a whole JSON response (a backend that ignored `stream: true`)."""
+        return self.parser_class().feed_body(body)
 
     def explain(self, status: int, detail: str) -> str:
         """The user-facing message for an HTTP error status, saying what to do."""

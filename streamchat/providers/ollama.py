@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -21,16 +21,8 @@ from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
 from ._http import HttpProvider, function_tools, verify_tls
-from .base import (
-    FinishDelta,
-    ModelRequest,
-    NoticeDelta,
-    ProviderDelta,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallPart,
-    UsageDelta,
-)
+from ._parsing import ChunkParser
+from .base import FinishDelta, ModelRequest, ProviderDelta, TextDelta, ThinkingDelta, ToolCallPart, UsageDelta
 
 __all__ = ["DEFAULT_OLLAMA_MODEL", "OllamaProvider", "OllamaStreamParser"]
 
@@ -41,8 +33,11 @@ TOP_LEVEL_OPTIONS = frozenset({"think", "format", "keep_alive", "options", "tool
 """Keyword options sent at the top of the request; every other one goes into `options`."""
 
 
-class OllamaStreamParser:
+class OllamaStreamParser(ChunkParser):
     """Turns Ollama's NDJSON lines into provider deltas; one parser per response."""
+
+    source = "ollama"
+    unit = "a line"
 
     def __init__(self) -> None:
         self.done = False
@@ -52,24 +47,8 @@ class OllamaStreamParser:
         """The deltas of one complete line (without its newline)."""
         text = line.strip()
         if not text:
-            return [NoticeDelta(message="ollama sent a blank line; skipped it", code="malformed_chunk")]
-        try:
-            chunk = json.loads(text)
-        except ValueError:  # UnicodeDecodeError is a ValueError too
-            preview = text[:80].decode("utf-8", "replace")
-            return [
-                NoticeDelta(
-                    message=f"ollama sent a line that is not JSON; skipped it: {preview!r}", code="malformed_chunk"
-                )
-            ]
-        if not isinstance(chunk, dict):
-            return [
-                NoticeDelta(
-                    message=f"ollama sent a line that is not an object; skipped it: {chunk!r:.80}",
-                    code="malformed_chunk",
-                )
-            ]
-        return self.feed(chunk)
+            return self.skipped("a blank line")
+        return self.feed_text(text)
 
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
@@ -146,6 +125,7 @@ class OllamaProvider(HttpProvider):
 
     name = "ollama"
     path = "/api/chat"
+    parser_class = OllamaStreamParser
 
     def __init__(
         self, model: str | None = None, base_url: str | None = None, *, settings: Settings | None = None, **options: Any
@@ -222,12 +202,6 @@ class OllamaProvider(HttpProvider):
                 yield delta
         for delta in parser.finish():
             yield delta
-
-    def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
-        parser = OllamaStreamParser()
-        if not isinstance(body, dict):
-            raise BackendStreamError(f"ollama answered a JSON value that is not an object: {body!r:.80}")
-        return [*parser.feed(body), *parser.finish()]
 
 
 def _message(message: Message) -> dict[str, Any]:

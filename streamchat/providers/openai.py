@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,16 +24,8 @@ from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
 from ._http import HttpProvider, function_tools
-from .base import (
-    FinishDelta,
-    ModelRequest,
-    NoticeDelta,
-    ProviderDelta,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallPart,
-    UsageDelta,
-)
+from ._parsing import ChunkParser
+from .base import FinishDelta, ModelRequest, ProviderDelta, TextDelta, ThinkingDelta, ToolCallPart, UsageDelta
 
 __all__ = ["DEFAULT_OPENAI_BASE_URL", "DEFAULT_OPENAI_MODEL", "OpenAIProvider", "OpenAIStreamParser"]
 
@@ -67,8 +59,11 @@ class _PartialCall:
         return ToolCallPart(call_id=call_id, name=self.name, args=args)
 
 
-class OpenAIStreamParser:
+class OpenAIStreamParser(ChunkParser):
     """Turns the `data` of OpenAI-style SSE events into provider deltas; one per response."""
+
+    source = "the server"
+    unit = "an event"
 
     def __init__(self) -> None:
         self.done = False
@@ -81,23 +76,7 @@ class OpenAIStreamParser:
         if data.strip() == "[DONE]":
             self.done = True
             return self.finish()
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return [
-                NoticeDelta(
-                    message=f"the server sent an event that is not JSON; skipped it: {data[:80]!r}",
-                    code="malformed_chunk",
-                )
-            ]
-        if not isinstance(chunk, dict):
-            return [
-                NoticeDelta(
-                    message=f"the server sent an event that is not an object; skipped it: {data[:80]!r}",
-                    code="malformed_chunk",
-                )
-            ]
-        return self.feed(chunk)
+        return self.feed_text(data)
 
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
@@ -175,6 +154,7 @@ class OpenAIProvider(HttpProvider):
 
     name = "openai"
     path = "/chat/completions"
+    parser_class = OpenAIStreamParser
 
     def __init__(
         self,
@@ -244,12 +224,6 @@ class OpenAIProvider(HttpProvider):
                     return
         for delta in parser.finish():
             yield delta
-
-    def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
-        parser = OpenAIStreamParser()
-        if not isinstance(body, dict):
-            raise BackendStreamError(f"the server answered a JSON value that is not an object: {body!r:.80}")
-        return [*parser.feed(body), *parser.finish()]
 
 
 def _message(message: Message) -> dict[str, Any]:

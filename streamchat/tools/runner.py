@@ -125,23 +125,21 @@ class ToolCallRun:
 
     def pause(self) -> bool:
         """Hold the call at its next progress report. False if it is not running."""
-        if self._inner is None or self._inner.done() or self.paused:
+        if self._inner is None or self._inner.done():
             return False
-        self.paused = True
-        assert self._reporter is not None
-        self._reporter._set_paused(True)
-        self._emit(Progress("Paused", stage="paused"))
-        self._state_changed.set()
-        return True
+        return self._set_paused(True)
 
     def resume(self) -> bool:
         """Release a paused call. False if it was not paused."""
-        if not self.paused:
+        return self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> bool:
+        if self.paused == paused:
             return False
-        self.paused = False
+        self.paused = paused
         assert self._reporter is not None
-        self._reporter._set_paused(False)
-        self._emit(Progress("Resumed", stage="resumed"))
+        self._reporter._set_paused(paused)
+        self._emit(Progress("Paused", stage="paused") if paused else Progress("Resumed", stage="resumed"))
         self._state_changed.set()
         return True
 
