@@ -103,6 +103,27 @@ class ApiHandler(_StreamChatMixin, APIHandler):
         """The identity owning the sessions this request may touch."""
         return owner_of(self)
 
+    def check_explicit_xsrf(self) -> None:
+        """Refuse a cookie-authenticated request without the XSRF token itself; no Referer fallback.
+
+        jupyter_server's `check_xsrf_cookie` lets a GET through on a same-host `Referer`
+        alone, which any `<img src>` on a Jupyter page sends: a GET that starts a turn needs
+        the `_xsrf` cookie's value in the `_xsrf` argument or the `X-XSRFToken` header, as a
+        POST does, unless the request carries a token (Authorization header).
+        """
+        if self.token_authenticated or self.settings.get("disable_check_xsrf", False):
+            return
+        if not self.check_origin():
+            raise web.HTTPError(404)
+        try:
+            web.RequestHandler.check_xsrf_cookie(self)
+        except web.HTTPError as exc:
+            raise web.HTTPError(
+                403,
+                "a browser starting a turn must send the '_xsrf' cookie's value as the '_xsrf' query argument "
+                "or the X-XSRFToken header (scripts: send an 'Authorization: token ...' header)",
+            ) from exc
+
 
 class _SseHandler(ApiHandler):
     """Writes a followed turn as Server-Sent Events, with heartbeats; a disconnect stops following."""
@@ -211,7 +232,7 @@ class SessionStreamHandler(_SseHandler):
                 await self.finish(set_content_type="text/event-stream")
                 return
         else:
-            self.check_xsrf_cookie()  # starting a turn changes state: same checks as a POST (or Referer)
+            self.check_explicit_xsrf()  # starting a turn changes state: an <img> must not be able to do it
             message = self.get_query_argument("message", None)
             follower = await self.service.start_turn(self.owner, session_id, message, create_missing=True)
         await self.stream(follower)
