@@ -20,7 +20,7 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Int, List, Type, Unicode
+from traitlets import Bool, Float, Int, List, Type, Unicode
 
 from streamchat.errors import ConfigurationError, StreamChatError
 from streamchat.providers import get_provider
@@ -95,6 +95,9 @@ class StreamChat(ExtensionApp):
     openai_api_key = Unicode(None, allow_none=True, help="API key for the OpenAI-compatible API.").tag(config=True)
     local_model = Unicode(None, allow_none=True, help="Path of a GGUF file for the local model.").tag(config=True)
     system = Unicode(None, allow_none=True, help="System prompt.").tag(config=True)
+    remote_images = Bool(
+        None, allow_none=True, help="Show https:// images from model output on the page (off: no image loads)."
+    ).tag(config=True)
     max_turns = Int(None, allow_none=True, help="Most model calls in one turn.").tag(config=True)
     tool_timeout = Float(None, allow_none=True, help="Default seconds a tool call may run.").tag(config=True)
     tools = List(
@@ -130,7 +133,7 @@ class StreamChat(ExtensionApp):
         given: dict[str, Any] = {
             name: getattr(self, name) for name in SETTINGS_TRAITS if getattr(self, name) is not None
         }
-        for name in ("max_turns", "tool_timeout"):
+        for name in ("max_turns", "tool_timeout", "remote_images"):
             if getattr(self, name) is not None:
                 given[name] = getattr(self, name)
         try:

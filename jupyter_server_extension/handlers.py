@@ -32,7 +32,7 @@ from streamchat.errors import BadRequestError, ClientMessageError, MessageTooLar
 from . import wire
 from .service import SERVICE_SETTING, ChatService, Follower
 
-__all__ = ["RESOURCE", "owner_of", "routes"]
+__all__ = ["RESOURCE", "owner_of", "page_policy", "routes"]
 
 RESOURCE = "streamchat"
 STATIC = Path(__file__).parent / "static"
@@ -372,6 +372,28 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             pump.cancel()
 
 
+def page_policy(*, remote_images: bool) -> str:
+    """The page's Content-Security-Policy: its own scripts, styles and API only, no inline code.
+
+    Model output is sanitized before it is shown; the policy is the second wall: even
+    markup that got through cannot run a script, load an image from elsewhere (unless
+    remote images are on), submit a form, restyle the page inline or re-base its links.
+    """
+    images = "https:" if remote_images else "'none'"
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {images}",
+            "connect-src 'self'",  # the API and its WebSocket ('self' covers ws: and wss: of this origin)
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'self'",
+        ]
+    )
+
+
 class _LoginPageMixin(JupyterHandler):
     """Pages answer a visitor without credentials 403, never a redirect or a 200.
 
@@ -396,7 +418,16 @@ class _LoginPageMixin(JupyterHandler):
         )
 
 
-class PageHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
+class _PageMixin(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
+    """The page and its assets: the login refusal, and the strict `page_policy`."""
+
+    @property
+    def content_security_policy(self) -> str:
+        """The page's own policy, in place of jupyter_server's (which allows any source)."""
+        return page_policy(remote_images=self.service.settings.remote_images)
+
+
+class PageHandler(_PageMixin):
     """``GET streamchat/``: the chat page."""
 
     @web.authenticated
@@ -408,11 +439,13 @@ class PageHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
             return
         self.xsrf_token  # noqa: B018  (sets the cookie)
         page = (STATIC / "index.html").read_bytes()
+        if self.service.settings.remote_images:
+            page = page.replace(b'data-remote-images="off"', b'data-remote-images="on"', 1)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         await self.finish(page)
 
 
-class AssetHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler, web.StaticFileHandler):
+class AssetHandler(_PageMixin, web.StaticFileHandler):
     """``GET streamchat/static/…``: the page's script and vendored libraries, for logged-in users."""
 
     @web.authenticated

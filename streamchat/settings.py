@@ -76,3 +76,6 @@ class Settings(BaseSettings):
     """Seconds to wait for Ollama when picking a backend automatically; `STREAMCHAT_BACKEND_PROBE_TIMEOUT`."""
     display: str = Field("auto", validation_alias=_env("display", "STREAMCHAT_DISPLAY"))
     """How `chat()` shows a turn: `auto` (a widget in a Jupyter kernel), `widget` or `text`; `STREAMCHAT_DISPLAY`."""
+    remote_images: bool = Field(False, validation_alias=_env("remote_images", "STREAMCHAT_REMOTE_IMAGES"))
+    """Let the server's chat page load ``https://`` images from model output (off: no image loads;
+    each would load without a click and can leak the conversation in its URL); `STREAMCHAT_REMOTE_IMAGES`."""

