@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -39,18 +40,27 @@ STATIC = Path(__file__).parent / "static"
 SESSION = r"(?P<session_id>[^/]+)"
 
 
-def owner_of(handler: JupyterHandler) -> str:
+SERVER_TOKEN_OWNER = "\0server-token"  # cannot collide with a user name taken from a request
+
+
+async def owner_of(handler: JupyterHandler) -> str:
     """The identity a session belongs to: the Jupyter user, or the holder of the server token.
 
-    With jupyter_server's default identity provider a request carrying the shared server
-    token but no login cookie gets a fresh anonymous user every time; all such requests
-    come from whoever holds that one token, so they share one owner.
+    Precedence is jupyter_server's own: a login cookie's user stays that user even when
+    the request also carries the server token. With jupyter_server's default identity
+    provider a request carrying the shared server token but no login cookie gets a fresh
+    anonymous user every time; all such requests come from whoever holds that one token,
+    so they share one owner.
     """
     provider = handler.identity_provider
     token = provider.token
     given = provider.get_token(handler) or ""
     if token and provider.is_token_authenticated(handler) and hmac.compare_digest(given, token):
-        return "\0server-token"  # cannot collide with a user name taken from a request
+        cookie_user = provider.get_user_cookie(handler)
+        if inspect.isawaitable(cookie_user):
+            cookie_user = await cookie_user
+        if cookie_user is None:
+            return SERVER_TOKEN_OWNER
     return str(handler.current_user.username)
 
 
@@ -98,10 +108,20 @@ class ApiHandler(_StreamChatMixin, APIHandler):
             raise MessageTooLargeError(f"the request body is over {self.service.limits.max_body_size} bytes")
         return wire.parse_chat_request(self.request.body)
 
-    @property
-    def owner(self) -> str:
-        """The identity owning the sessions this request may touch."""
-        return owner_of(self)
+    owner: str
+    """The identity owning the sessions this request may touch (set by `prepare`)."""
+
+    async def prepare(self) -> None:
+        """Authenticate as jupyter_server does, then find the request's `owner`."""
+        await super().prepare()
+        if not self.current_user:
+            return  # the route refuses the request (403)
+        self.owner = await owner_of(self)
+        if self.owner == SERVER_TOKEN_OWNER:
+            # jupyter_server would persist the one-off anonymous user it made for this
+            # request in a login cookie; a script keeping cookies would then turn into
+            # that user on its next request and lose its sessions. It stays the token holder.
+            self.clear_cookie(self.identity_provider.get_cookie_name(self), path=self.base_url)
 
     def check_explicit_xsrf(self) -> None:
         """Refuse a cookie-authenticated request without the XSRF token itself; no Referer fallback.
@@ -278,7 +298,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     @authorized(action="write", resource=RESOURCE)
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authenticate and authorize, then upgrade."""
-        self.owner = owner_of(self)
+        self.owner = await owner_of(self)
         self._pumps = {}
         self._tasks = set()
         await super().get(*args, **kwargs)

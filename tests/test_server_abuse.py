@@ -206,3 +206,28 @@ class TestRemoteImagesOptIn:
         async with httpx.AsyncClient(base_url=base_url, headers=auth(ALICE)) as client:
             policy = (await client.get("streamchat/")).headers["content-security-policy"]
         assert "img-src https:" in policy
+
+
+# -- item 7: a login cookie's user keeps ownership when the request also carries the server token --------
+
+
+async def test_a_cookie_user_keeps_its_sessions_when_the_request_also_carries_the_server_token(
+    base_url: str, jp_serverapp: Any
+) -> None:
+    server_token = auth(jp_serverapp.identity_provider.token)
+    async with logged_in(base_url) as browser:
+        xsrf = {"X-XSRFToken": browser.cookies["_xsrf"]}
+        mine = (await browser.post("api/streamchat/chat", json={"message": "mine"}, headers=xsrf)).json()
+        both = await browser.get(f"api/streamchat/sessions/{mine['session_id']}", headers=server_token)
+        assert both.status_code == 200, both.status_code  # alice, as jupyter_server itself says
+        created = (await browser.post("api/streamchat/chat", json={"message": "also"}, headers=server_token)).json()
+    record = await service_of(jp_serverapp).store.get(created["session_id"])
+    assert record is not None and record.owner == "alice"
+    async with httpx.AsyncClient(base_url=base_url, headers=server_token) as script:  # a script keeping cookies
+        refused = await script.get(f"api/streamchat/sessions/{mine['session_id']}")
+        assert refused.status_code == 404
+        first = (await script.post("api/streamchat/chat", json={"message": "script"})).json()
+        again = await script.get(f"api/streamchat/sessions/{first['session_id']}")
+        assert again.status_code == 200  # the server token alone stays one owner, also across a cookie jar
+    async with httpx.AsyncClient(base_url=base_url, headers=server_token) as other_script:
+        assert (await other_script.get(f"api/streamchat/sessions/{first['session_id']}")).status_code == 200
