@@ -28,7 +28,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from streamchat.errors import BadRequestError, ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
+from streamchat.errors import ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
 
 from . import wire
 from .service import SERVICE_SETTING, ChatService, Follower
@@ -244,9 +244,8 @@ class SessionStreamHandler(_SseHandler):
         """Resume with `Last-Event-ID`, or start a turn (creating the named session if needed)."""
         last_event_id = self.request.headers.get("Last-Event-ID")
         if last_event_id is not None:
-            if not last_event_id.strip().isdigit():
-                raise BadRequestError("Last-Event-ID must be an event's seq (an integer)", code="bad_last_event_id")
-            follower = await self.service.resume(self.owner, session_id, int(last_event_id))
+            turn_id, last_seq = wire.parse_last_event_id(last_event_id)
+            follower = await self.service.resume(self.owner, session_id, last_seq, turn_id)
             if follower is None:
                 self.set_status(204)  # nothing left to send: tells EventSource to stop reconnecting
                 await self.finish(set_content_type="text/event-stream")

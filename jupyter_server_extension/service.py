@@ -29,6 +29,7 @@ from streamchat._version import __version__
 from streamchat.errors import (
     BadRequestError,
     MessageTooLargeError,
+    ReplayGapError,
     SessionBusyError,
     SessionNotFoundError,
     TooManySessionsError,
@@ -105,11 +106,15 @@ class Follower:
     the store's bounded replay buffer only serves what was sent before it attached.
     """
 
-    def __init__(self, service: ChatService, session_id: str, run: TurnRun | None, after: int) -> None:
+    def __init__(
+        self, service: ChatService, session_id: str, run: TurnRun | None, after: int, turn_id: str | None = None
+    ) -> None:
         self.service = service
         self.session_id = session_id
         self.run = run
         self.after = after
+        self.turn_id = turn_id
+        """The turn followed; None until its first event when the follower did not name one."""
         self.ended = False
         self._backlog_read = False
         self.inbox: collections.deque[Event] = collections.deque()
@@ -138,6 +143,10 @@ class Follower:
             self.inbox.clear()
             events = [event for event in events if event.seq > self.after]  # backlog and inbox may overlap
             if events:
+                if self.turn_id is None:
+                    self.turn_id = events[0].turn_id
+                if events[0].turn_id != self.turn_id:  # another turn began before this follower attached
+                    raise ReplayGapError(f"turn {self.turn_id!r} is over", code="turn_replaced")
                 self.after = events[-1].seq
                 self.ended = events[-1].type == "done"
                 return events
@@ -315,14 +324,24 @@ class ChatService:
                     del self._runs[run.session_id]
                 run.notify()
 
-    async def resume(self, owner: str, session_id: str, last_seq: int) -> Follower | None:
-        """Follow the session's latest turn after event `last_seq`; None when nothing is left."""
+    async def resume(self, owner: str, session_id: str, last_seq: int, turn_id: str | None = None) -> Follower | None:
+        """Follow turn `turn_id` (None: the session's latest turn) after event `last_seq`.
+
+        Returns None when nothing is left; 410 (`ReplayGapError`) when the session has
+        moved on to another turn, or the events are no longer buffered.
+        """
         await self.open_session(owner, session_id)
-        run = self._runs.get(session_id)
+        if turn_id is not None and await self.store.latest_turn_id(session_id) != turn_id:
+            raise ReplayGapError(
+                f"turn {turn_id!r} is over and the session has moved on to another turn: read the answer "
+                f"in the session's history (GET api/streamchat/sessions/{session_id})",
+                code="turn_replaced",
+            )
         pending = await self.store.events_after(session_id, last_seq)
+        run = self._runs.get(session_id)
         if run is None and not pending:
             return None
-        return Follower(self, session_id, run, after=last_seq)
+        return Follower(self, session_id, run, after=last_seq, turn_id=turn_id)
 
     async def collect(self, follower: Follower) -> ChatResult:
         """Wait for the followed turn to end and return its result."""

@@ -19,7 +19,9 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from server_helpers import *  # noqa: F403
 from server_helpers import ALICE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
 
+from streamchat import TokenEvent
 from streamchat.notebook.render import render_markdown
+from streamchat.stores import MemoryStore
 
 CHROMIUM = os.environ.get("STREAMCHAT_CHROMIUM", "/usr/bin/chromium")
 
@@ -231,3 +233,70 @@ async def test_a_cookie_user_keeps_its_sessions_when_the_request_also_carries_th
         assert again.status_code == 200  # the server token alone stays one owner, also across a cookie jar
     async with httpx.AsyncClient(base_url=base_url, headers=server_token) as other_script:
         assert (await other_script.get(f"api/streamchat/sessions/{first['session_id']}")).status_code == 200
+
+
+# -- item 8: resume ids name their turn ---------------------------------------------------------------------
+
+
+class TestResumeAcrossTurns:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(disconnect_grace=60.0)  # the cut client's turn runs on to its end
+
+    async def test_a_resume_after_a_new_turn_answers_410_instead_of_the_new_turns_events(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        SCRIPT.turns = [["one ", "two ", "three"], ["second turn"]]
+        url = "api/streamchat/sessions/moved/stream"
+        cut = await sse_events(client, "GET", url, params={"message": "go"}, stop=lambda f: f.event.type == "token")
+        turn_id = cut[0].event.turn_id
+        assert [f.id for f in cut] == [f"{turn_id}:1", f"{turn_id}:2"]  # an SSE id names its turn
+        rest = await sse_events(client, "GET", url, headers={"Last-Event-ID": cut[-1].id})
+        assert [f.id for f in rest] == [f"{turn_id}:{n}" for n in range(3, 6)] and rest[-1].event.type == "done"
+        second = await client.post("api/streamchat/chat", json={"message": "again", "session_id": "moved"})
+        assert second.json()["text"] == "second turn"
+        gone = await client.get(url, headers={"Last-Event-ID": cut[-1].id})
+        assert gone.status_code == 410, gone.status_code
+        error = error_of(gone)
+        assert error["code"] == "turn_replaced" and "api/streamchat/sessions/moved" in error["message"]
+        current = await sse_events(client, "GET", url, headers={"Last-Event-ID": "1"})  # a bare seq: the latest turn
+        (new_turn,) = {f.event.turn_id for f in current}
+        assert new_turn != turn_id and [f.id for f in current] == [f"{new_turn}:{n}" for n in range(2, 4)]
+        assert current[-1].event.text == "second turn"
+
+
+async def test_the_memory_store_names_the_latest_turn_of_its_buffer() -> None:
+    store = MemoryStore(replay_size=2)
+    await store.create("s", owner="alice")
+    assert await store.latest_turn_id("s") is None
+    await store.begin_turn("s")
+    for seq in (1, 2, 3):
+        await store.append_event("s", TokenEvent(session_id="s", turn_id="first", seq=seq, content="x"))
+    assert await store.latest_turn_id("s") == "first"
+    await store.end_turn("s")
+    await store.begin_turn("s")
+    assert await store.latest_turn_id("s") is None  # a new turn before its first event: no longer "first"
+    await store.delete("s")
+    assert await store.latest_turn_id("s") is None
+
+
+ODD_IDS = ["+5", "-1", str(10**30), "1.5", "1e3", "x", ":5", "5:", "a b:1", "t" * 65 + ":1", "1\tx"]
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    # headers travel as bytes, read by tornado as Latin-1: "²" and "¹" are digits to str.isdigit()
+    [*(i.encode() for i in ODD_IDS), "²".encode("latin-1"), "t:¹".encode("latin-1"), "١٢".encode()],
+)
+async def test_odd_last_event_ids_answer_400_json_and_the_session_keeps_working(
+    client: httpx.AsyncClient, last_event_id: bytes
+) -> None:
+    SCRIPT.turns = [["first"], ["second"]]
+    url = "api/streamchat/sessions/odd/stream"
+    await sse_events(client, "GET", url, params={"message": "hi"})
+    response = await client.get(url, headers={"Last-Event-ID": last_event_id})
+    assert response.status_code == 400, response.status_code
+    error = error_of(response)
+    assert error["code"] == "bad_last_event_id" and "<turn_id>:<seq>" in error["message"]
+    frames = await sse_events(client, "GET", url, params={"message": "again"})
+    assert frames[-1].event.text == "second"
