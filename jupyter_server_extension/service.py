@@ -74,11 +74,18 @@ class Limits:
         return 6 * self.max_message_size + 4096  # "\\u001f" is the worst case: 6 bytes per byte
 
 
+def _same_record(a: SessionRecord, b: SessionRecord) -> bool:
+    """Whether two records are one session's (a session deleted and re-created under its id is another)."""
+    return a.session_id == b.session_id and a.owner == b.owner and a.created_at == b.created_at
+
+
 class TurnRun:
     """One turn running on the server; it lives until `done`, not as long as a connection."""
 
-    def __init__(self, session_id: str, chat: ChatSession) -> None:
-        self.session_id = session_id
+    def __init__(self, record: SessionRecord, chat: ChatSession) -> None:
+        self.session_id = record.session_id
+        self.record = record
+        """The session the turn runs in: its history goes back there and nowhere else."""
         self.chat = chat
         self.task: asyncio.Task[None] | None = None
         self.finished = False
@@ -208,6 +215,7 @@ class ChatService:
         self.limits = limits
         self._providers: dict[str, Provider] = {}
         self._runs: dict[str, TurnRun] = {}
+        self._deleting: set[str] = set()  # no turn may start in these sessions
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -239,8 +247,7 @@ class ChatService:
 
     async def delete(self, owner: str, session_id: str) -> None:
         """Stop the session's running turn, if any, and forget the session."""
-        await self.open_session(owner, session_id)
-        await self._drop(session_id)
+        await self._drop(await self.open_session(owner, session_id))
 
     async def clear(self, owner: str, session_id: str) -> None:
         """Forget the session's history; refused while a turn runs."""
@@ -249,22 +256,40 @@ class ChatService:
             raise SessionBusyError("a turn is running in this session: cancel it before clearing")
         await self.store.save_history(session_id, ())
 
-    async def _drop(self, session_id: str) -> None:
-        run = self._runs.get(session_id)
-        if run is not None and run.task is not None:
-            run.chat.cancel()
-            await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
-        await self.store.delete(session_id)
-        provider = self._providers.pop(session_id, None)
-        if provider is not None:
-            await provider.aclose()
+    async def _drop(self, record: SessionRecord) -> None:
+        """Stop the session's turn and delete the session, unless it is already another one.
+
+        Waiting for the stopped turn and deleting take time (a networked store's round
+        trips): meanwhile no turn may start in the session (`start_turn` refuses it), and a
+        record deleted and re-created under the same id since, by anyone, is left alone.
+        """
+        session_id = record.session_id
+        if session_id in self._deleting:
+            return  # another delete of this session is under way
+        self._deleting.add(session_id)
+        try:
+            run = self._runs.get(session_id)
+            if run is not None and run.task is not None:
+                run.chat.cancel()
+                await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
+            current = await self.store.get(session_id)
+            if current is None or not _same_record(current, record):
+                return
+            await self.store.delete(session_id)
+            provider = self._providers.pop(session_id, None)
+            if provider is not None:
+                await provider.aclose()
+        finally:
+            self._deleting.discard(session_id)
 
     async def expire_idle(self) -> list[str]:
         """Delete the sessions idle for longer than the idle timeout; returns their ids."""
         expired = await self.store.idle_since(time.time() - self.limits.idle_timeout)
         expired = [session_id for session_id in expired if session_id not in self._runs]
         for session_id in expired:
-            await self._drop(session_id)
+            record = await self.store.get(session_id)
+            if record is not None:
+                await self._drop(record)
         return expired
 
     # -- turns -----------------------------------------------------------------------------
@@ -288,16 +313,22 @@ class ChatService:
         message = self.check_message(message)
         record = await self.open_session(owner, session_id, create_missing=create_missing)
         session_id = record.session_id
+        self._check_not_deleting(session_id)
         if not await self.store.begin_turn(session_id):
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         try:
+            # the store may have suspended: the session may be under deletion, or deleted and re-created
+            current = await self.store.get(session_id)
+            self._check_not_deleting(session_id)
+            if current is None or not _same_record(current, record):
+                raise SessionNotFoundError(f"session {session_id!r} was deleted: start a new session")
             provider = self._providers.get(session_id)
             if provider is None:
                 provider = self._providers[session_id] = self.make_provider()
             chat = ChatSession(
-                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
+                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=current.history
             )
-            run = TurnRun(session_id, chat)
+            run = TurnRun(current, chat)
             follower = Follower(self, session_id, run, after=0)
         except BaseException:
             await self.store.end_turn(session_id)  # a turn that never started must not leave the session busy
@@ -306,6 +337,10 @@ class ChatService:
         run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
         return follower
 
+    def _check_not_deleting(self, session_id: str) -> None:
+        if session_id in self._deleting:
+            raise SessionNotFoundError(f"session {session_id!r} is being deleted: start a new session")
+
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
             async for event in run.chat.stream(message):
@@ -313,7 +348,8 @@ class ChatService:
                 run.publish(event)
         finally:
             try:
-                if await self.store.get(run.session_id) is not None:
+                current = await self.store.get(run.session_id)
+                if current is not None and _same_record(current, run.record):  # never into a re-created session
                     await self.store.save_history(run.session_id, run.chat.history)
             finally:
                 await self.store.end_turn(run.session_id)

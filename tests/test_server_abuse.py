@@ -8,6 +8,7 @@ malformed input that must answer a 4xx JSON error without leaking internals.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -17,7 +18,18 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from server_helpers import *  # noqa: F403
-from server_helpers import ALICE, SCRIPT, ToolCall, auth, error_of, server_config, session_providers, sse_events
+from server_helpers import (
+    ALICE,
+    BOB,
+    GATE,
+    SCRIPT,
+    ToolCall,
+    auth,
+    error_of,
+    server_config,
+    session_providers,
+    sse_events,
+)
 
 from streamchat import TokenEvent
 from streamchat.notebook.render import render_markdown
@@ -300,3 +312,58 @@ async def test_odd_last_event_ids_answer_400_json_and_the_session_keeps_working(
     assert error["code"] == "bad_last_event_id" and "<turn_id>:<seq>" in error["message"]
     frames = await sse_events(client, "GET", url, params={"message": "again"})
     assert frames[-1].event.text == "second"
+
+
+# -- item 9: a DELETE racing a new turn ----------------------------------------------------------------------
+
+
+class SlowDeleteStore(MemoryStore):
+    """A memory store whose delete takes a round trip, as a networked store's does; the test holds it open."""
+
+    def __init__(self, *, replay_size: int = 2000) -> None:
+        super().__init__(replay_size=replay_size)
+        self.deleting = asyncio.Event()
+        self.proceed = asyncio.Event()
+
+    async def delete(self, session_id: str) -> bool:
+        self.deleting.set()
+        await self.proceed.wait()
+        return await super().delete(session_id)
+
+
+class TestDeleteRace:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(store_class=SlowDeleteStore, disconnect_grace=60.0)
+
+    async def test_a_turn_started_during_a_delete_cannot_leak_into_a_record_another_user_recreates(
+        self, client: httpx.AsyncClient, base_url: str, jp_serverapp: Any
+    ) -> None:
+        store = service_of(jp_serverapp).store
+        GATE.reset()
+        SCRIPT.turns = [[ToolCall("wait_here", {"label": "A"})], [ToolCall("wait_here", {"label": "B"})], ["secret"]]
+        url = "api/streamchat/sessions/race/stream"
+        await sse_events(client, "GET", url, params={"message": "A"}, stop=lambda f: f.event.type == "tool_progress")
+        delete = asyncio.create_task(client.delete("api/streamchat/sessions/race"))
+        await asyncio.wait_for(store.deleting.wait(), timeout=10)  # turn A was stopped; the delete is under way
+        GATE.reset()
+        second = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "B", "session_id": "race"}))
+        assert GATE.started is not None
+        started = asyncio.create_task(GATE.started.wait())
+        await asyncio.wait({second, started}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        b_started = started.done()
+        started.cancel()
+        store.proceed.set()
+        assert (await delete).status_code == 204
+        SCRIPT.turns = [["bob's answer"]]
+        async with httpx.AsyncClient(base_url=base_url, headers=auth(BOB)) as bob:
+            await sse_events(bob, "GET", url, params={"message": "bob's question"})
+            assert GATE.opened is not None
+            GATE.opened.set()  # a turn B, if one started, ends now and saves its history
+            refused = await second
+            turns = [task for task in asyncio.all_tasks() if task.get_name() == "streamchat race"]
+            await asyncio.gather(*turns, return_exceptions=True)
+            history = (await bob.get("api/streamchat/sessions/race")).json()["history"]
+        assert [m["content"] for m in history] == ["bob's question", "bob's answer"]
+        assert not b_started  # no turn B ran
+        assert refused.status_code == 404 and "deleted" in error_of(refused)["message"]
