@@ -175,6 +175,7 @@ class StreamChat(ExtensionApp):
             limits=limits,
             health_provider=health_provider,
         )
+        self.service.log = self.serverapp.log if self.serverapp is not None else self.log
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)

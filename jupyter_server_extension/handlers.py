@@ -31,7 +31,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from streamchat.errors import ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
 
 from . import wire
-from .service import SERVICE_SETTING, ChatService, Follower
+from .service import SERVICE_SETTING, ChatService, Follower, new_error_id
 
 __all__ = ["RESOURCE", "owner_of", "page_policy", "routes"]
 
@@ -39,6 +39,14 @@ RESOURCE = "streamchat"
 STATIC = Path(__file__).parent / "static"
 SESSION = r"(?P<session_id>[^/]+)"
 
+
+HTTP_HINTS = {
+    401: "log in to Jupyter, or send an 'Authorization: token <token>' header",
+    403: "log in to Jupyter, or send an 'Authorization: token <token>' header",
+    404: "no such route: the API lives under api/streamchat/",
+    405: "this route does not take that method",
+}
+"""What to do, for a refusal that carries no message of its own."""
 
 SERVER_TOKEN_OWNER = "\0server-token"  # cannot collide with a user name taken from a request
 
@@ -75,26 +83,48 @@ class _StreamChatMixin(JupyterHandler):
         service: ChatService = self.settings[SERVICE_SETTING]
         return service
 
+    _request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """An id for this request, given to the client with a failure and logged with its details."""
+        if self._request_id is None:
+            self._request_id = new_error_id()
+        return self._request_id
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Answer ``{"error": {"code", "message"}}``, never a traceback."""
+        """Answer ``{"error": {"code", "message"}}`` saying what to do; never a traceback or internals."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, StreamChatError):
+        if isinstance(exc, StreamChatError) and exc.status < 500:
             status_code, code, message = exc.status, exc.code, exc.message
             self.set_status(status_code)
         elif isinstance(exc, web.HTTPError):
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
                 status_code, "http_error"
             )
-            message = exc.log_message or self._reason
+            given = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            message = given or HTTP_HINTS.get(status_code, self._reason)
         else:
-            code, message = "internal_error", "internal server error (see the server log)"
+            code = exc.code if isinstance(exc, StreamChatError) else "internal_error"
+            message = (
+                "the server failed to answer: try again; if it persists, tell the server's admin "
+                f"(request id {self.request_id} in the server log)"
+            )
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(wire.error_body(code, message)))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Log expected API errors in one line; keep tornado's traceback for real failures."""
         if isinstance(value, StreamChatError) and value.status < 500:
-            self.log.info("streamchat: %s %s -> %s %s", self.request.method, self.request.path, value.code, value)
+            # %r: the message may quote the client's input (a JSON key holding line breaks…)
+            self.log.info(
+                "streamchat: %s %r -> %s %r", self.request.method, self.request.path, value.code, value.message
+            )
+        elif not isinstance(value, web.HTTPError):
+            self.log.error(
+                "streamchat: request id %s failed: %s %r", self.request_id, self.request.method, self.request.path
+            )
+            super().log_exception(typ, value, tb)
         else:
             super().log_exception(typ, value, tb)
 
@@ -105,7 +135,9 @@ class ApiHandler(_StreamChatMixin, APIHandler):
     def chat_request(self) -> wire.ChatRequest:
         """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
         if len(self.request.body) > self.service.limits.max_body_size:
-            raise MessageTooLargeError(f"the request body is over {self.service.limits.max_body_size} bytes")
+            raise MessageTooLargeError(
+                f"the request body is over {self.service.limits.max_body_size} bytes: send a shorter message"
+            )
         return wire.parse_chat_request(self.request.body)
 
     owner: str

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,7 +36,7 @@ from streamchat.errors import (
     SessionNotFoundError,
     TooManySessionsError,
 )
-from streamchat.events import Event
+from streamchat.events import ErrorEvent, Event
 from streamchat.messages import Message
 from streamchat.providers.base import Provider
 from streamchat.result import ChatResult, ResultCollector
@@ -51,6 +53,28 @@ SERVICE_SETTING = "streamchat_service"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """What a session id may be: 1–64 letters, digits, `-` or `_`."""
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+_PRIVATE_ERRORS = {
+    "backend_unreachable": "the model's backend cannot be reached",
+    "backend_timeout": "the model's backend did not answer in time",
+    "backend_stream_error": "the connection to the model's backend broke",
+    "internal_error": "the server failed while answering",
+}
+"""Error events whose message names server internals (a backend's URL, a file path, an exception's
+text), with what clients are told instead; other ``backend_*`` and ``http_*`` codes too."""
+
+
+def new_error_id() -> str:
+    """A short id tying what a client is told to the server log line holding the details."""
+    return uuid.uuid4().hex[:12]
+
+
+def public_provider(provider: Provider) -> dict[str, Any]:
+    """Name, model and description of `provider`, without its address or the path of its model file."""
+    model = Path(provider.model).name if provider.name == "local" else provider.model
+    endpoint = getattr(provider, "base_url", None)
+    description = f"{provider.name} {model}" if isinstance(endpoint, str) and endpoint else provider.describe()
+    return {"name": provider.name, "model": model, "description": description}
 
 
 @dataclass(frozen=True)
@@ -214,6 +238,8 @@ class ChatService:
         self.settings = settings
         self.limits = limits
         self._providers: dict[str, Provider] = {}
+        self.log = logging.getLogger("streamchat.server")
+        """Where details kept from clients go, under the error id the client is given."""
         self._runs: dict[str, TurnRun] = {}
         self._deleting: set[str] = set()  # no turn may start in these sessions
 
@@ -229,7 +255,9 @@ class ChatService:
         if record is None and create_missing:
             return await self._create(owner, session_id)
         if record is None or record.owner != owner:
-            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+            raise SessionNotFoundError(
+                f"no session {session_id!r} (it may have expired or been deleted): start a new session"
+            )
         return record
 
     async def _create(self, owner: str, session_id: str) -> SessionRecord:
@@ -303,7 +331,9 @@ class ChatService:
         if not message.strip():
             raise BadRequestError('"message" must not be empty', code="bad_message")
         if len(message.encode("utf-8", "surrogatepass")) > self.limits.max_message_size:
-            raise MessageTooLargeError(f"the message is over the limit of {self.limits.max_message_size} bytes")
+            raise MessageTooLargeError(
+                f"the message is over the limit of {self.limits.max_message_size} bytes: send a shorter one"
+            )
         return message
 
     async def start_turn(
@@ -344,6 +374,8 @@ class ChatService:
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
             async for event in run.chat.stream(message):
+                if isinstance(event, ErrorEvent):
+                    event = self._public_error(event)
                 await self.store.append_event(run.session_id, event)
                 run.publish(event)
         finally:
@@ -360,6 +392,24 @@ class ChatService:
                     del self._runs[run.session_id]
                 run.notify()
 
+    def _public_error(self, event: ErrorEvent) -> ErrorEvent:
+        """The error event as clients see it: internals go to the server log under an error id."""
+        code = event.code
+        if code not in _PRIVATE_ERRORS and not code.startswith(("backend_", "http_")):
+            return event
+        error_id = new_error_id()
+        self.log.warning(
+            "streamchat: error id %s in session %s, turn %s: %s: %r",
+            error_id,
+            event.session_id,
+            event.turn_id,
+            code,
+            event.message,
+        )
+        what = _PRIVATE_ERRORS.get(code, "the model's backend failed the request")
+        message = f"{what}: try again; if it persists, tell the server's admin (error id {error_id} in the server log)"
+        return event.model_copy(update={"message": message})
+
     async def resume(self, owner: str, session_id: str, last_seq: int, turn_id: str | None = None) -> Follower | None:
         """Follow turn `turn_id` (None: the session's latest turn) after event `last_seq`.
 
@@ -373,7 +423,12 @@ class ChatService:
                 f"in the session's history (GET api/streamchat/sessions/{session_id})",
                 code="turn_replaced",
             )
-        pending = await self.store.events_after(session_id, last_seq)
+        try:
+            pending = await self.store.events_after(session_id, last_seq)
+        except ReplayGapError as exc:
+            raise ReplayGapError(
+                f"{exc.message}: read the answer in the session's history (GET api/streamchat/sessions/{session_id})"
+            ) from exc
         run = self._runs.get(session_id)
         if run is None and not pending:
             return None
@@ -391,23 +446,30 @@ class ChatService:
         return result.build()
 
     async def health(self) -> dict[str, Any]:
-        """Status, version, the provider and whether its endpoint answers."""
+        """Status, version, the provider and whether its endpoint answers (its address stays in the log)."""
         provider = self.health_provider
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "provider": public_provider(provider),
+            "reachable": True,  # an in-process model (demo, scripted, local) is always there
+        }
         endpoint = getattr(provider, "base_url", None)
-        reachable = True  # an in-process model (demo, scripted, local) is always there
         if isinstance(endpoint, str) and endpoint:
             try:
                 async with httpx.AsyncClient(timeout=2.0) as client:
                     await client.get(endpoint)
-            except httpx.HTTPError:
-                reachable = False
-        return {
-            "status": "ok",
-            "version": __version__,
-            "provider": {"name": provider.name, "model": provider.model, "description": provider.describe()},
-            "endpoint": endpoint if isinstance(endpoint, str) else None,
-            "reachable": reachable,
-        }
+            except httpx.HTTPError as exc:
+                error_id = new_error_id()
+                self.log.warning(
+                    "streamchat: health: error id %s: %s at %s: %r", error_id, provider.name, endpoint, exc
+                )
+                body["reachable"] = False
+                body["error"] = (
+                    "the model's backend does not answer: check that it runs "
+                    f"(error id {error_id} in the server log has its address and the error)"
+                )
+        return body
 
     def running(self, session_id: str) -> ChatSession | None:
         """The chat of the session's running turn, if one runs in this process."""

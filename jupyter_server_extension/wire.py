@@ -207,16 +207,26 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
+_CHAT_BODY = '{"message": "...", "session_id": "..."}'
+
+
+def _load_json(raw: str | bytes, what: str, shape: str) -> Any:
+    """`json.loads`, its failures (deep nesting included: RecursionError) as `ClientMessageError`."""
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise ClientMessageError(f"{what} nests too deeply: send {shape}", code="invalid_json") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClientMessageError(f"{what} is not valid JSON ({exc}): send {shape}", code="invalid_json") from exc
+
+
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Parse a chat request body; raises `ClientMessageError` saying what is wrong."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientMessageError(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    body = _load_json(raw, "the body", _CHAT_BODY)
     if not isinstance(body, dict):
-        raise ClientMessageError('the body must be a JSON object {"message": ..., "session_id": ...}')
+        raise ClientMessageError(f"the body must be a JSON object: send {_CHAT_BODY}")
     if "message" not in body:
-        raise ClientMessageError('the body needs a "message"')
+        raise ClientMessageError(f'the body needs a "message": send {_CHAT_BODY}')
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
@@ -225,10 +235,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """Parse one client message; raises `ClientMessageError` saying what is wrong."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientMessageError(f"the message is not valid JSON: {exc}", code="invalid_json") from exc
+    body = _load_json(raw, "the message", 'a JSON object such as {"type": "chat.message", "message": "..."}')
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise ClientMessageError('a message is a JSON object with a string "type"', code="bad_message")
     try:

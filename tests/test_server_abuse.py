@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
+import re
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +31,7 @@ from server_helpers import (
     ToolCall,
     auth,
     error_of,
+    receive,
     server_config,
     session_providers,
     sse_events,
@@ -367,3 +373,117 @@ class TestDeleteRace:
         assert [m["content"] for m in history] == ["bob's question", "bob's answer"]
         assert not b_started  # no turn B ran
         assert refused.status_code == 404 and "deleted" in error_of(refused)["message"]
+
+
+# -- low: malformed input answers 4xx JSON, logs stay one line per record, no internals reach clients ------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("route", ["api/streamchat/chat", "api/streamchat/chat/stream"])
+@pytest.mark.parametrize("body", [DEEP, b'{"message": "hi", "x": ' + DEEP + b"}"], ids=["deep", "deep-value"])
+async def test_deeply_nested_json_is_a_400(client: httpx.AsyncClient, route: str, body: bytes) -> None:
+    response = await client.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.status_code
+    assert error_of(response)["code"] == "invalid_json" and "nest" in error_of(response)["message"]
+
+
+async def test_a_deeply_nested_websocket_message_gets_an_error_and_the_socket_stays(ws: Any) -> None:
+    await ws.write_message(DEEP)
+    assert (await receive(ws))["code"] == "invalid_json"
+    await ws.write_message(json.dumps({"type": "chat.message", "message": "hi"}))
+    assert [(await receive(ws))["type"] for _ in range(4)][-1] == "chat.complete"
+
+
+async def test_extra_keys_and_query_strings_put_no_raw_line_breaks_into_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for body in (
+        {"message": "hi", "evil\nINJECTED log line": 1},
+        {"message": 5, "x\r\nINJECTED": {"y\u2028INJECTED": 1}},
+    ):
+        response = await client.post("api/streamchat/chat", json=body)
+        assert response.status_code == 400 and "INJECTED" in error_of(response)["message"]  # the client is told
+    await client.get(
+        "api/streamchat/sessions/a%0AINJECTED/stream", params={"message": "x\nINJECTED", "k\nINJECTED": ""}
+    )
+    await client.get("api/streamchat/sessions/s/stream", headers={"Last-Event-ID": "1\u0085INJECTED".encode("latin-1")})
+    logged = [record.getMessage() for record in caplog.records if record.name != "httpx"]
+    assert any("INJECTED" in line for line in logged)
+    for line in logged:
+        assert not any(mark + "INJECTED" in line for mark in ("\n", "\r", "\u2028", "\u0085")), line
+
+
+async def test_error_messages_say_what_to_do(client: httpx.AsyncClient) -> None:
+    unknown = await client.get("api/streamchat/sessions/nobody")
+    assert "start a new session" in error_of(unknown)["message"]
+    too_big = await client.post("api/streamchat/chat", content=b"x" * 10_000_000)
+    assert too_big.status_code == 413 and "shorter" in error_of(too_big)["message"]
+    not_json = await client.post("api/streamchat/chat", content=b"{oops")
+    assert '{"message": ' in error_of(not_json)["message"]
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
+        refused = await anonymous.get("api/streamchat/tools")
+    assert refused.status_code == 403 and "Authorization: token" in error_of(refused)["message"]
+
+
+class TestNoInternalsReachClients:
+    @pytest.fixture
+    def backend_url(self) -> str:
+        """The address of an Ollama that is down (nothing listens on the port)."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return f"http://127.0.0.1:{port}/internal-route"
+
+    @pytest.fixture
+    def jp_server_config(self, backend_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+        monkeypatch.setenv("STREAMCHAT_BACKEND_RETRIES", "0")
+        return server_config(provider_factory="", provider="ollama", model="llama3.2", ollama_host=backend_url)
+
+    async def test_health_and_an_unreachable_backend_answer_an_id_not_the_address(
+        self, client: httpx.AsyncClient, backend_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO)
+        health = await client.get("api/streamchat/health")
+        assert health.status_code == 200 and health.json()["reachable"] is False
+        answer = await client.post("api/streamchat/chat", json={"message": "hi"})
+        assert answer.status_code == 200 and answer.json()["reason"] == "error"
+        for response in (health, answer):
+            assert "127.0.0.1" not in response.text and "internal-route" not in response.text, response.text
+        (error,) = answer.json()["errors"]
+        assert "try again" in error
+        for said in (health.json()["error"], error):
+            error_id = re.search(r"error id (\w+)", said)
+            assert error_id is not None, said
+            logged = [r.getMessage() for r in caplog.records if error_id[1] in r.getMessage()]
+            assert logged and all(backend_url in line for line in logged), logged  # the admin gets the details
+
+
+class TestNoGgufPathReachesClients:
+    @pytest.fixture
+    def jp_server_config(self, tmp_path: Path) -> dict[str, Any]:
+        model = tmp_path / "private-models" / "model.gguf"
+        model.parent.mkdir()
+        model.write_bytes(b"")
+        return server_config(provider_factory="", provider="local", local_model=str(model))
+
+    async def test_health_names_the_model_file_not_its_path(self, client: httpx.AsyncClient) -> None:
+        health = await client.get("api/streamchat/health")
+        assert "private-models" not in health.text and "model.gguf" in health.text, health.text
+
+
+async def test_an_internal_error_in_a_turn_reaches_the_client_as_an_id(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(request: Any) -> AsyncIterator[str]:
+        raise RuntimeError("secret detail from /srv/internal/config.yaml")
+        yield ""
+
+    SCRIPT.turns = [broken]
+    answer = (await client.post("api/streamchat/chat", json={"message": "hi"})).json()
+    (error,) = answer["errors"]
+    assert "/srv/internal" not in error and "RuntimeError" not in error
+    error_id = re.search(r"error id (\w+)", error)
+    assert error_id is not None, error
+    assert any(error_id[1] in r.getMessage() and "/srv/internal" in r.getMessage() for r in caplog.records)
