@@ -47,6 +47,10 @@ HTTP_HINTS = {
     405: "this route does not take that method",
 }
 """What to do, for a refusal that carries no message of its own."""
+XSRF_HINT = (
+    "a browser must send the '_xsrf' cookie's value as the '_xsrf' argument or the X-XSRFToken header "
+    "(scripts: send an 'Authorization: token ...' header)"
+)
 
 SERVER_TOKEN_OWNER = "\0server-token"  # cannot collide with a user name taken from a request
 
@@ -103,6 +107,8 @@ class _StreamChatMixin(JupyterHandler):
                 status_code, "http_error"
             )
             given = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            if given and "xsrf" in given.lower() and "X-XSRFToken" not in given:  # tornado's own check
+                given += f": {XSRF_HINT}"
             message = given or HTTP_HINTS.get(status_code, self._reason)
         else:
             code = exc.code if isinstance(exc, StreamChatError) else "internal_error"
@@ -170,11 +176,7 @@ class ApiHandler(_StreamChatMixin, APIHandler):
         try:
             web.RequestHandler.check_xsrf_cookie(self)
         except web.HTTPError as exc:
-            raise web.HTTPError(
-                403,
-                "a browser starting a turn must send the '_xsrf' cookie's value as the '_xsrf' query argument "
-                "or the X-XSRFToken header (scripts: send an 'Authorization: token ...' header)",
-            ) from exc
+            raise web.HTTPError(403, f"starting a turn: {XSRF_HINT}") from exc
 
 
 class _SseHandler(ApiHandler):

@@ -425,6 +425,9 @@ async def test_error_messages_say_what_to_do(client: httpx.AsyncClient) -> None:
     async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
         refused = await anonymous.get("api/streamchat/tools")
     assert refused.status_code == 403 and "Authorization: token" in error_of(refused)["message"]
+    async with logged_in(str(client.base_url)) as browser:
+        refused = await browser.post("api/streamchat/chat", json={"message": "hi"})
+    assert refused.status_code == 403 and "X-XSRFToken" in error_of(refused)["message"]
 
 
 class TestNoInternalsReachClients:
