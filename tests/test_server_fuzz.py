@@ -88,9 +88,9 @@ def test_the_last_event_id_parser_returns_a_bounded_seq_or_a_client_error(value:
         assert 0 <= seq < 10**9 and (turn_id is None or 1 <= len(turn_id) <= 64)
 
 
-@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("depth", [100_000, 1_000_000])
 def test_deep_nesting_is_refused_by_both_parsers(depth: int) -> None:
     for parse in (wire.parse_chat_request, wire.parse_client_message):
         with pytest.raises(ClientMessageError) as refused:
-            parse(nested(depth))
+            parse(nested(depth))  # (how deep json.loads goes depends on the stack: only far deeper is sure)
         assert refused.value.code == "invalid_json" and "nests too deeply" in refused.value.message
