@@ -26,7 +26,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Int, List, TraitType, Type, Unicode
+from traitlets import Bool, Float, Int, List, TraitType, Type, Unicode
 
 from streamchat._sync import loop_running
 from streamchat.errors import ConfigurationError, StreamChatError
@@ -47,7 +47,13 @@ SERVER_SETTINGS = tuple(name for name in Settings.model_fields if name != "displ
 BUILTIN_TOOL_PATHS = [f"{t.function.__module__}:{t.function.__qualname__}" for t in BUILTIN_TOOLS]
 """`StreamChat.tools`' default: the built-in tools, as import paths."""
 
-_TRAIT_TYPES: dict[type, type[TraitType[Any, Any]]] = {str: Unicode, SecretStr: Unicode, int: Int, float: Float}
+_TRAIT_TYPES: dict[type, type[TraitType[Any, Any]]] = {
+    str: Unicode,
+    SecretStr: Unicode,
+    bool: Bool,
+    int: Int,
+    float: Float,
+}
 
 
 def _settings_traits() -> dict[str, TraitType[Any, Any]]:
@@ -174,6 +180,7 @@ class StreamChat(ExtensionApp):
         self.service: ChatService = self.service_class(
             store, provider_choice=self.provider_choice, tools=tools, settings=settings, limits=limits
         )
+        self.service.log = self.serverapp.log if self.serverapp is not None else self.log
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import inspect
 import json
 from pathlib import Path
 from typing import Any, assert_never
@@ -28,31 +29,52 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from streamchat.errors import BadRequestError, ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
+from streamchat.errors import ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
 from streamchat.session import ToolAction
 
 from . import wire
-from .service import SERVICE_SETTING, ChatService, Follower
+from .service import SERVICE_SETTING, ChatService, Follower, new_error_id
 
-__all__ = ["RESOURCE", "owner_of", "routes"]
+__all__ = ["RESOURCE", "owner_of", "page_policy", "routes"]
 
 RESOURCE = "streamchat"
 STATIC = Path(__file__).parent / "static"
 SESSION = r"(?P<session_id>[^/]+)"
 
 
-def owner_of(handler: JupyterHandler) -> str:
+HTTP_HINTS = {
+    401: "log in to Jupyter, or send an 'Authorization: token <token>' header",
+    403: "log in to Jupyter, or send an 'Authorization: token <token>' header",
+    404: "no such route: the API lives under api/streamchat/",
+    405: "this route does not take that method",
+}
+"""What to do, for a refusal that carries no message of its own."""
+XSRF_HINT = (
+    "a browser must send the '_xsrf' cookie's value as the '_xsrf' argument or the X-XSRFToken header "
+    "(scripts: send an 'Authorization: token ...' header)"
+)
+
+SERVER_TOKEN_OWNER = "\0server-token"  # cannot collide with a user name taken from a request
+
+
+async def owner_of(handler: JupyterHandler) -> str:
     """The identity a session belongs to: the Jupyter user, or the holder of the server token.
 
-    With jupyter_server's default identity provider a request carrying the shared server
-    token but no login cookie gets a fresh anonymous user every time; all such requests
-    come from whoever holds that one token, so they share one owner.
+    Precedence is jupyter_server's own: a login cookie's user stays that user even when
+    the request also carries the server token. With jupyter_server's default identity
+    provider a request carrying the shared server token but no login cookie gets a fresh
+    anonymous user every time; all such requests come from whoever holds that one token,
+    so they share one owner.
     """
     provider = handler.identity_provider
     token = provider.token
     given = provider.get_token(handler) or ""
     if token and provider.is_token_authenticated(handler) and hmac.compare_digest(given, token):
-        return "\0server-token"  # cannot collide with a user name taken from a request
+        cookie_user = provider.get_user_cookie(handler)
+        if inspect.isawaitable(cookie_user):
+            cookie_user = await cookie_user
+        if cookie_user is None:
+            return SERVER_TOKEN_OWNER
     return str(handler.current_user.username)
 
 
@@ -67,26 +89,50 @@ class _StreamChatMixin(JupyterHandler):
         service: ChatService = self.settings[SERVICE_SETTING]
         return service
 
+    _request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """An id for this request, given to the client with a failure and logged with its details."""
+        if self._request_id is None:
+            self._request_id = new_error_id()
+        return self._request_id
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Answer ``{"error": {"code", "message"}}``, never a traceback."""
+        """Answer ``{"error": {"code", "message"}}`` saying what to do; never a traceback or internals."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, StreamChatError):
+        if isinstance(exc, StreamChatError) and exc.status < 500:
             status_code, code, message = exc.status, exc.code, exc.message
             self.set_status(status_code)
         elif isinstance(exc, web.HTTPError):
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
                 status_code, "http_error"
             )
-            message = exc.log_message or self._reason
+            given = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            if given and "xsrf" in given.lower() and "X-XSRFToken" not in given:  # tornado's own check
+                given += f": {XSRF_HINT}"
+            message = given or HTTP_HINTS.get(status_code, self._reason)
         else:
-            code, message = "internal_error", "internal server error (see the server log)"
+            code = exc.code if isinstance(exc, StreamChatError) else "internal_error"
+            message = (
+                "the server failed to answer: try again; if it persists, tell the server's admin "
+                f"(request id {self.request_id} in the server log)"
+            )
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(wire.error_body(code, message)))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Log expected API errors in one line; keep tornado's traceback for real failures."""
         if isinstance(value, StreamChatError) and value.status < 500:
-            self.log.info("streamchat: %s %s -> %s %s", self.request.method, self.request.path, value.code, value)
+            # %r: the message may quote the client's input (a JSON key holding line breaks…)
+            self.log.info(
+                "streamchat: %s %r -> %s %r", self.request.method, self.request.path, value.code, value.message
+            )
+        elif not isinstance(value, web.HTTPError):
+            self.log.error(
+                "streamchat: request id %s failed: %s %r", self.request_id, self.request.method, self.request.path
+            )
+            super().log_exception(typ, value, tb)
         else:
             super().log_exception(typ, value, tb)
 
@@ -97,13 +143,42 @@ class ApiHandler(_StreamChatMixin, APIHandler):
     def chat_request(self) -> wire.ChatRequest:
         """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
         if len(self.request.body) > self.service.limits.max_body_size:
-            raise MessageTooLargeError(f"the request body is over {self.service.limits.max_body_size} bytes")
+            raise MessageTooLargeError(
+                f"the request body is over {self.service.limits.max_body_size} bytes: send a shorter message"
+            )
         return wire.parse_chat_request(self.request.body)
 
-    @property
-    def owner(self) -> str:
-        """The identity owning the sessions this request may touch."""
-        return owner_of(self)
+    owner: str
+    """The identity owning the sessions this request may touch (set by `prepare`)."""
+
+    async def prepare(self) -> None:
+        """Authenticate as jupyter_server does, then find the request's `owner`."""
+        await super().prepare()
+        if not self.current_user:
+            return  # the route refuses the request (403)
+        self.owner = await owner_of(self)
+        if self.owner == SERVER_TOKEN_OWNER:
+            # jupyter_server would persist the one-off anonymous user it made for this
+            # request in a login cookie; a script keeping cookies would then turn into
+            # that user on its next request and lose its sessions. It stays the token holder.
+            self.clear_cookie(self.identity_provider.get_cookie_name(self), path=self.base_url)
+
+    def check_explicit_xsrf(self) -> None:
+        """Refuse a cookie-authenticated request without the XSRF token itself; no Referer fallback.
+
+        jupyter_server's `check_xsrf_cookie` lets a GET through on a same-host `Referer`
+        alone, which any `<img src>` on a Jupyter page sends: a GET that starts a turn needs
+        the `_xsrf` cookie's value in the `_xsrf` argument or the `X-XSRFToken` header, as a
+        POST does, unless the request carries a token (Authorization header).
+        """
+        if self.token_authenticated or self.settings.get("disable_check_xsrf", False):
+            return
+        if not self.check_origin():
+            raise web.HTTPError(404)
+        try:
+            web.RequestHandler.check_xsrf_cookie(self)
+        except web.HTTPError as exc:
+            raise web.HTTPError(403, f"starting a turn: {XSRF_HINT}") from exc
 
 
 class _SseHandler(ApiHandler):
@@ -205,15 +280,14 @@ class SessionStreamHandler(_SseHandler):
         """Resume with `Last-Event-ID`, or start a turn (creating the named session if needed)."""
         last_event_id = self.request.headers.get("Last-Event-ID")
         if last_event_id is not None:
-            if not last_event_id.strip().isdigit():
-                raise BadRequestError("Last-Event-ID must be an event's seq (an integer)", code="bad_last_event_id")
-            follower = await self.service.resume(self.owner, session_id, int(last_event_id))
+            turn_id, last_seq = wire.parse_last_event_id(last_event_id)
+            follower = await self.service.resume(self.owner, session_id, last_seq, turn_id)
             if follower is None:
                 self.set_status(204)  # nothing left to send: tells EventSource to stop reconnecting
                 await self.finish(set_content_type="text/event-stream")
                 return
         else:
-            self.check_xsrf_cookie()  # starting a turn changes state: same checks as a POST (or Referer)
+            self.check_explicit_xsrf()  # starting a turn changes state: an <img> must not be able to do it
             message = self.get_query_argument("message", None)
             follower = await self.service.start_turn(self.owner, session_id, message, create_missing=True)
         await self.stream(follower)
@@ -259,7 +333,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     @authorized(action="write", resource=RESOURCE)
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authenticate and authorize, then upgrade."""
-        self.owner = owner_of(self)
+        self.owner = await owner_of(self)
         self._pumps = {}
         self._tasks = set()
         await super().get(*args, **kwargs)
@@ -362,6 +436,28 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             pump.cancel()
 
 
+def page_policy(*, remote_images: bool) -> str:
+    """The page's Content-Security-Policy: its own scripts, styles and API only, no inline code.
+
+    Model output is sanitized before it is shown; the policy is the second wall: even
+    markup that got through cannot run a script, load an image from elsewhere (unless
+    remote images are on), submit a form, restyle the page inline or re-base its links.
+    """
+    images = "https:" if remote_images else "'none'"
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {images}",
+            "connect-src 'self'",  # the API and its WebSocket ('self' covers ws: and wss: of this origin)
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'self'",
+        ]
+    )
+
+
 class _LoginPageMixin(JupyterHandler):
     """Pages answer a visitor without credentials 403, never a redirect or a 200.
 
@@ -386,7 +482,16 @@ class _LoginPageMixin(JupyterHandler):
         )
 
 
-class PageHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
+class _PageMixin(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
+    """The page and its assets: the login refusal, and the strict `page_policy`."""
+
+    @property
+    def content_security_policy(self) -> str:
+        """The page's own policy, in place of jupyter_server's (which allows any source)."""
+        return page_policy(remote_images=self.service.settings.remote_images)
+
+
+class PageHandler(_PageMixin):
     """``GET streamchat/``: the chat page."""
 
     @web.authenticated
@@ -398,11 +503,13 @@ class PageHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler):
             return
         self.xsrf_token  # noqa: B018  (sets the cookie)
         page = (STATIC / "index.html").read_bytes()
+        if self.service.settings.remote_images:
+            page = page.replace(b'data-remote-images="off"', b'data-remote-images="on"', 1)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         await self.finish(page)
 
 
-class AssetHandler(_LoginPageMixin, _StreamChatMixin, JupyterHandler, web.StaticFileHandler):
+class AssetHandler(_PageMixin, web.StaticFileHandler):
     """``GET streamchat/static/…``: the page's script and vendored libraries, for logged-in users."""
 
     @web.authenticated

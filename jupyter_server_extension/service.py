@@ -16,22 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from streamchat._version import __version__
 from streamchat.errors import (
     BadRequestError,
     MessageTooLargeError,
+    ReplayGapError,
     SessionBusyError,
     SessionNotFoundError,
     TooManySessionsError,
 )
-from streamchat.events import Event
+from streamchat.events import ErrorEvent, Event
 from streamchat.messages import Message
 from streamchat.providers import Provider, ProviderChoice
 from streamchat.result import ChatResult, ResultCollector
@@ -51,6 +54,28 @@ HEALTH_PROBE_TIMEOUT = 2.0
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """What a session id may be: 1–64 letters, digits, `-` or `_`."""
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+_PRIVATE_ERRORS = {
+    "backend_unreachable": "the model's backend cannot be reached",
+    "backend_timeout": "the model's backend did not answer in time",
+    "backend_stream_error": "the connection to the model's backend broke",
+    "internal_error": "the server failed while answering",
+}
+"""Error events whose message names server internals (a backend's URL, a file path, an exception's
+text), with what clients are told instead; other ``backend_*`` and ``http_*`` codes too."""
+
+
+def new_error_id() -> str:
+    """A short id tying what a client is told to the server log line holding the details."""
+    return uuid.uuid4().hex[:12]
+
+
+def public_provider(provider: Provider) -> dict[str, Any]:
+    """Name, model and description of `provider`, without its address or the path of its model file."""
+    model = Path(provider.model).name if provider.name == "local" else provider.model
+    endpoint = getattr(provider, "base_url", None)
+    description = f"{provider.name} {model}" if isinstance(endpoint, str) and endpoint else provider.describe()
+    return {"name": provider.name, "model": model, "description": description}
 
 
 @dataclass(frozen=True)
@@ -74,11 +99,18 @@ class Limits:
         return 6 * self.max_message_size + 4096  # "\\u001f" is the worst case: 6 bytes per byte
 
 
+def _same_record(a: SessionRecord, b: SessionRecord) -> bool:
+    """Whether two records are one session's (a session deleted and re-created under its id is another)."""
+    return a.session_id == b.session_id and a.owner == b.owner and a.created_at == b.created_at
+
+
 class TurnRun:
     """One turn running on the server; it lives until `done`, not as long as a connection."""
 
-    def __init__(self, session_id: str, chat: ChatSession) -> None:
-        self.session_id = session_id
+    def __init__(self, record: SessionRecord, chat: ChatSession) -> None:
+        self.session_id = record.session_id
+        self.record = record
+        """The session the turn runs in: its history goes back there and nowhere else."""
         self.chat = chat
         self.task: asyncio.Task[None] | None = None
         self.finished = False
@@ -106,11 +138,15 @@ class Follower:
     the store's bounded replay buffer only serves what was sent before it attached.
     """
 
-    def __init__(self, service: ChatService, session_id: str, run: TurnRun | None, after: int) -> None:
+    def __init__(
+        self, service: ChatService, session_id: str, run: TurnRun | None, after: int, turn_id: str | None = None
+    ) -> None:
         self.service = service
         self.session_id = session_id
         self.run = run
         self.after = after
+        self.turn_id = turn_id
+        """The turn followed; None until its first event when the follower did not name one."""
         self.ended = False
         self._backlog_read = False
         self.inbox: collections.deque[Event] = collections.deque()
@@ -139,6 +175,10 @@ class Follower:
             self.inbox.clear()
             events = [event for event in events if event.seq > self.after]  # backlog and inbox may overlap
             if events:
+                if self.turn_id is None:
+                    self.turn_id = events[0].turn_id
+                if events[0].turn_id != self.turn_id:  # another turn began before this follower attached
+                    raise ReplayGapError(f"turn {self.turn_id!r} is over", code="turn_replaced")
                 self.after = events[-1].seq
                 self.ended = events[-1].type == "done"
                 return events
@@ -197,7 +237,10 @@ class ChatService:
         self.settings = settings
         self.limits = limits
         self._providers: dict[str, Provider] = {}
+        self.log = logging.getLogger("streamchat.server")
+        """Where details kept from clients go, under the error id the client is given."""
         self._runs: dict[str, TurnRun] = {}
+        self._deleting: set[str] = set()  # no turn may start in these sessions
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -211,7 +254,9 @@ class ChatService:
         if record is None and create_missing:
             return await self._create(owner, session_id)
         if record is None or record.owner != owner:
-            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+            raise SessionNotFoundError(
+                f"no session {session_id!r} (it may have expired or been deleted): start a new session"
+            )
         return record
 
     async def _create(self, owner: str, session_id: str) -> SessionRecord:
@@ -229,8 +274,7 @@ class ChatService:
 
     async def delete(self, owner: str, session_id: str) -> None:
         """Stop the session's running turn, if any, and forget the session."""
-        await self.open_session(owner, session_id)
-        await self._drop(session_id)
+        await self._drop(await self.open_session(owner, session_id))
 
     async def clear(self, owner: str, session_id: str) -> None:
         """Forget the session's history; refused while a turn runs."""
@@ -239,15 +283,31 @@ class ChatService:
             raise SessionBusyError("a turn is running in this session: cancel it before clearing")
         await self.store.save_history(session_id, ())
 
-    async def _drop(self, session_id: str) -> None:
-        run = self._runs.get(session_id)
-        if run is not None and run.task is not None:
-            run.chat.cancel()
-            await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
-        await self.store.delete(session_id)
-        provider = self._providers.pop(session_id, None)
-        if provider is not None:
-            await provider.aclose()
+    async def _drop(self, record: SessionRecord) -> None:
+        """Stop the session's turn and delete the session, unless it is already another one.
+
+        Waiting for the stopped turn and deleting take time (a networked store's round
+        trips): meanwhile no turn may start in the session (`start_turn` refuses it), and a
+        record deleted and re-created under the same id since, by anyone, is left alone.
+        """
+        session_id = record.session_id
+        if session_id in self._deleting:
+            return  # another delete of this session is under way
+        self._deleting.add(session_id)
+        try:
+            run = self._runs.get(session_id)
+            if run is not None and run.task is not None:
+                run.chat.cancel()
+                await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
+            current = await self.store.get(session_id)
+            if current is None or not _same_record(current, record):
+                return
+            await self.store.delete(session_id)
+            provider = self._providers.pop(session_id, None)
+            if provider is not None:
+                await provider.aclose()
+        finally:
+            self._deleting.discard(session_id)
 
     async def expire_idle(self, now: float | None = None) -> list[str]:
         """Delete the sessions idle for longer than the idle timeout at `now` (default: the time now); returns their ids."""
@@ -255,7 +315,9 @@ class ChatService:
         expired = await self.store.idle_since(now - self.limits.idle_timeout)
         expired = [session_id for session_id in expired if session_id not in self._runs]
         for session_id in expired:
-            await self._drop(session_id)
+            record = await self.store.get(session_id)
+            if record is not None:
+                await self._drop(record)
         return expired
 
     # -- turns -----------------------------------------------------------------------------
@@ -269,7 +331,9 @@ class ChatService:
         if not message.strip():
             raise BadRequestError('"message" must not be empty', code="bad_message")
         if len(message.encode("utf-8", "surrogatepass")) > self.limits.max_message_size:
-            raise MessageTooLargeError(f"the message is over the limit of {self.limits.max_message_size} bytes")
+            raise MessageTooLargeError(
+                f"the message is over the limit of {self.limits.max_message_size} bytes: send a shorter one"
+            )
         return message
 
     async def start_turn(
@@ -279,16 +343,22 @@ class ChatService:
         message = self.check_message(message)
         record = await self.open_session(owner, session_id, create_missing=create_missing)
         session_id = record.session_id
+        self._check_not_deleting(session_id)
         if not await self.store.begin_turn(session_id):
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         try:
+            # the store may have suspended: the session may be under deletion, or deleted and re-created
+            current = await self.store.get(session_id)
+            self._check_not_deleting(session_id)
+            if current is None or not _same_record(current, record):
+                raise SessionNotFoundError(f"session {session_id!r} was deleted: start a new session")
             provider = self._providers.get(session_id)
             if provider is None:
                 provider = self._providers[session_id] = (await self.provider_choice()).new_provider()
             chat = ChatSession(
-                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
+                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=current.history
             )
-            run = TurnRun(session_id, chat)
+            run = TurnRun(current, chat)
             follower = Follower(self, session_id, run, after=0)
         except BaseException:
             await self.store.end_turn(session_id)  # a turn that never started must not leave the session busy
@@ -297,14 +367,21 @@ class ChatService:
         run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
         return follower
 
+    def _check_not_deleting(self, session_id: str) -> None:
+        if session_id in self._deleting:
+            raise SessionNotFoundError(f"session {session_id!r} is being deleted: start a new session")
+
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
             async for event in run.chat.stream(message):
+                if isinstance(event, ErrorEvent):
+                    event = self._public_error(event)
                 await self.store.append_event(run.session_id, event)
                 run.publish(event)
         finally:
             try:
-                if await self.store.get(run.session_id) is not None:
+                current = await self.store.get(run.session_id)
+                if current is not None and _same_record(current, run.record):  # never into a re-created session
                     await self.store.save_history(run.session_id, run.chat.history)
             finally:
                 await self.store.end_turn(run.session_id)
@@ -315,14 +392,47 @@ class ChatService:
                     del self._runs[run.session_id]
                 run.notify()
 
-    async def resume(self, owner: str, session_id: str, last_seq: int) -> Follower | None:
-        """Follow the session's latest turn after event `last_seq`; None when nothing is left."""
+    def _public_error(self, event: ErrorEvent) -> ErrorEvent:
+        """The error event as clients see it: internals go to the server log under an error id."""
+        code = event.code
+        if code not in _PRIVATE_ERRORS and not code.startswith(("backend_", "http_")):
+            return event
+        error_id = new_error_id()
+        self.log.warning(
+            "streamchat: error id %s in session %s, turn %s: %s: %r",
+            error_id,
+            event.session_id,
+            event.turn_id,
+            code,
+            event.message,
+        )
+        what = _PRIVATE_ERRORS.get(code, "the model's backend failed the request")
+        message = f"{what}: try again; if it persists, tell the server's admin (error id {error_id} in the server log)"
+        return event.model_copy(update={"message": message})
+
+    async def resume(self, owner: str, session_id: str, last_seq: int, turn_id: str | None = None) -> Follower | None:
+        """Follow turn `turn_id` (None: the session's latest turn) after event `last_seq`.
+
+        Returns None when nothing is left; 410 (`ReplayGapError`) when the session has
+        moved on to another turn, or the events are no longer buffered.
+        """
         await self.open_session(owner, session_id)
+        if turn_id is not None and await self.store.latest_turn_id(session_id) != turn_id:
+            raise ReplayGapError(
+                f"turn {turn_id!r} is over and the session has moved on to another turn: read the answer "
+                f"in the session's history (GET api/streamchat/sessions/{session_id})",
+                code="turn_replaced",
+            )
+        try:
+            pending = await self.store.events_after(session_id, last_seq)
+        except ReplayGapError as exc:
+            raise ReplayGapError(
+                f"{exc.message}: read the answer in the session's history (GET api/streamchat/sessions/{session_id})"
+            ) from exc
         run = self._runs.get(session_id)
-        pending = await self.store.events_after(session_id, last_seq)
         if run is None and not pending:
             return None
-        return Follower(self, session_id, run, after=last_seq)
+        return Follower(self, session_id, run, after=last_seq, turn_id=turn_id)
 
     async def collect(self, follower: Follower) -> ChatResult:
         """Wait for the followed turn to end and return its result."""
@@ -336,17 +446,25 @@ class ChatService:
         return result.build()
 
     async def health(self) -> dict[str, Any]:
-        """Status, version, the provider and whether its backend answers (for Ollama: the selection's probe)."""
+        """Status, version, the provider and whether its backend answers (its address stays in the log)."""
         provider = (await self.provider_choice()).provider
-        endpoint = getattr(provider, "base_url", None)
-        reachable = await provider.reachable(HEALTH_PROBE_TIMEOUT)
-        return {
+        body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
-            "provider": {"name": provider.name, "model": provider.model, "description": provider.describe()},
-            "endpoint": endpoint if isinstance(endpoint, str) else None,
-            "reachable": reachable,
+            "provider": public_provider(provider),
+            "reachable": await provider.reachable(HEALTH_PROBE_TIMEOUT),
         }
+        if not body["reachable"]:
+            error_id = new_error_id()
+            endpoint = getattr(provider, "base_url", None)
+            self.log.warning(
+                "streamchat: health: error id %s: %s at %r does not answer", error_id, provider.name, endpoint
+            )
+            body["error"] = (
+                "the model's backend does not answer: check that it runs "
+                f"(error id {error_id} in the server log has its address)"
+            )
+        return body
 
     def running(self, session_id: str) -> ChatSession | None:
         """The chat of the session's running turn, if one runs in this process."""

@@ -1,8 +1,10 @@
 """The one event→wire encoding, shared by the SSE and WebSocket routes (the wire protocol: docs/architecture.md).
 
-SSE: ``id: <seq>``, ``event: <type>``, ``data: <one-line JSON>``, blank line. JSON
-escapes every control character, so a token holding ``\\n``, ``\\r``, ``event:`` or
-``id:`` can never start a field of its own.
+SSE: ``id: <turn_id>:<seq>``, ``event: <type>``, ``data: <one-line JSON>``, blank line.
+JSON escapes every control character, so a token holding ``\\n``, ``\\r``, ``event:`` or
+``id:`` can never start a field of its own. The id names its turn, so a client resuming
+with ``Last-Event-ID`` after the session moved on to another turn is told so (410)
+instead of getting the new turn's events (`parse_last_event_id`).
 
 WebSocket: the same JSON object, with `type` renamed to the WebSocket message type
 (`token` → `chat.token`, `done` → `chat.complete` …). `event_from_ws` reverses it.
@@ -13,11 +15,12 @@ Client → server WebSocket messages are parsed into the `ClientMessage` union h
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from streamchat.errors import ClientMessageError
+from streamchat.errors import BadRequestError, ClientMessageError
 from streamchat.events import Event, parse_event
 
 from .service import SESSION_ID_PATTERN
@@ -36,6 +39,7 @@ __all__ = [
     "event_from_ws",
     "parse_chat_request",
     "parse_client_message",
+    "parse_last_event_id",
     "sse_comment",
     "sse_event",
     "sse_retry",
@@ -71,7 +75,24 @@ def sse_event(event: Event) -> bytes:
     # ASCII-only JSON (json's default): line breaks, control characters and even lone
     # surrogates a model may emit travel escaped, so a frame is always one valid line.
     data = json.dumps(_event_json(event), separators=(",", ":"))
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+    return f"id: {event.turn_id}:{event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+# ASCII digits only (str.isdigit() and int() also take "²" or "١٢"), and a bound: no
+# turn has a billion events, and a 30-digit seq must not reach the replay buffer.
+_LAST_EVENT_ID = re.compile(r"(?:([A-Za-z0-9_-]{1,64}):)?([0-9]{1,9})")
+
+
+def parse_last_event_id(value: str) -> tuple[str | None, int]:
+    """The turn (None for a bare seq) and seq of a ``Last-Event-ID``; `BadRequestError` if malformed."""
+    match = _LAST_EVENT_ID.fullmatch(value.strip(" "))
+    if match is None:
+        raise BadRequestError(
+            "Last-Event-ID must be the id of the last event you received, '<turn_id>:<seq>' "
+            "(or a bare <seq> of the session's latest turn, 0 to 999999999)",
+            code="bad_last_event_id",
+        )
+    return match[1], int(match[2])
 
 
 def sse_retry(milliseconds: int) -> bytes:
@@ -186,16 +207,26 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
+_CHAT_BODY = '{"message": "...", "session_id": "..."}'
+
+
+def _load_json(raw: str | bytes, what: str, shape: str) -> Any:
+    """`json.loads`, its failures (deep nesting included: RecursionError) as `ClientMessageError`."""
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise ClientMessageError(f"{what} nests too deeply: send {shape}", code="invalid_json") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClientMessageError(f"{what} is not valid JSON ({exc}): send {shape}", code="invalid_json") from exc
+
+
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Parse a chat request body; raises `ClientMessageError` saying what is wrong."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientMessageError(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    body = _load_json(raw, "the body", _CHAT_BODY)
     if not isinstance(body, dict):
-        raise ClientMessageError('the body must be a JSON object {"message": ..., "session_id": ...}')
+        raise ClientMessageError(f"the body must be a JSON object: send {_CHAT_BODY}")
     if "message" not in body:
-        raise ClientMessageError('the body needs a "message"')
+        raise ClientMessageError(f'the body needs a "message": send {_CHAT_BODY}')
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
@@ -204,10 +235,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """Parse one client message; raises `ClientMessageError` saying what is wrong."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientMessageError(f"the message is not valid JSON: {exc}", code="invalid_json") from exc
+    body = _load_json(raw, "the message", 'a JSON object such as {"type": "chat.message", "message": "..."}')
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise ClientMessageError('a message is a JSON object with a string "type"', code="bad_message")
     try:

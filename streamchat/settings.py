@@ -70,5 +70,8 @@ class Settings(BaseSettings):
     """First retry delay in seconds, doubled on each retry, with jitter."""
     backend_probe_timeout: float = Field(0.5, gt=0)
     """Seconds to wait for Ollama when picking a backend automatically."""
+    remote_images: bool = False
+    """Let the server's chat page load ``https://`` images from model output (off: no image loads;
+    each would load without a click and can leak the conversation in its URL)."""
     display: str = "auto"
     """How `chat()` shows a turn: `auto` (a widget in a Jupyter kernel), `widget` or `text`."""

@@ -105,6 +105,10 @@ class SessionStore(abc.ABC):
         """Add an event of the running turn to the replay buffer."""
 
     @abc.abstractmethod
+    async def latest_turn_id(self, session_id: str) -> str | None:
+        """The `turn_id` of the buffered events (the latest turn's); None before its first event."""
+
+    @abc.abstractmethod
     async def events_after(self, session_id: str, seq: int) -> list[Event]:
         """The buffered events of the latest turn with a `seq` above `seq`, in order.
 
@@ -181,6 +185,10 @@ class MemoryStore(SessionStore):
         if len(buffer) == buffer.maxlen:
             self._dropped[session_id] = buffer[0].seq
         buffer.append(event)
+
+    async def latest_turn_id(self, session_id: str) -> str | None:
+        buffer = self._buffers.get(session_id)
+        return buffer[-1].turn_id if buffer else None
 
     async def events_after(self, session_id: str, seq: int) -> list[Event]:
         if seq < self._dropped.get(session_id, 0):

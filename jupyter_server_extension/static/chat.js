@@ -17,8 +17,45 @@ let socket = null;
 let connecting = null;
 let turn = null; // the assistant bubble of the running turn
 
+// Model output is untrusted. Only these tags and attributes survive: no forms, inputs or
+// styles (model text must not pose as the page's controls or restyle it), and images only
+// when the server enables remote images (data-remote-images, StreamChat.remote_images),
+// then only https:// ones: an image loads without a click, so a remote one leaks the
+// conversation in its URL and a same-origin one is a request made with the user's cookies.
+const REMOTE_IMAGES = document.documentElement.dataset.remoteImages === "on";
+const TAGS = [
+  "a", "abbr", "b", "blockquote", "br", "code", "del", "details", "em", "h1", "h2", "h3", "h4", "h5",
+  "h6", "hr", "i", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub", "summary", "sup",
+  "table", "tbody", "td", "th", "thead", "tr", "ul",
+];
+const PURIFY = {
+  ALLOWED_TAGS: REMOTE_IMAGES ? [...TAGS, "img"] : TAGS,
+  ALLOWED_ATTR: ["href", "title", "alt", "src", "start", "align"],
+  ALLOW_DATA_ATTR: false,
+  ALLOW_ARIA_ATTR: false,
+};
+const isRemoteImage = (src) => /^https:\/\//i.test(src ?? "");
+
+function escapeHtml(text) {
+  const escapes = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  return text.replace(/[&<>"']/g, (c) => escapes[c]);
+}
+
+// A Markdown image shows its alt text unless it may load (false: marked renders it as usual).
+marked.use({
+  renderer: {
+    image({ href, text }) {
+      return REMOTE_IMAGES && isRemoteImage(href) ? false : escapeHtml(text);
+    },
+  },
+});
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "IMG" && !isRemoteImage(node.getAttribute("src"))) node.removeAttribute("src");
+  if (node.tagName === "A") node.setAttribute("rel", "noopener noreferrer nofollow");
+});
+
 function renderMarkdown(text) {
-  return DOMPurify.sanitize(marked.parse(text, { gfm: true, breaks: false }));
+  return DOMPurify.sanitize(marked.parse(text, { gfm: true, breaks: false }), PURIFY);
 }
 
 function element(tag, className, text) {

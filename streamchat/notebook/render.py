@@ -5,15 +5,26 @@ that nh3 can *remove* it instead of showing it escaped) and the HTML is then cle
 nh3 with an allowlist. nh3 is the single authority on tags, attributes and URL schemes:
 markdown-it's own link check is relaxed so a `javascript:` link becomes a plain `<a>`
 without `href` instead of literal source text.
+
+Images are dropped by default (a Markdown image shows its alt text): an image loads by
+itself, without a click, so a remote one leaks the conversation in its URL and a
+same-origin one is a request made with the viewer's Jupyter cookies. With
+``remote_images=True`` images whose address is ``https://`` load; others still do not.
+Forms, inputs and `<style>` are not on the allowlist: model output cannot restyle the
+page or pose as its controls.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
 
 from ..events import Event, ThinkingEvent, TokenEvent, ToolProgressEvent
 
@@ -38,12 +49,35 @@ _markdown = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethr
 _markdown.validateLink = lambda url: True  # type: ignore[method-assign]  # nh3 drops unsafe URLs; see the module docstring
 
 
-def render_markdown(text: str) -> str:
-    """Render untrusted Markdown to sanitized HTML (no scripts, handlers, iframes or `javascript:`)."""
+def _is_remote_image(src: object) -> bool:
+    return isinstance(src, str) and src[:8].lower() == "https://"
+
+
+def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+    """A Markdown image: itself when remote images are on and it is one, else its alt text."""
+    if env.get("remote_images") and _is_remote_image(tokens[idx].attrGet("src")):
+        return RendererHTML.image(self, tokens, idx, options, env)
+    return escapeHtml(self.renderInlineAsText(tokens[idx].children or [], options, env))
+
+
+_markdown.add_render_rule("image", _image)
+
+
+def _keep_remote_image_src(tag: str, attribute: str, value: str) -> str | None:
+    return None if tag == "img" and attribute == "src" and not _is_remote_image(value) else value
+
+
+def render_markdown(text: str, *, remote_images: bool = False) -> str:
+    """Render untrusted Markdown to sanitized HTML (no scripts, handlers, iframes, forms or styles).
+
+    Images are dropped (Markdown ones leave their alt text) unless `remote_images` is
+    True; then ``https://`` images stay and every other image loses its address.
+    """
     return nh3.clean(
-        _markdown.render(text),
-        tags=_ALLOWED_TAGS,
+        _markdown.render(text, {"remote_images": remote_images}),
+        tags=_ALLOWED_TAGS if remote_images else _ALLOWED_TAGS - {"img"},
         attributes=_ALLOWED_ATTRIBUTES,
+        attribute_filter=_keep_remote_image_src if remote_images else None,
         url_schemes=_URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         filter_style_properties={"text-align"},

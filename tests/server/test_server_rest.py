@@ -86,13 +86,11 @@ class TestHealthOfOllama:
         return server_config(provider_factory="", provider="ollama", model="qwen3:0.6b", ollama_host=ollama)
 
     async def test_ollama_that_lists_its_models_is_reachable(self, client: httpx.AsyncClient, ollama: str) -> None:
-        health = (await client.get("api/streamchat/health")).json()
-        assert health["reachable"] is True and health["endpoint"] == ollama
-        assert health["provider"] == {
-            "name": "ollama",
-            "model": "qwen3:0.6b",
-            "description": f"ollama qwen3:0.6b at {ollama}",
-        }
+        response = await client.get("api/streamchat/health")
+        health = response.json()
+        assert health["reachable"] is True
+        assert health["provider"] == {"name": "ollama", "model": "qwen3:0.6b", "description": "ollama qwen3:0.6b"}
+        assert ollama not in response.text  # the backend's address stays in the server log
         assert _Ollama.paths == ["/api/tags"]  # the probe the automatic choice makes
 
 
@@ -119,7 +117,7 @@ class TestAutomaticChoice:
         second = (await client.post("api/streamchat/chat", json={"message": "hi"})).json()
         assert (first["text"], second["text"]) == ("Hi", "Hi") and first["session_id"] != second["session_id"]
         health = (await client.get("api/streamchat/health")).json()
-        assert health["provider"]["description"] == f"ollama qwen3:0.6b at {ollama}"
+        assert health["provider"]["description"] == "ollama qwen3:0.6b"
         # one probe to choose, one chat per session, then the health route's own probe
         assert _Ollama.paths == ["/api/tags", "/api/chat", "/api/chat", "/api/tags"]
 

@@ -124,7 +124,7 @@ async def test_one_user_cannot_read_stream_or_delete_another_users_session(
             assert response.status_code == 404
             assert error_of(response) == {
                 "code": "session_not_found",
-                "message": f"no session {session_id!r} (it may have expired)",
+                "message": f"no session {session_id!r} (it may have expired or been deleted): start a new session",
             }
     ws = await jp_ws_fetch("api", "streamchat", "ws", headers=auth(BOB))
     for message in (

@@ -41,8 +41,9 @@ async def direct_events(script: list[Any], message: str) -> list[dict[str, Any]]
 
 
 def check_framing(frames: list[Frame]) -> None:
-    """Each frame's id is its event's seq and its name its event's type."""
-    assert [f.id for f in frames] == [str(n) for n in range(1, len(frames) + 1)]
+    """Each frame's id is its event's turn and seq, and its name its event's type."""
+    assert [f.id for f in frames] == [f"{f.event.turn_id}:{n}" for n, f in enumerate(frames, 1)]
+    assert len({f.event.turn_id for f in frames}) == 1
     assert all(f.name == f.event.type for f in frames)
 
 
@@ -108,7 +109,8 @@ class TestHeartbeat:
                     GATE.opened.set()
         assert lines.count(": ping") >= 1
         assert "event: done" in lines
-        assert lines[:2] == ["retry: 100", "id: 1"]  # EventSource reconnects within the 0.2 s grace window
+        assert lines[0] == "retry: 100"  # EventSource reconnects within the 0.2 s grace window
+        assert lines[1].startswith("id: ") and lines[1].endswith(":1")
 
 
 class TestDisconnect:
@@ -131,7 +133,9 @@ class TestDisconnect:
         await asyncio.wait_for(GATE.cancelled_event.wait(), timeout=1.0)  # acceptance: within a second
         assert GATE.cancelled == ["w"]
         # the turn ended with done(cancelled), kept for a late resume, and its partial answer is in history
-        rest = await sse_events(client, "GET", "api/streamchat/sessions/gone/stream", headers={"Last-Event-ID": "3"})
+        rest = await sse_events(
+            client, "GET", "api/streamchat/sessions/gone/stream", headers={"Last-Event-ID": frames[-1].id}
+        )
         assert [(f.event.type, getattr(f.event, "status", None) or getattr(f.event, "reason", None)) for f in rest] == [
             ("tool_result", "cancelled"),
             ("done", "cancelled"),
@@ -230,16 +234,17 @@ class TestResume:
         first = await sse_events(
             client, "GET", url, params={"message": "go"}, stop=lambda f: f.event.type == "tool_progress"
         )
-        k = int(first[-1].id)
+        turn_id = first[0].event.turn_id
+        k = int(first[-1].id.removeprefix(f"{turn_id}:"))
         assert k == 4
         assert GATE.started is not None and GATE.opened is not None
         async with aconnect_sse(
-            client, "GET", url, params={"message": "go"}, headers={"Last-Event-ID": str(k)}
+            client, "GET", url, params={"message": "go"}, headers={"Last-Event-ID": first[-1].id}
         ) as source:
             assert source.response.status_code == 200
             GATE.opened.set()  # the tool finishes only now, while the resumed stream is attached
             rest = [Frame(sse.id, sse.event, parse_event(sse.data)) async for sse in source.aiter_sse()]
-        assert [f.id for f in rest] == [str(n) for n in range(k + 1, k + 1 + len(rest))]
+        assert [f.id for f in rest] == [f"{turn_id}:{n}" for n in range(k + 1, k + 1 + len(rest))]
         assert rest[-1].event.type == "done"
         assert [comparable(f.event) for f in first + rest] == await direct_events(script, "go")
         assert [len(p.requests) for p in session_providers()] == [2]  # no second turn started

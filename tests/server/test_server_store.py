@@ -57,4 +57,4 @@ class TestReplayGap:
         gone = await client.get("api/streamchat/sessions/long/stream", headers={"Last-Event-ID": "2"})
         assert gone.status_code == 410 and error_of(gone)["code"] == "replay_gap"
         rest = await sse_events(client, "GET", "api/streamchat/sessions/long/stream", headers={"Last-Event-ID": "4"})
-        assert [f.id for f in rest] == ["5", "6", "7"]
+        assert [f.id for f in rest] == [f"{frames[0].event.turn_id}:{n}" for n in (5, 6, 7)]
