@@ -4,6 +4,9 @@ Bytes sent to the frontend grow linearly with the answer: finished Markdown bloc
 published once, as display data captured by an `Output` widget, and only the block still
 being written lives in an `HTML` widget that is re-sent when it grows. Like every surface,
 the view only renders events (docs/architecture.md).
+
+The parts carry CSS classes (`streamchat-view`, `-status`, `-answer`, `-card`,
+`-card-detail`, `-metrics`) for styling and for the browser tests in `tests/lab`.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.frozen = widgets.Output(layout=html_layout) if blocks == "display" else widgets.VBox(layout=html_layout)
         self._chain_tail = self.frozen
         self.live = widgets.HTML(layout=html_layout, style=html_style)
-        super().__init__([self.frozen, self.live], layout=html_layout)
+        super().__init__([self.frozen, self.live], layout=html_layout, _dom_classes=("streamchat-answer",))
         self.source = ""
         self.frozen_upto = 0
         self.frozen_html: list[str] = []
@@ -142,7 +145,7 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.tool = event.tool
         args = json.dumps(event.args, ensure_ascii=False)
         self.header = widgets.HTML(f"🔧 <b>{html.escape(event.tool)}</b> <code>{html.escape(args)}</code>")
-        self.detail = widgets.HTML(_bar(None) + "Starting…")
+        self.detail = widgets.HTML(_bar(None) + "Starting…", _dom_classes=("streamchat-card-detail",))
         self.status = "running"
         """`running`, then the tool's final status (`ok`, `error`, `cancelled`, `timeout`)."""
         self.paused = False
@@ -153,7 +156,11 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if controls is not None:
             self.buttons.children = [self._button(label, action, controls) for label, action in _ACTIONS]
             children.append(self.buttons)
-        super().__init__(children, layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"))
+        super().__init__(
+            children,
+            layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"),
+            _dom_classes=("streamchat-card",),
+        )
 
     def _button(self, label: str, action: ToolAction, controls: ToolControls) -> widgets.Button:
         button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
@@ -219,7 +226,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._html_layout = widgets.Layout(margin="0")
         self._html_style = HTMLStyle()
         self.prompt = widgets.HTML(f"<b>You:</b> {html.escape(message)}" if message else "")
-        self.status = widgets.HTML("⏳ Thinking…")
+        self.status = widgets.HTML("⏳ Thinking…", _dom_classes=("streamchat-status",))
         self.stop_button: widgets.Button | None = None
         """Stops the turn (shown while it runs, when the view was given `on_stop`)."""
         header = widgets.HBox([self.status])
@@ -228,7 +235,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.stop_button.on_click(lambda _: on_stop())
             header.children = [self.status, self.stop_button]
         self.body = widgets.VBox()
-        self.footer = widgets.HTML(html.escape(label))
+        self.footer = widgets.HTML(html.escape(label), _dom_classes=("streamchat-metrics",))
         self._label = label
         self.controls = controls
         self.blocks = blocks
@@ -240,7 +247,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._parts: list[_AnswerPart] = []
         self._reasoning = ""
         self._collector: ResultCollector | None = None
-        super().__init__([self.prompt, header, self.body, self.footer])
+        super().__init__([self.prompt, header, self.body, self.footer], _dom_classes=("streamchat-view",))
         self._header = header
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:

@@ -50,19 +50,19 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.task: asyncio.Task[ChatResult | None] | None = None
         """The running turn, if any."""
         self.label = widgets.HTML(f"<small>{html.escape(self.session.provider.describe())}</small>")
-        self.conversation = widgets.VBox()
+        self.conversation = widgets.VBox(_dom_classes=("streamchat-conversation",))
         self.input = widgets.Text(placeholder="Ask something and press Enter", continuous_update=False)
         self.input.layout.width = "60%"
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.clear_button = widgets.Button(description="Clear", icon="trash")
-        self.notice = widgets.HTML()
+        self.notice = widgets.HTML(_dom_classes=("streamchat-notice",))
         self.input.observe(self._on_enter, names="value")
         self.send_button.on_click(lambda _: self._submit())
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self.clear())
         bar = widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button])
-        super().__init__([self.label, self.conversation, bar, self.notice])
+        super().__init__([self.label, self.conversation, bar, self.notice], _dom_classes=("streamchat-widget",))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
