@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -164,16 +165,17 @@ class Notebook:
 
     def output(self, index: int) -> Locator:
         """The output area of the cell at `index`."""
-        return self.cell(index).locator(".jp-OutputArea")
+        return self.cell(index).locator(".jp-Cell-outputArea")
 
     def run(self, index: int, *, wait: bool = True, timeout: float = WAIT) -> None:
         """Run the cell at `index` (as its toolbar button does); wait for it to finish unless told not to."""
+        # Not awaited: the command's promise settles only when the cell has finished.
         self.page.evaluate(
-            """async (index) => {
+            """(index) => {
                 const panel = window.jupyterapp.shell.currentWidget;
                 panel.content.activeCellIndex = index;
                 panel.content.deselectAll();
-                await window.jupyterapp.commands.execute('notebook:run-cell');
+                void window.jupyterapp.commands.execute('notebook:run-cell');
             }""",
             index,
         )
@@ -183,7 +185,6 @@ class Notebook:
 
     def wait_for_prompt(self, index: int, *, timeout: float = WAIT) -> None:
         """Wait until the cell has been sent to the kernel (its prompt shows `[*]` or a number)."""
-        self.cell(index).locator(".jp-InputPrompt").filter(has_text="[").first.wait_for(timeout=timeout)
         self.page.wait_for_function(
             """(index) => {
                 const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
@@ -239,6 +240,11 @@ class Notebook:
         self.panel.locator('.jp-Toolbar [data-command="notebook:interrupt-kernel"]').click()
 
 
+def button(scope: Locator, label: str) -> Locator:
+    """The button labelled `label` in `scope` (an ipywidgets button's icon is not part of its text)."""
+    return scope.locator("button", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+
+
 class Lab:
     """A JupyterLab page: open notebooks, switch themes, take screenshots."""
 
@@ -256,7 +262,8 @@ class Lab:
 
     def start(self) -> None:
         """Load JupyterLab and wait until it is restored."""
-        self.page.goto(f"{self.server.url}lab?token={self.server.token}")
+        # `reset`: start from an empty workspace, not with the previous test's notebooks open.
+        self.page.goto(f"{self.server.url}lab?reset&token={self.server.token}")
         self.page.wait_for_function("() => window.jupyterapp !== undefined", timeout=WAIT * 2)
         self.page.evaluate("async () => { await window.jupyterapp.restored; }")
 
