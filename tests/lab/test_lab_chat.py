@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+from lab_helpers import Lab, Notebook, button
 from playwright.sync_api import Locator, expect
-
-from conftest import Lab, Notebook, button
 
 TOOLS = '''
 import asyncio

@@ -10,7 +10,7 @@ This is why `ChatWidget`'s handlers must be thread-safe (see `streamchat.noteboo
 
 from __future__ import annotations
 
-from conftest import Lab
+from lab_helpers import Lab
 
 PROBE = """
 import threading

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
+from lab_helpers import Lab, Notebook, button
 from playwright.sync_api import Locator, expect
-
-from conftest import Lab, Notebook, button
 
 SETUP = '''
 import asyncio
