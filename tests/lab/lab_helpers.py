@@ -303,6 +303,8 @@ class Lab:
         )
         light = "true" if "Light" in name else "false"
         self.page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=WAIT)
+        # Changing the theme shows the splash screen for a moment: wait until it is gone.
+        self.page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=WAIT)
 
     def screenshot(self, name: str, locator: Locator | None = None) -> Path:
         """Save a screenshot (of `locator`, or of the page) as `<name>.png`; return its path."""
