@@ -143,13 +143,17 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def __init__(self, event: ToolCallEvent, controls: ToolControls | None = None) -> None:
         self.call_id = event.call_id
         self.tool = event.tool
-        args = json.dumps(event.args, ensure_ascii=False)
+        self.args = json.dumps(event.args, ensure_ascii=False)
+        """The call's arguments as JSON."""
+        args = self.args
         self.header = widgets.HTML(f"🔧 <b>{html.escape(event.tool)}</b> <code>{html.escape(args)}</code>")
         self.detail = widgets.HTML(_bar(None) + "Starting…", _dom_classes=("streamchat-card-detail",))
         self.status = "running"
         """`running`, then the tool's final status (`ok`, `error`, `cancelled`, `timeout`)."""
         self.paused = False
         """True while the call is paused (held at its next progress report)."""
+        self.outcome = ""
+        """Once the call ended: its status, duration and summary as one line of plain text."""
         self._last: ToolProgressEvent | None = None
         self.buttons = widgets.HBox()
         children: list[widgets.Widget] = [self.header, self.detail]
@@ -183,9 +187,9 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.status = event.status
         mark = {"ok": "✓", "error": "✗", "cancelled": "■", "timeout": "⏱"}[event.status]
         bar = _bar(100.0) if event.status == "ok" else ""
-        self.detail.value = (
-            f"{bar}{mark} <b>{event.status}</b> · {event.duration_ms / 1000:.2f} s · {html.escape(event.summary)}"
-        )
+        duration = f"{event.duration_ms / 1000:.2f} s"
+        self.outcome = f"{mark} {event.status} · {duration} · {event.summary}"
+        self.detail.value = f"{bar}{mark} <b>{event.status}</b> · {duration} · {html.escape(event.summary)}"
         if self.buttons.children:
             self.buttons.children = []
 
@@ -223,6 +227,8 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         label: str = "",
         blocks: BlockMode = "display",
     ) -> None:
+        self.message = message
+        """The user's message shown above the turn, if any."""
         self._html_layout = widgets.Layout(margin="0")
         self._html_style = HTMLStyle()
         self.prompt = widgets.HTML(f"<b>You:</b> {html.escape(message)}" if message else "")
