@@ -7,6 +7,7 @@ they are never skipped.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,7 @@ def lab_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 @pytest.fixture
 def lab(browser: Browser, lab_server: LabServer, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A fresh JupyterLab page (its own browser context); kernels are shut down afterwards."""
-    name = request.node.originalname
+    name = re.sub(r"[^\w.-]+", "-", request.node.name).strip("-")  # the test and its parameters
     screenshots = SCREENSHOTS / lab_server.mode / name
     if screenshots.exists():
         shutil.rmtree(screenshots)
