@@ -110,7 +110,7 @@ def test_a_submit_during_a_turn_is_refused_and_the_notice_clears_when_it_ends(la
     box.fill("second")
     box.press("Enter")
     expect(notice).to_contain_text("still streaming")
-    lab.screenshot("refused", widget)
+    lab.screenshot("refused", nb.output(1))
     expect(views.nth(0).locator(".streamchat-metrics")).to_have_text(FINISHED, timeout=120_000)
     expect(notice).to_have_text("")
     expect(views).to_have_count(1)
