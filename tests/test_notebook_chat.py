@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import ipywidgets
 import pytest
@@ -78,10 +79,16 @@ async def test_achat_shows_a_widget_view_and_stopping_keeps_the_partial_answer()
     assert session.history[-1].interrupted and session.history[-1].content == result.text
 
 
+def press_enter(box: ipywidgets.Text) -> None:
+    """What the frontend sends when Enter is pressed in a text box: a `submit` custom message."""
+    box._handle_msg({"content": {"data": {"method": "custom", "content": {"event": "submit"}}}, "buffers": []})
+
+
 async def test_chat_widget_buttons_send_stop_and_clear() -> None:
     session = ChatSession(ScriptedProvider([[f"w{i} " for i in range(300)]], token_delay=0.005), tools=[])
     widget = ChatWidget(session=session)
-    widget.input.value = "Talk"  # Enter in the box sends
+    widget.input.value = "Talk"
+    press_enter(widget.input)
     task = widget.task
     assert task is not None and widget.input.value == ""
     while "w3" not in widget.views[0].text:
@@ -89,6 +96,7 @@ async def test_chat_widget_buttons_send_stop_and_clear() -> None:
     widget.send_button.click()  # a second turn while one streams is refused with a notice
     assert widget.notice.value == ""  # the box was empty: nothing to send
     widget.input.value = "More"
+    press_enter(widget.input)
     assert widget.notice.value == "an answer is still streaming: stop it or wait for it first"
     widget.clear_button.click()
     assert widget.notice.value == "Stop the answer before clearing."
@@ -97,8 +105,72 @@ async def test_chat_widget_buttons_send_stop_and_clear() -> None:
     assert result is not None and result.reason == "cancelled"
     assert widget.views[0].status.value == "■ stopped"
     assert widget.stop_button.disabled
+    assert widget.notice.value == ""  # the notice was about that turn: gone with it
+    assert widget.input.value == "More" and len(widget.views) == 1  # the refused text is kept, not sent
     widget.clear_button.click()
     assert widget.views == [] and widget.conversation.children == () and session.history == []
+
+
+async def test_chat_widget_sends_only_on_enter_or_send_and_enter_twice_sends_twice() -> None:
+    session = ChatSession(ScriptedProvider(["One.", "Two.", "Three."]), tools=[])
+    widget = ChatWidget(session=session)
+    widget.input.value = "Hi"  # what typing, and leaving the box, do: nothing is sent
+    await asyncio.sleep(0)
+    assert widget.task is None and widget.views == []
+    for expected in ("One.", "Two."):  # Enter, with the same text each time
+        widget.input.value = "Hi"
+        press_enter(widget.input)
+        assert widget.input.value == ""
+        result = await widget.task  # type: ignore[misc]
+        assert result is not None and result.text == expected
+    widget.input.value = "Hi"
+    widget.send_button.click()
+    assert widget.input.value == ""
+    result = await widget.task  # type: ignore[misc]
+    assert result is not None and result.text == "Three."
+    assert [m.content for m in session.history] == ["Hi", "One.", "Hi", "Two.", "Hi", "Three."]
+
+
+async def test_chat_widget_takes_a_submission_once_when_handlers_race_on_threads() -> None:
+    # JupyterLab's subshells run comm handlers on several threads at once: Enter and
+    # Send, handled at the same moment, must start one turn between them.
+    session = ChatSession(ScriptedProvider([["The only answer."]]), tools=[])
+    widget = ChatWidget(session=session)
+    widget.input.value = "Hello"
+    start = threading.Barrier(8)
+
+    def handle(action: Callable[[], object]) -> None:
+        start.wait()
+        action()
+
+    actions = [widget.send_button.click, lambda: press_enter(widget.input)] * 4
+    threads = [threading.Thread(target=handle, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    await asyncio.get_running_loop().run_in_executor(None, lambda: [thread.join() for thread in threads])
+    await _until(lambda: widget.task is not None, "the turn started on the widget's loop")
+    result = await widget.task  # type: ignore[misc]
+    await asyncio.sleep(0)  # the refusals handed over to the loop have all run
+    assert result is not None and result.text == "The only answer."
+    assert len(widget.views) == 1 and [m.content for m in session.history] == ["Hello", "The only answer."]
+    assert widget.notice.value == "" and not session.busy
+
+
+def test_chat_widget_made_without_a_running_loop_runs_its_turns_on_the_private_loop() -> None:
+    from streamchat import _sync
+
+    widget = ChatWidget(session=ChatSession(ScriptedProvider(["Answer."]), tools=[]))
+    assert widget.loop is _sync.private_loop()
+    with pytest.raises(UsageError, match="call send\\(\\) on the event loop the widget was made on"):
+        widget.send("from the wrong thread")
+    widget.input.value = "Question"
+    press_enter(widget.input)  # a handler on this thread hands the turn to the private loop
+    done = threading.Event()
+    widget.loop.call_soon_threadsafe(lambda: widget.task.add_done_callback(lambda _: done.set()))  # type: ignore[union-attr]
+    assert done.wait(30)
+    assert widget.task is not None and widget.task.result() is not None
+    assert widget.task.result().text == "Answer."  # type: ignore[union-attr]
+    assert widget.views[0].text == "Answer." and widget.input.value == ""
 
 
 def test_magic_arguments_are_checked_with_a_usage_message() -> None:

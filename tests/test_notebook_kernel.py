@@ -144,3 +144,20 @@ def test_the_stop_button_of_an_awaited_achat_works_in_a_real_kernel(
     assert "■ stopped" in _widget_values(messages)
     check = _run(kc, "print(r.reason, session.history[-1].interrupted, len(r.text.split()) < 400)")
     assert "".join(m["content"]["text"] for m in check if m["msg_type"] == "stream") == "cancelled True True\n"
+
+
+def test_a_finished_chat_leaves_a_document_in_place_of_its_live_view(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    _, kc = kernel
+    messages = _run(kc, "from streamchat import chat\nr = chat('What is 6 * 7?', provider='demo')")
+    shown = [m for m in messages if m["msg_type"] == "display_data"]
+    updated = [m for m in messages if m["msg_type"] == "update_display_data"]
+    assert "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]
+    display_id = shown[0]["content"]["transient"]["display_id"]
+    assert [m["content"]["transient"]["display_id"] for m in updated] == [display_id]
+    document = updated[0]["content"]["data"]
+    assert sorted(document) == ["text/html", "text/markdown", "text/plain"]
+    assert document["text/plain"].startswith("[calculate] ✓ ok · ")
+    assert "6 * 7 = 42." in document["text/markdown"] and "6 * 7 = 42." in document["text/html"]
+    assert "first token " in document["text/plain"].splitlines()[-1]

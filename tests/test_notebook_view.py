@@ -293,3 +293,49 @@ class _TagChecker(html.parser.HTMLParser):
         for name, value in attrs:
             assert not name.startswith("on")
             assert not (value or "").strip().lower().startswith("javascript")
+
+
+async def test_a_finished_turn_becomes_a_document_with_its_cards_answer_and_metrics(recorder: Recorder) -> None:
+    from streamchat.notebook.document import turn_document
+
+    provider = ScriptedProvider(
+        [
+            ["Let me look.", ToolCall("fetch", {"name": "a.json"}), ToolCall("parse", {"name": "b.json"})],
+            ["**a.json** arrived; b.json is broken.\n\n- one\n- two"],
+        ]
+    )
+    session = ChatSession(provider, tools=[fetch, parse])
+    view = ChatView("Check <the> files", label="scripted")
+    async for event in session.stream("Check <the> files"):
+        view.handle(event)
+    assert view.result is not None
+    took = {c.tool: f"{c.duration_ms / 1000:.2f} s" for c in view.result.tool_calls}
+    footer = str(view.footer.value)
+    assert footer.startswith("scripted · first token ")
+    document = turn_document(view)
+    assert document["text/markdown"] == (
+        "**You:** Check <the> files\n\n"
+        "Let me look.\n\n"
+        f'- **fetch** `{{"name": "a.json"}}` — ✓ ok · {took["fetch"]} · Done: a.json fetched\n\n'
+        f'- **parse** `{{"name": "b.json"}}` — ✗ error · {took["parse"]} · Error: b.json is not valid JSON\n\n'
+        "**a.json** arrived; b.json is broken.\n\n- one\n- two\n\n"
+        f"*{footer}*\n"
+    )
+    assert document["text/plain"] == (
+        "You: Check <the> files\n"
+        "Let me look.\n"
+        f"[fetch] ✓ ok · {took['fetch']} · Done: a.json fetched\n"
+        f"[parse] ✗ error · {took['parse']} · Error: b.json is not valid JSON\n"
+        "**a.json** arrived; b.json is broken.\n\n- one\n- two\n"
+        f"{footer}"
+    )
+    page = document["text/html"]
+    assert page.startswith(
+        '<div class="streamchat-document"><p class="streamchat-prompt"><b>You:</b> Check &lt;the&gt;'
+    )
+    assert '<div class="streamchat-answer"><p>Let me look.</p>\n</div>' in page
+    assert page.count('<div class="streamchat-card" ') == 2
+    assert '<progress style="width:80%" max="100" value="100"></progress> 100%<br>✓ <b>ok</b>' in page
+    assert "<li>one</li>" in page and "<strong>a.json</strong>" in page
+    assert page.endswith(f'<p class="streamchat-metrics"><small>{footer}</small></p></div>')
+    assert "streamchat-status" not in page  # a turn that ended normally has no status line left

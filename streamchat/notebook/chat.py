@@ -44,6 +44,12 @@ class _Renderer(Protocol):
     def stopped(self) -> None: ...
 
 
+class _CellRenderer(_Renderer, Protocol):
+    """What `chat()` and `achat()` show a turn with; `finish` leaves it as a document (see `document.py`)."""
+
+    def finish(self) -> None: ...
+
+
 class _TextView:
     """The CLI's `TextRenderer` behind the renderer interface of `ChatView`."""
 
@@ -60,6 +66,9 @@ class _TextView:
     def stopped(self) -> None:
         if not self.done:  # the turn was stopped before it began: no `done` event to render
             print("[stopped]")
+
+    def finish(self) -> None:
+        """Nothing to do: printed text is already a document."""
 
 
 def _config(provider: Any, model: Any, tools: list[Any] | None, system: Any) -> tuple[Any, ...]:
@@ -168,11 +177,10 @@ def _check_turn(session: ChatSession, message: str) -> None:
         raise SessionBusyError("this session is already answering a message: wait for it or stop it")
 
 
-def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppable: bool) -> _Renderer:
+def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppable: bool) -> _CellRenderer:
     if mode == "text":
         return _TextView()
-    from IPython.display import display
-
+    from .document import LiveDisplay
     from .view import ChatView
 
     view = ChatView(
@@ -180,8 +188,7 @@ def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppabl
         controls=session.control_tool if stoppable else None,
         on_stop=session.cancel if stoppable else None,
     )
-    display(view)  # type: ignore[no-untyped-call]
-    return view
+    return LiveDisplay(view)
 
 
 def chat(
@@ -200,7 +207,9 @@ def chat(
     `session=` uses yours. In a Jupyter kernel the turn shows as a `ChatView` widget,
     elsewhere as plain text (`display=` or `STREAMCHAT_DISPLAY` choose). The kernel's
     interrupt button stops the turn: the view shows "stopped", the partial answer stays
-    in history marked interrupted, and `KeyboardInterrupt` is raised as usual.
+    in history marked interrupted, and `KeyboardInterrupt` is raised as usual. When the
+    turn ends, the live view is replaced by the same turn as static content, so a saved
+    notebook keeps it (`streamchat.notebook.document`).
 
     Example:
         >>> result = chat("What is 12 * (3 + 4)?", provider="demo")  # doctest: +SKIP
@@ -245,7 +254,9 @@ def chat(
                 future.cancel()
     if interrupted:
         view.stopped()
+        view.finish()
         raise KeyboardInterrupt
+    view.finish()
     future.result()  # re-raises a refused turn (busy session, empty message) here
     return result.build()
 
@@ -271,7 +282,10 @@ async def achat(
     )
     _check_turn(chosen, message)
     view = _renderer(chosen, _display_mode(display), stoppable=True)
-    return await consume(chosen, message, view)
+    try:
+        return await consume(chosen, message, view)
+    finally:
+        view.finish()
 
 
 async def consume(session: ChatSession, message: str, view: _Renderer) -> ChatResult:

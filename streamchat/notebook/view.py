@@ -4,6 +4,9 @@ Bytes sent to the frontend grow linearly with the answer: finished Markdown bloc
 published once, as display data captured by an `Output` widget, and only the block still
 being written lives in an `HTML` widget that is re-sent when it grows. Like every surface,
 the view only renders events (docs/architecture.md).
+
+The parts carry CSS classes (`streamchat-view`, `-status`, `-answer`, `-card`,
+`-card-detail`, `-metrics`) for styling and for the browser tests in `tests/lab`.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.frozen = widgets.Output(layout=html_layout) if blocks == "display" else widgets.VBox(layout=html_layout)
         self._chain_tail = self.frozen
         self.live = widgets.HTML(layout=html_layout, style=html_style)
-        super().__init__([self.frozen, self.live], layout=html_layout)
+        super().__init__([self.frozen, self.live], layout=html_layout, _dom_classes=("streamchat-answer",))
         self.source = ""
         self.frozen_upto = 0
         self.frozen_html: list[str] = []
@@ -140,20 +143,28 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def __init__(self, event: ToolCallEvent, controls: ToolControls | None = None) -> None:
         self.call_id = event.call_id
         self.tool = event.tool
-        args = json.dumps(event.args, ensure_ascii=False)
+        self.args = json.dumps(event.args, ensure_ascii=False)
+        """The call's arguments as JSON."""
+        args = self.args
         self.header = widgets.HTML(f"🔧 <b>{html.escape(event.tool)}</b> <code>{html.escape(args)}</code>")
-        self.detail = widgets.HTML(_bar(None) + "Starting…")
+        self.detail = widgets.HTML(_bar(None) + "Starting…", _dom_classes=("streamchat-card-detail",))
         self.status = "running"
         """`running`, then the tool's final status (`ok`, `error`, `cancelled`, `timeout`)."""
         self.paused = False
         """True while the call is paused (held at its next progress report)."""
+        self.outcome = ""
+        """Once the call ended: its status, duration and summary as one line of plain text."""
         self._last: ToolProgressEvent | None = None
         self.buttons = widgets.HBox()
         children: list[widgets.Widget] = [self.header, self.detail]
         if controls is not None:
             self.buttons.children = [self._button(label, action, controls) for label, action in _ACTIONS]
             children.append(self.buttons)
-        super().__init__(children, layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"))
+        super().__init__(
+            children,
+            layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"),
+            _dom_classes=("streamchat-card",),
+        )
 
     def _button(self, label: str, action: ToolAction, controls: ToolControls) -> widgets.Button:
         button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
@@ -176,9 +187,9 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.status = event.status
         mark = {"ok": "✓", "error": "✗", "cancelled": "■", "timeout": "⏱"}[event.status]
         bar = _bar(100.0) if event.status == "ok" else ""
-        self.detail.value = (
-            f"{bar}{mark} <b>{event.status}</b> · {event.duration_ms / 1000:.2f} s · {html.escape(event.summary)}"
-        )
+        duration = f"{event.duration_ms / 1000:.2f} s"
+        self.outcome = f"{mark} {event.status} · {duration} · {event.summary}"
+        self.detail.value = f"{bar}{mark} <b>{event.status}</b> · {duration} · {html.escape(event.summary)}"
         if self.buttons.children:
             self.buttons.children = []
 
@@ -216,10 +227,12 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         label: str = "",
         blocks: BlockMode = "display",
     ) -> None:
+        self.message = message
+        """The user's message shown above the turn, if any."""
         self._html_layout = widgets.Layout(margin="0")
         self._html_style = HTMLStyle()
         self.prompt = widgets.HTML(f"<b>You:</b> {html.escape(message)}" if message else "")
-        self.status = widgets.HTML("⏳ Thinking…")
+        self.status = widgets.HTML("⏳ Thinking…", _dom_classes=("streamchat-status",))
         self.stop_button: widgets.Button | None = None
         """Stops the turn (shown while it runs, when the view was given `on_stop`)."""
         header = widgets.HBox([self.status])
@@ -228,7 +241,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.stop_button.on_click(lambda _: on_stop())
             header.children = [self.status, self.stop_button]
         self.body = widgets.VBox()
-        self.footer = widgets.HTML(html.escape(label))
+        self.footer = widgets.HTML(html.escape(label), _dom_classes=("streamchat-metrics",))
         self._label = label
         self.controls = controls
         self.blocks = blocks
@@ -240,7 +253,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._parts: list[_AnswerPart] = []
         self._reasoning = ""
         self._collector: ResultCollector | None = None
-        super().__init__([self.prompt, header, self.body, self.footer])
+        super().__init__([self.prompt, header, self.body, self.footer], _dom_classes=("streamchat-view",))
         self._header = header
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
