@@ -53,7 +53,7 @@ from .providers import (
     choose_provider,
 )
 from .result import ChatResult, ToolCallSummary
-from .session import ChatSession, ToolAction
+from .session import ChatOptions, ChatSession, SessionKeywords, SessionOptions, ToolAction
 from .settings import Settings
 from .tools import Progress, ProgressReporter, Tool, calculate, get_current_time, get_weather, tool
 
@@ -87,6 +87,7 @@ __all__ = [
     "BackendStreamError",
     "BackendTimeoutError",
     "BackendUnreachableError",
+    "ChatOptions",
     "ChatResult",
     "ChatSession",
     "ChatView",
@@ -108,6 +109,8 @@ __all__ = [
     "ProviderChoice",
     "ScriptedProvider",
     "SessionBusyError",
+    "SessionKeywords",
+    "SessionOptions",
     "Settings",
     "StreamChatError",
     "ThinkingEvent",

@@ -19,18 +19,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO, assert_never
 
+from . import events
 from ._version import __version__
 from .errors import StreamChatError
-from .events import (
-    DoneEvent,
-    ErrorEvent,
-    Event,
-    ThinkingEvent,
-    TokenEvent,
-    ToolCallEvent,
-    ToolProgressEvent,
-    ToolResultEvent,
-)
 from .providers import choose_provider
 from .session import ChatSession
 
@@ -56,32 +47,32 @@ class TextRenderer:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def render(self, event: Event) -> None:
+    def render(self, event: events.Event) -> None:
         """Write one event."""
         match event:
-            case TokenEvent():
+            case events.TokenEvent():
                 self.out.write(event.content)
                 self.out.flush()
                 self._mid_line = not event.content.endswith("\n")
-            case ToolProgressEvent():
+            case events.ToolProgressEvent():
                 percent = f" ({event.percent:.0f}%)" if event.percent not in (None, 0) else ""
                 self._line(f"[{event.tool}] {event.message}{percent}")
-            case ToolResultEvent():
+            case events.ToolResultEvent():
                 self._line(f"[{event.tool}] {event.summary}")
-            case ErrorEvent():
+            case events.ErrorEvent():
                 self._line(f"[error] {event.message}")
-            case ThinkingEvent():
+            case events.ThinkingEvent():
                 if event.kind == "reasoning" and self.err is not None:
                     self.err.write(event.text)
                     self.err.flush()
-            case DoneEvent():
+            case events.DoneEvent():
                 self._done(event)
-            case ToolCallEvent():
+            case events.ToolCallEvent():
                 pass  # the call shows up with its first progress line or its result
             case _:
                 assert_never(event)
 
-    def _done(self, event: DoneEvent) -> None:
+    def _done(self, event: events.DoneEvent) -> None:
         if self._mid_line:
             self.out.write("\n")
             self._mid_line = False
@@ -101,7 +92,7 @@ class TextRenderer:
             self.err.flush()
 
 
-async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> DoneEvent:
+async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> events.DoneEvent:
     """Stream one turn to stdout; SIGINT cancels it. Returns its `done` event."""
     loop = asyncio.get_running_loop()
     renderer = TextRenderer(sys.stdout, err=sys.stderr)
@@ -109,7 +100,7 @@ async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> Don
         loop.add_signal_handler(signal.SIGINT, session.cancel)
     except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
         pass
-    done: DoneEvent | None = None
+    done: events.DoneEvent | None = None
     try:
         async for event in session.stream(message):
             if as_json:
@@ -117,7 +108,7 @@ async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> Don
                 sys.stdout.flush()
             else:
                 renderer.render(event)
-            if isinstance(event, DoneEvent):
+            if isinstance(event, events.DoneEvent):
                 done = event
     finally:
         try:

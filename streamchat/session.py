@@ -9,7 +9,7 @@ place that keeps history; every surface (notebook, widget, CLI, server) consumes
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, get_args
+from typing import Any, TypedDict, get_args
 
 from ._text import check_message
 from .errors import SessionBusyError, UsageError
@@ -24,7 +24,34 @@ from .tools.definition import Tool, toolset
 from .tools.runner import ToolThreads
 from .turn import ToolAction, Turn, new_id
 
-__all__ = ["ChatSession", "ToolAction"]
+__all__ = ["ChatOptions", "ChatSession", "SessionKeywords", "SessionOptions", "ToolAction"]
+
+
+class SessionOptions(TypedDict, total=False):
+    """What a session is made with, besides its provider: `model`, `tools`, `system` (see `ChatSession`).
+
+    `chat()`, `achat()`, `ChatWidget` and `new_session()` take these keywords.
+    """
+
+    model: str | None
+    tools: Iterable[Tool | Callable[..., Any]] | None
+    system: str | None
+
+
+class SessionKeywords(SessionOptions, total=False):
+    """Every keyword of `ChatSession`: the `SessionOptions` and the limits, id, settings and history."""
+
+    max_turns: int | None
+    tool_timeout: float | None
+    session_id: str | None
+    settings: Settings | None
+    history: Sequence[Message]
+
+
+class ChatOptions(SessionOptions, total=False):
+    """The keywords of `chat()` and `achat()` that choose their session: `provider` and the `SessionOptions`."""
+
+    provider: Provider | str | None
 
 
 class ChatSession:

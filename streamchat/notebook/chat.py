@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, Protocol, TypeAlias
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, TypeAlias, Unpack
 
 from .. import _sync
 from ..cli import TextRenderer
@@ -22,9 +22,8 @@ from ..events import DoneEvent, Event
 from ..providers import choose_provider
 from ..providers.base import Provider
 from ..result import ChatResult, ResultCollector
-from ..session import ChatSession
+from ..session import ChatOptions, ChatSession, SessionKeywords, SessionOptions
 from ..settings import Settings
-from ..tools.definition import Tool
 from .render import Coalescer
 
 __all__ = ["DisplayMode", "achat", "chat", "default_session", "new_session"]
@@ -71,67 +70,63 @@ class _TextView:
         """Nothing to do: printed text is already a document."""
 
 
-def _config(provider: Any, model: Any, tools: list[Any] | None, system: Any) -> tuple[Any, ...]:
+def _list_tools(options: SessionOptions) -> None:
+    """Make `options["tools"]` a list: an iterator must not be consumed twice."""
+    if (tools := options.get("tools")) is not None:
+        options["tools"] = list(tools)
+
+
+def _config(provider: Any, options: SessionOptions) -> tuple[Any, ...]:
     """What makes `chat(provider=…, …)` reuse the default session: the same arguments."""
     provider_key = provider if isinstance(provider, str | None) else id(provider)
-    return (provider_key, model, None if tools is None else tuple(tools), system)
+    tools = options.get("tools")
+    return (provider_key, options.get("model"), None if tools is None else tuple(tools), options.get("system"))
 
 
-def new_session(
-    provider: Provider | str | None = None,
-    *,
-    model: str | None = None,
-    tools: Iterable[Tool | Callable[..., Any]] | None = None,
-    system: str | None = None,
-    **options: Any,
-) -> ChatSession:
+_NO_CONFIG = (None, None, None, None)
+
+
+def new_session(provider: Provider | str | None = None, **options: Unpack[SessionKeywords]) -> ChatSession:
     """Start a new default session (forgetting the old conversation) and return it.
 
-    With no provider named (here or in `STREAMCHAT_PROVIDER`), the backends are probed
-    first; like every sync call, this waits for the answer.
+    Takes `ChatSession`'s arguments (`model`, `tools`, `system`, `max_turns`, …: see
+    `SessionKeywords`). With no provider named (here or in `STREAMCHAT_PROVIDER`), the
+    backends are probed first; like every sync call, this waits for the answer.
 
     Example:
         >>> session = new_session("demo")
         >>> # chat("What time is it in Tokyo?")  # now uses `session`
     """
-    tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
-    return _set_default(
-        session_now(provider, model=model, tools=tools, system=system, **options), provider, model, tools, system
-    )
+    _list_tools(options)
+    return _set_default(session_now(provider, **options), provider, options)
 
 
-def session_now(
-    provider: Provider | str | None = None,
-    *,
-    model: str | None = None,
-    tools: Iterable[Tool | Callable[..., Any]] | None = None,
-    system: str | None = None,
-    **options: Any,
-) -> ChatSession:
+def session_now(provider: Provider | str | None = None, **options: Unpack[SessionKeywords]) -> ChatSession:
     """A `ChatSession` whose backend is chosen now: a sync call, which waits for the probe on the private loop."""
-    return _sync.run_sync(_session_chosen(provider, model, tools, system, options))
+    return _sync.run_sync(_session_chosen(provider, options, options.get("settings")))
 
 
 async def _session_chosen(
-    provider: Provider | str | None, model: str | None, tools: Any, system: str | None, options: dict[str, Any]
+    provider: Provider | str | None, options: SessionOptions, settings: Settings | None = None
 ) -> ChatSession:
-    """A `ChatSession` made once its backend is chosen (awaited, so no loop ever waits for the probe)."""
+    """A `ChatSession` made once its backend is chosen (awaited, so no loop ever waits for the probe).
+
+    `options` may hold every `SessionKeywords` item; `settings` is among them, named for the probe.
+    """
     if not isinstance(provider, Provider):
-        provider = (await choose_provider(provider, model=model, settings=options.get("settings"))).provider
-        model = None  # the chosen provider has it
-    return ChatSession(provider, model=model, tools=tools, system=system, **options)
+        choice = await choose_provider(provider, model=options.get("model"), settings=settings)
+        provider, options = choice.provider, {**options, "model": None}  # the chosen provider has the model
+    return ChatSession(provider, **options)
 
 
-async def _anew_session(
-    provider: Provider | str | None, model: str | None, tools: list[Any] | None, system: str | None
-) -> ChatSession:
+async def _anew_session(provider: Provider | str | None, options: SessionOptions) -> ChatSession:
     """`new_session` for `achat()`: the probe is awaited on the running loop, not waited for."""
-    return _set_default(await _session_chosen(provider, model, tools, system, {}), provider, model, tools, system)
+    return _set_default(await _session_chosen(provider, options), provider, options)
 
 
-def _set_default(session: ChatSession, provider: Any, model: Any, tools: list[Any] | None, system: Any) -> ChatSession:
+def _set_default(session: ChatSession, provider: Any, options: SessionOptions) -> ChatSession:
     global _default, _default_config
-    _default, _default_config = session, _config(provider, model, tools, system)
+    _default, _default_config = session, _config(provider, options)
     return session
 
 
@@ -140,19 +135,24 @@ def default_session() -> ChatSession:
     return _default if _default is not None else new_session()
 
 
+def check_one_source(session: ChatSession | None, provider: Any, options: SessionOptions) -> None:
+    """Refuse `session=` together with the arguments of a session to make."""
+    if session is not None and _config(provider, options) != _NO_CONFIG:
+        raise UsageError("pass either `session=` or provider/model/tools/system, not both")
+
+
 def _session_for(
-    session: ChatSession | None, provider: Any, model: Any, tools: list[Any] | None, system: Any
-) -> ChatSession | None:
-    """`session`, or the default session these arguments ask for; None when a new default session is needed."""
+    session: ChatSession | None, options: ChatOptions
+) -> tuple[ChatSession | None, Provider | str | None, SessionOptions]:
+    """`session`, or the default session `options` ask for (None when a new one is needed), the provider and the rest."""
+    provider = options.pop("provider", None)
+    rest: SessionOptions = options  # what is left: the `SessionOptions`
+    _list_tools(rest)
+    check_one_source(session, provider, rest)
     if session is not None:
-        if (provider, model, tools, system) != (None, None, None, None):
-            raise UsageError("pass either `session=` or provider/model/tools/system, not both")
-        return session
-    if (provider, model, tools, system) == (None, None, None, None) or _default_config == _config(
-        provider, model, tools, system
-    ):
-        return _default
-    return None
+        return session, provider, rest
+    config = _config(provider, rest)
+    return (_default if config in (_NO_CONFIG, _default_config) else None), provider, rest
 
 
 def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
@@ -169,16 +169,13 @@ def _display_mode(display: DisplayMode | None) -> Literal["widget", "text"]:
     return "widget" if getattr(shell(), "kernel", None) is not None else "text"
 
 
-def _check_turn(session: ChatSession, message: str) -> None:
-    """Refuse a turn the session would refuse, before a view is shown for it."""
+def _turn_view(session: ChatSession, message: str, display: DisplayMode | None, *, stoppable: bool) -> _CellRenderer:
+    """Refuse a turn the session would refuse, then make the view that shows it."""
     if not isinstance(message, str) or not message.strip():
         raise UsageError("the message must be a non-empty string")
     if session.busy:
         raise SessionBusyError("this session is already answering a message: wait for it or stop it")
-
-
-def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppable: bool) -> _CellRenderer:
-    if mode == "text":
+    if _display_mode(display) == "text":
         return _TextView()
     from .document import LiveDisplay
     from .view import ChatView
@@ -194,17 +191,15 @@ def _renderer(session: ChatSession, mode: Literal["widget", "text"], *, stoppabl
 def chat(
     message: str,
     *,
-    provider: Provider | str | None = None,
-    model: str | None = None,
-    tools: Iterable[Tool | Callable[..., Any]] | None = None,
-    system: str | None = None,
     session: ChatSession | None = None,
     display: DisplayMode | None = None,
+    **options: Unpack[ChatOptions],
 ) -> ChatResult:
     """Send `message`, show the turn live in the cell, and return its `ChatResult`.
 
     Follow-up calls share the kernel's default session (`new_session()` starts another);
-    `session=` uses yours. In a Jupyter kernel the turn shows as a `ChatView` widget,
+    `provider=`, `model=`, `tools=` and `system=` (`ChatOptions`) ask for a default session
+    made with them, `session=` uses yours. In a Jupyter kernel the turn shows as a `ChatView` widget,
     elsewhere as plain text (`display=` or `STREAMCHAT_DISPLAY` choose). The kernel's
     interrupt button stops the turn: the view shows "stopped", the partial answer stays
     in history marked interrupted, and `KeyboardInterrupt` is raised as usual. When the
@@ -216,12 +211,9 @@ def chat(
         >>> result.text  # doctest: +SKIP
         '12 * (3 + 4) = 84 ...'
     """
-    tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
-    chosen = _session_for(session, provider, model, tools, system) or new_session(
-        provider, model=model, tools=tools, system=system
-    )
-    _check_turn(chosen, message)
-    view = _renderer(chosen, _display_mode(display), stoppable=False)
+    chosen, provider, rest = _session_for(session, options)
+    chosen = chosen or new_session(provider, **rest)
+    view = _turn_view(chosen, message, display, stoppable=False)
     events: queue.Queue[object] = queue.Queue()
 
     async def pump() -> None:
@@ -230,21 +222,17 @@ def chat(
 
     future = _sync.submit(pump())
     future.add_done_callback(lambda _: events.put(_END))  # also when cancelled before it ran
-    result = ResultCollector()
-    coalescer = Coalescer(merge_progress=view.merges_progress)
+    feed = _Feed(view)
     interrupted = False
     while True:
         try:
-            due = coalescer.due_in()
+            due = feed.coalescer.due_in()
             try:
                 item = events.get(timeout=0.2 if due is None else due)
             except queue.Empty:
-                _show(view, result, coalescer.flush())
-                continue
-            if item is _END:
-                _show(view, result, coalescer.flush())
+                item = None
+            if not feed.take(item):
                 break
-            _show(view, result, coalescer.push(item))  # type: ignore[arg-type]
         except KeyboardInterrupt:
             if interrupted:  # a second Ctrl-C: stop waiting for a clean end
                 future.cancel()
@@ -258,30 +246,24 @@ def chat(
         raise KeyboardInterrupt
     view.finish()
     future.result()  # re-raises a refused turn (busy session, empty message) here
-    return result.build()
+    return feed.result.build()
 
 
 async def achat(
     message: str,
     *,
-    provider: Provider | str | None = None,
-    model: str | None = None,
-    tools: Iterable[Tool | Callable[..., Any]] | None = None,
-    system: str | None = None,
     session: ChatSession | None = None,
     display: DisplayMode | None = None,
+    **options: Unpack[ChatOptions],
 ) -> ChatResult:
     """Like `chat()`, on the running loop: ``await achat("…")``. The view's Stop button works.
 
     Example:
         >>> result = await achat("What time is it in Tokyo?")  # doctest: +SKIP
     """
-    tools = None if tools is None else list(tools)  # an iterator must not be consumed twice
-    chosen = _session_for(session, provider, model, tools, system) or await _anew_session(
-        provider, model, tools, system
-    )
-    _check_turn(chosen, message)
-    view = _renderer(chosen, _display_mode(display), stoppable=True)
+    chosen, provider, rest = _session_for(session, options)
+    chosen = chosen or await _anew_session(provider, rest)
+    view = _turn_view(chosen, message, display, stoppable=True)
     try:
         return await consume(chosen, message, view)
     finally:
@@ -298,29 +280,37 @@ async def consume(session: ChatSession, message: str, view: _Renderer) -> ChatRe
 
     task = asyncio.get_running_loop().create_task(pump())
     task.add_done_callback(lambda _: events.put_nowait(_END))
-    result = ResultCollector()
-    coalescer = Coalescer(merge_progress=view.merges_progress)
+    feed = _Feed(view)
     try:
         while True:
             try:
-                item = await asyncio.wait_for(events.get(), timeout=coalescer.due_in())
+                item = await asyncio.wait_for(events.get(), timeout=feed.coalescer.due_in())
             except TimeoutError:
-                _show(view, result, coalescer.flush())
-                continue
-            if item is _END:
-                _show(view, result, coalescer.flush())
+                item = None
+            if not feed.take(item):
                 break
-            _show(view, result, coalescer.push(item))  # type: ignore[arg-type]
     except asyncio.CancelledError:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         view.stopped()
         raise
     await task  # re-raises a refused turn (busy session, empty message)
-    return result.build()
+    return feed.result.build()
 
 
-def _show(view: _Renderer, result: ResultCollector, events: list[Event]) -> None:
-    for event in events:
-        result.add(event)
-        view.handle(event)
+class _Feed:
+    """The turn's events, coalesced, into a view and a `ResultCollector`: what `chat()` and `consume()` share."""
+
+    def __init__(self, view: _Renderer) -> None:
+        self.view = view
+        self.result = ResultCollector()
+        self.coalescer = Coalescer(merge_progress=view.merges_progress)
+
+    def take(self, item: object) -> bool:
+        """Show what `item` brings (None: the wait for one timed out); False once the events have ended."""
+        ended = item is _END
+        events = self.coalescer.flush() if item is None or ended else self.coalescer.push(item)  # type: ignore[arg-type]
+        for event in events:
+            self.result.add(event)
+            self.view.handle(event)
+        return not ended

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import html
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack
 
 import ipywidgets as widgets
 
@@ -38,9 +38,8 @@ from .. import _sync
 from ..errors import StreamChatError, UsageError
 from ..providers.base import Provider
 from ..result import ChatResult
-from ..session import ChatSession
-from ..tools.definition import Tool
-from .chat import consume, session_now
+from ..session import ChatSession, SessionOptions
+from .chat import check_one_source, consume, session_now
 from .view import ChatView
 
 __all__ = ["ChatWidget"]
@@ -60,6 +59,9 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """An interactive chat: type a message and press Enter (or Send); Stop, Clear, per-tool controls.
 
+    Its session is `session=`, or a new one made with `provider` and the `SessionOptions`
+    (`model=`, `tools=`, `system=`).
+
     Example:
         >>> ChatWidget(provider="demo")  # doctest: +SKIP
     """
@@ -68,14 +70,11 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self,
         provider: Provider | str | None = None,
         *,
-        model: str | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] | None = None,
-        system: str | None = None,
         session: ChatSession | None = None,
+        **options: Unpack[SessionOptions],
     ) -> None:
-        if session is not None and (provider, model, tools, system) != (None, None, None, None):
-            raise UsageError("pass either `session=` or provider/model/tools/system, not both")
-        self.session = session or session_now(provider, model=model, tools=tools, system=system)
+        check_one_source(session, provider, options)
+        self.session = session or session_now(provider, **options)
         """The conversation this widget drives."""
         self.views: list[ChatView] = []
         """One `ChatView` per turn, oldest first."""
