@@ -84,7 +84,10 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         "StreamChat": {
             "provider_factory": "server_streams:make_provider",
             "tools": [],
+            "max_sessions": 1_000_000,
             "max_sessions_per_user": 1_000_000,
+            "max_running_turns": 1_000_000,
+            "max_running_turns_per_user": 1_000_000,
             "heartbeat_interval": 15.0,
         },
     }

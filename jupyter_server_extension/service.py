@@ -32,6 +32,7 @@ from streamchat.errors import (
     SessionBusyError,
     SessionNotFoundError,
     TooManySessionsError,
+    TooManyTurnsError,
 )
 from streamchat.events import Event
 from streamchat.messages import Message
@@ -42,7 +43,7 @@ from streamchat.settings import Settings
 from streamchat.stores import SessionRecord, SessionStore
 from streamchat.tools.definition import Tool
 
-__all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "Limits"]
+__all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "Limits", "trim_history"]
 
 SERVICE_SETTING = "streamchat_service"
 """The Tornado settings key under which the extension puts its `ChatService` for the handlers."""
@@ -54,12 +55,23 @@ SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's limits and timings: message sizes, sessions per user, idle, disconnect, heartbeat."""
+    """The server's limits and timings; each limit past which a request is refused answers 429.
+
+    The turn and in-flight limits count what runs in this server process.
+    """
 
     max_message_size: int = 64 * 1024
     """Largest message, in UTF-8 bytes."""
+    max_sessions: int = 1000
+    """Most sessions the server keeps, every user's together."""
     max_sessions_per_user: int = 100
     """Most sessions one user may have at a time."""
+    max_running_turns: int = 32
+    """Most turns running at once, every user's together."""
+    max_running_turns_per_user: int = 8
+    """Most turns one user may have running at once (in different sessions)."""
+    max_history_messages: int = 200
+    """Most messages a session keeps: past it the oldest go, so that the kept history starts with a user message."""
     idle_timeout: float = 3600.0
     """Seconds of inactivity after which a session is deleted."""
     disconnect_grace: float = 0.5
@@ -73,11 +85,27 @@ class Limits:
         return 6 * self.max_message_size + 4096  # "\\u001f" is the worst case: 6 bytes per byte
 
 
+def trim_history(history: Sequence[Message], limit: int) -> list[Message]:
+    """The latest `limit` messages of `history`, from the first user message among them on.
+
+    Starting at a user message keeps every kept tool result after the assistant message that
+    asked for it, which backends require.
+    """
+    if len(history) <= limit:
+        return list(history)
+    kept = history[len(history) - limit :]
+    for index, message in enumerate(kept):
+        if message.role == "user":
+            return list(kept[index:])
+    return []
+
+
 class TurnRun:
     """One turn running on the server; it lives until `done`, not as long as a connection."""
 
-    def __init__(self, session_id: str, chat: ChatSession) -> None:
+    def __init__(self, session_id: str, owner: str, chat: ChatSession) -> None:
         self.session_id = session_id
+        self.owner = owner
         self.chat = chat
         self.task: asyncio.Task[None] | None = None
         self.finished = False
@@ -216,9 +244,13 @@ class ChatService:
         return record
 
     async def _create(self, owner: str, session_id: str) -> SessionRecord:
-        if await self.store.count_owned(owner) >= self.limits.max_sessions_per_user:
+        limits = self.limits
+        if await self.store.count_owned(owner) >= limits.max_sessions_per_user:
+            raise TooManySessionsError(f"you already have {limits.max_sessions_per_user} sessions: delete one first")
+        if await self.store.count() >= limits.max_sessions:
             raise TooManySessionsError(
-                f"you already have {self.limits.max_sessions_per_user} sessions: delete one first"
+                f"the server has the most sessions it keeps ({limits.max_sessions}): try again later, "
+                "or delete a session you no longer need"
             )
         return await self.store.create(session_id, owner=owner)
 
@@ -277,18 +309,20 @@ class ChatService:
     ) -> Follower:
         """Start a turn in the caller's session and follow it from its first event."""
         message = self.check_message(message)
+        self._check_turn_limits(owner)  # before a session is made for a turn that cannot run
         record = await self.open_session(owner, session_id, create_missing=create_missing)
         session_id = record.session_id
         if not await self.store.begin_turn(session_id):
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         try:
+            self._check_turn_limits(owner)  # again: others may have started turns while this one waited
             provider = self._providers.get(session_id)
             if provider is None:
                 provider = self._providers[session_id] = self.make_provider()
             chat = ChatSession(
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
             )
-            run = TurnRun(session_id, chat)
+            run = TurnRun(session_id, owner, chat)
             follower = Follower(self, session_id, run, after=0)
         except BaseException:
             await self.store.end_turn(session_id)  # a turn that never started must not leave the session busy
@@ -296,6 +330,16 @@ class ChatService:
         self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
         return follower
+
+    def _check_turn_limits(self, owner: str) -> None:
+        limits = self.limits
+        mine = sum(1 for run in self._runs.values() if run.owner == owner)
+        if mine >= limits.max_running_turns_per_user:
+            what = "1 turn running: wait for it" if mine == 1 else f"{mine} turns running: wait for one"
+            raise TooManyTurnsError(f"you already have {what} to finish or cancel it")
+        if len(self._runs) >= limits.max_running_turns:
+            what = "1 message" if len(self._runs) == 1 else f"{len(self._runs)} messages"
+            raise TooManyTurnsError(f"the server is already answering {what} (its limit): try again in a moment")
 
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
@@ -305,7 +349,8 @@ class ChatService:
         finally:
             try:
                 if await self.store.get(run.session_id) is not None:
-                    await self.store.save_history(run.session_id, run.chat.history)
+                    history = trim_history(run.chat.history, self.limits.max_history_messages)
+                    await self.store.save_history(run.session_id, history)
             finally:
                 await self.store.end_turn(run.session_id)
                 if run.cancel_timer is not None:

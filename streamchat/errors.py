@@ -28,13 +28,16 @@ __all__ = [
     "BadRequestError",
     "ClientMessageError",
     "ConfigurationError",
+    "LimitExceededError",
     "MessageTooLargeError",
     "ReplayGapError",
     "SessionBusyError",
     "SessionExistsError",
     "SessionNotFoundError",
     "StreamChatError",
+    "TooManyInFlightError",
     "TooManySessionsError",
+    "TooManyTurnsError",
     "ToolDefinitionError",
     "ToolError",
     "UnknownProviderError",
@@ -249,8 +252,31 @@ class MessageTooLargeError(ApiError):
     status = 413
 
 
-class TooManySessionsError(ApiError):
-    """The user already has the most sessions allowed; code ``too_many_sessions``, HTTP 429."""
+class LimitExceededError(ApiError):
+    """A server limit refuses the request until something finishes; code ``limit_exceeded``, HTTP 429.
+
+    The message says which limit and what to do (wait, cancel a turn, delete a session).
+    """
+
+    code = "limit_exceeded"
+    status = 429
+
+
+class TooManySessionsError(LimitExceededError):
+    """The user, or the server in all, has the most sessions allowed; code ``too_many_sessions``, HTTP 429."""
 
     code = "too_many_sessions"
-    status = 429
+
+
+class TooManyTurnsError(LimitExceededError):
+    """The user, or the server in all, has the most turns running at once; code ``too_many_turns``, HTTP 429."""
+
+    code = "too_many_turns"
+    retryable = True
+
+
+class TooManyInFlightError(LimitExceededError):
+    """A WebSocket sent more messages than the server handles at once; code ``too_many_in_flight``, HTTP 429."""
+
+    code = "too_many_in_flight"
+    retryable = True
