@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -104,7 +103,8 @@ class StreamChat(ExtensionApp):
     provider_factory = Unicode(
         "",
         help="Import path 'module:callable' of a function taking the Settings and returning a Provider; "
-        "called once per session. Overrides provider and model (used by tests and custom backends).",
+        "called once, its provider shared by every session. Overrides provider and model "
+        "(used by tests and custom backends).",
     ).tag(config=True)
     idle_timeout = Float(3600.0, help="Seconds of inactivity after which a session is deleted.").tag(config=True)
     max_message_size = Int(64 * 1024, min=1, help="Largest user message, in UTF-8 bytes (larger: 413).").tag(
@@ -155,19 +155,24 @@ class StreamChat(ExtensionApp):
         except ValueError as exc:
             raise ConfigurationError(f"StreamChat: invalid setting: {exc}") from exc
 
-    def _provider_maker(self, settings: Settings) -> Callable[[], Provider]:
+    def _make_provider(self, settings: Settings) -> Provider:
+        """The one provider every session shares: one connection pool, or one loaded local model."""
         if self.provider_factory:
             factory = load_object(self.provider_factory, setting="provider_factory")
-            return lambda: factory(settings)
-        return lambda: get_provider(self.provider, model=self.model, settings=settings)
+            provider = factory(settings)
+            if not isinstance(provider, Provider):
+                raise ConfigurationError(
+                    f"StreamChat.provider_factory: {self.provider_factory!r} returned {provider!r}, not a Provider"
+                )
+            return provider
+        return get_provider(self.provider, model=self.model, settings=settings)
 
     def initialize_settings(self) -> None:
         """Check the configuration and build the chat service; a bad setting is logged by name."""
         try:
             settings = self._settings()
             tools = load_tools(list(self.tools))
-            make_provider = self._provider_maker(settings)
-            health_provider = make_provider()
+            provider = self._make_provider(settings)
         except StreamChatError as exc:
             log = self.serverapp.log if self.serverapp is not None else self.log
             log.error("streamchat: the extension cannot start: %s", exc.message)
@@ -177,17 +182,16 @@ class StreamChat(ExtensionApp):
         store = self.store_class(replay_size=self.replay_buffer_size)  # type: ignore[abstract]
         self.service: ChatService = self.service_class(
             store,
-            make_provider=make_provider,
+            provider=provider,
             tools=tools,
             settings=settings,
             limits=limits,
-            health_provider=health_provider,
         )
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
         self._expiry.start()
-        self.log.info("streamchat: serving %s with tools %s", health_provider.describe(), [t.name for t in tools])
+        self.log.info("streamchat: serving %s with tools %s", provider.describe(), [t.name for t in tools])
 
     def initialize_handlers(self) -> None:
         """Register the routes of DESIGN §3 under the server's base URL."""

@@ -19,7 +19,7 @@ import collections
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,30 +202,27 @@ class ChatService:
 
     Args:
         store: where sessions, turn flags and replay buffers live.
-        make_provider: makes the provider of each new session.
+        provider: the model every session talks to, shared by all of them (one connection pool,
+            or one loaded model); ``GET health`` describes and probes it; closed by `aclose`.
         tools: the tools the model may call.
         settings: the settings every session runs with.
         limits: sizes and timings.
-        health_provider: the provider ``GET health`` describes and probes; closed by `aclose`.
     """
 
     def __init__(
         self,
         store: SessionStore,
         *,
-        make_provider: Callable[[], Provider],
+        provider: Provider,
         tools: Sequence[Tool],
         settings: Settings,
         limits: Limits,
-        health_provider: Provider,
     ) -> None:
         self.store = store
-        self.make_provider = make_provider
-        self.health_provider = health_provider
+        self.provider = provider
         self.tools = list(tools)
         self.settings = settings
         self.limits = limits
-        self._providers: dict[str, Provider] = {}
         self._runs: dict[str, TurnRun] = {}
 
     # -- sessions --------------------------------------------------------------------------
@@ -278,9 +275,6 @@ class ChatService:
             run.chat.cancel()
             await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
         await self.store.delete(session_id)
-        provider = self._providers.pop(session_id, None)
-        if provider is not None:
-            await provider.aclose()
 
     async def expire_idle(self) -> list[str]:
         """Delete the sessions idle for longer than the idle timeout; returns their ids."""
@@ -316,11 +310,8 @@ class ChatService:
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         try:
             self._check_turn_limits(owner)  # again: others may have started turns while this one waited
-            provider = self._providers.get(session_id)
-            if provider is None:
-                provider = self._providers[session_id] = self.make_provider()
             chat = ChatSession(
-                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
+                self.provider, tools=self.tools, session_id=session_id, settings=self.settings, history=record.history
             )
             run = TurnRun(session_id, owner, chat)
             follower = Follower(self, session_id, run, after=0)
@@ -382,7 +373,7 @@ class ChatService:
 
     async def health(self) -> dict[str, Any]:
         """Status, version, the provider and whether its endpoint answers."""
-        provider = self.health_provider
+        provider = self.provider
         endpoint = getattr(provider, "base_url", None)
         reachable = True  # an in-process model (demo, scripted, local) is always there
         if isinstance(endpoint, str) and endpoint:
@@ -405,13 +396,10 @@ class ChatService:
         return None if run is None else run.chat
 
     async def aclose(self) -> None:
-        """Cancel every running turn and close the providers (the health one too) and the store."""
+        """Cancel every running turn, then close the provider and the store."""
         for run in list(self._runs.values()):
             run.chat.cancel()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        for provider in self._providers.values():
-            await provider.aclose()
-        self._providers.clear()
-        await self.health_provider.aclose()
+        await self.provider.aclose()
         await self.store.aclose()

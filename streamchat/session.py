@@ -271,7 +271,9 @@ class _Turn:
         for _ in range(session.max_turns):
             self.emit(ThinkingEvent, text=THINKING_STATUS, kind="status")
             system = [Message(role="system", content=session.system)] if session.system else []
-            request = ModelRequest(messages=(*system, *session._history, *self.messages), tools=tools)
+            request = ModelRequest(
+                messages=(*system, *session._history, *self.messages), tools=tools, session_id=session.session_id
+            )
             self.model_calls += 1
             self.response_text, self.response_calls, self.response_open = [], [], True
             finish = "stop"

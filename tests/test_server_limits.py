@@ -1,7 +1,8 @@
 """The server's global limits, against a real Jupyter server: every refusal is a 429 saying what to do.
 
 Sessions in all and per user, turns running per user and in all (REST, SSE and WebSocket
-answer the same code), the history a session keeps.
+answer the same code), the history a session keeps; and one provider (one connection
+pool) shared by every session.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
+from backends.fixtures import replay, replay_server  # noqa: F401  (fixtures)
+from backends.replay import ReplayServer, Reply
+from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from server_helpers import *  # noqa: F403
 from server_helpers import (
     BOB,
     GATE,
     SCRIPT,
+    SessionScripts,
     ToolCall,
     auth,
     error_of,
@@ -128,3 +133,39 @@ class TestHistoryLimit:
             "two",
             "third",
         ]
+
+
+class TestOneProvider:
+    async def test_the_server_makes_one_provider_and_every_session_shares_it(
+        self, client: httpx.AsyncClient, jp_serverapp: Any
+    ) -> None:
+        GATE.reset()
+        SCRIPT.turns = [[ToolCall("wait_here", {"label": "a"})], ["first"]]
+        running = asyncio.create_task(client.post("api/streamchat/chat", json={"message": "one"}))
+        assert GATE.started is not None and GATE.opened is not None
+        await GATE.started.wait()
+        SCRIPT.turns = [["second"]]
+        assert (await client.post("api/streamchat/chat", json={"message": "two"})).json()["text"] == "second"
+        GATE.opened.set()
+        assert (await running).json()["text"] == "first"
+        (shared,) = [p for p in SCRIPT.providers if isinstance(p, SessionScripts)]  # the factory ran once
+        assert jp_serverapp.web_app.settings["streamchat_service"].provider is shared
+        assert [len(p.requests) for p in session_providers()] == [2, 1]  # each session played its own script
+
+
+class TestSharedConnectionPool:
+    @pytest.fixture
+    def jp_server_config(self, replay: ReplayServer) -> dict[str, Any]:
+        return server_config(provider_factory="", provider="ollama", ollama_host=replay.url, tools=[])
+
+    async def test_sessions_talk_to_the_backend_over_one_pool(
+        self, client: httpx.AsyncClient, replay: ReplayServer
+    ) -> None:
+        replay.reset(*[Reply([ndjson(ollama_chunk("pooled"), ollama_done())]) for _ in range(3)])
+        sessions = set()
+        for _ in range(3):
+            result = (await client.post("api/streamchat/chat", json={"message": "hi"})).json()
+            assert result["text"] == "pooled"
+            sessions.add(result["session_id"])
+        assert len(sessions) == 3 and len(replay.requests) == 3
+        assert replay.connections == 1  # one kept-alive connection: not one pool per session
