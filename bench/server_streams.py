@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import httpx
@@ -36,8 +36,8 @@ from httpx_sse import aconnect_sse
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from streamchat import ChatSession, ScriptedProvider, Settings
-from streamchat.providers.base import ModelRequest
+from streamchat import ChatSession, Settings
+from streamchat.providers.base import FinishDelta, ModelRequest, Provider, ProviderDelta, TextDelta
 
 TOKEN = "bench-token"
 
@@ -45,18 +45,26 @@ TOKEN = "bench-token"
 # -- the model the server runs (imported by the server process as server_streams:make_provider) --
 
 
-async def stamped_tokens(request: ModelRequest) -> AsyncIterator[str]:
-    """Tokens "<produced at>|<i> ", as many and as fast as the user message asks ("N DELAY")."""
-    count, delay = request.messages[-1].content.split()
-    for i in range(int(count)):
-        if float(delay):
-            await asyncio.sleep(float(delay))
-        yield f"{time.time():.6f}|{i} "
+class StampingModel(Provider):
+    """Answers every request with tokens "<produced at>|<i> ", as many and as fast as the user message asks.
+
+    The message is "N DELAY". One instance serves every session of the server.
+    """
+
+    name = "stamping"
+
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ProviderDelta, None]:
+        count, delay = request.messages[-1].content.split()
+        for i in range(int(count)):
+            if float(delay):
+                await asyncio.sleep(float(delay))
+            yield TextDelta(text=f"{time.time():.6f}|{i} ")
+        yield FinishDelta(reason="stop")
 
 
-def make_provider(settings: Settings) -> ScriptedProvider:
+def make_provider(settings: Settings) -> StampingModel:
     """`StreamChat.provider_factory` of the benchmark server."""
-    return ScriptedProvider([stamped_tokens] * 100)
+    return StampingModel("stamping")
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -84,7 +92,10 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         "StreamChat": {
             "provider_factory": "server_streams:make_provider",
             "tools": [],
+            "max_sessions": 1_000_000,
             "max_sessions_per_user": 1_000_000,
+            "max_running_turns": 1_000_000,
+            "max_running_turns_per_user": 1_000_000,
             "heartbeat_interval": 15.0,
         },
     }

@@ -19,6 +19,7 @@ server's loop as soon as it runs, and every session gets a provider of the chose
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import typing
 from typing import Any
@@ -119,11 +120,28 @@ class StreamChat(ExtensionApp):
     provider_factory = Unicode(
         "",
         help="Import path 'module:callable' of a function taking the Settings and returning a Provider; "
-        "called once per session. Overrides provider and model (used by tests and custom backends).",
+        "called once, its provider shared by every session. Overrides provider and model "
+        "(used by tests and custom backends).",
     ).tag(config=True)
     idle_timeout = Float(3600.0, help="Seconds of inactivity after which a session is deleted.").tag(config=True)
-    max_message_size = Int(64 * 1024, help="Largest user message, in UTF-8 bytes (larger: 413).").tag(config=True)
-    max_sessions_per_user = Int(100, help="Most sessions one user may have at a time.").tag(config=True)
+    max_message_size = Int(64 * 1024, min=1, help="Largest user message, in UTF-8 bytes (larger: 413).").tag(
+        config=True
+    )
+    max_sessions = Int(1000, min=1, help="Most sessions the server keeps, every user's together (more: 429).").tag(
+        config=True
+    )
+    max_sessions_per_user = Int(100, min=1, help="Most sessions one user may have at a time (more: 429).").tag(
+        config=True
+    )
+    max_running_turns = Int(32, min=1, help="Most turns running at once in this server (more: 429).").tag(config=True)
+    max_running_turns_per_user = Int(8, min=1, help="Most turns one user may have running at once (more: 429).").tag(
+        config=True
+    )
+    max_history_messages = Int(
+        200,
+        min=2,
+        help="Most messages a session keeps; the oldest go first (a kept history starts with a user message).",
+    ).tag(config=True)
     heartbeat_interval = Float(15.0, help="Seconds between SSE ': ping' comments (0 disables them).").tag(config=True)
     disconnect_grace = Float(
         0.5, help="Seconds a turn survives without any client before it is cancelled (a resume within it continues)."
@@ -168,13 +186,7 @@ class StreamChat(ExtensionApp):
             log.error("streamchat: the extension cannot start: %s", exc.message)
             raise
         self._probe: asyncio.Task[ProviderChoice] | None = None
-        limits = Limits(
-            max_message_size=self.max_message_size,
-            max_sessions_per_user=self.max_sessions_per_user,
-            idle_timeout=self.idle_timeout,
-            disconnect_grace=self.disconnect_grace,
-            heartbeat_interval=self.heartbeat_interval,
-        )
+        limits = Limits(**{field.name: getattr(self, field.name) for field in dataclasses.fields(Limits)})
         # The trait holds a concrete subclass; mypy types it as the abstract klass (python/mypy#4717).
         store = self.store_class(replay_size=self.replay_buffer_size)  # type: ignore[abstract]
         self.service: ChatService = self.service_class(

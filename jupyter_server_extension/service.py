@@ -33,6 +33,7 @@ from streamchat.errors import (
     SessionBusyError,
     SessionNotFoundError,
     TooManySessionsError,
+    TooManyTurnsError,
 )
 from streamchat.events import ErrorEvent, Event
 from streamchat.messages import Message
@@ -43,7 +44,7 @@ from streamchat.settings import Settings
 from streamchat.stores import SessionRecord, SessionStore
 from streamchat.tools.definition import Tool
 
-__all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "Limits"]
+__all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "Limits", "trim_history"]
 
 SERVICE_SETTING = "streamchat_service"
 """The Tornado settings key under which the extension puts its `ChatService` for the handlers."""
@@ -80,12 +81,23 @@ def public_provider(provider: Provider) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's limits and timings: message sizes, sessions per user, idle, disconnect, heartbeat."""
+    """The server's limits and timings; each limit past which a request is refused answers 429.
+
+    The turn and in-flight limits count what runs in this server process.
+    """
 
     max_message_size: int = 64 * 1024
     """Largest message, in UTF-8 bytes."""
+    max_sessions: int = 1000
+    """Most sessions the server keeps, every user's together."""
     max_sessions_per_user: int = 100
     """Most sessions one user may have at a time."""
+    max_running_turns: int = 32
+    """Most turns running at once, every user's together."""
+    max_running_turns_per_user: int = 8
+    """Most turns one user may have running at once (in different sessions)."""
+    max_history_messages: int = 200
+    """Most messages a session keeps: past it the oldest go, so that the kept history starts with a user message."""
     idle_timeout: float = 3600.0
     """Seconds of inactivity after which a session is deleted."""
     disconnect_grace: float = 0.5
@@ -102,6 +114,21 @@ class Limits:
 def _same_record(a: SessionRecord, b: SessionRecord) -> bool:
     """Whether two records are one session's (a session deleted and re-created under its id is another)."""
     return a.session_id == b.session_id and a.owner == b.owner and a.created_at == b.created_at
+
+
+def trim_history(history: Sequence[Message], limit: int) -> list[Message]:
+    """The latest `limit` messages of `history`, from the first user message among them on.
+
+    Starting at a user message keeps every kept tool result after the assistant message that
+    asked for it, which backends require.
+    """
+    if len(history) <= limit:
+        return list(history)
+    kept = history[len(history) - limit :]
+    for index, message in enumerate(kept):
+        if message.role == "user":
+            return list(kept[index:])
+    return []
 
 
 class TurnRun:
@@ -236,7 +263,6 @@ class ChatService:
         self.tools = list(tools)
         self.settings = settings
         self.limits = limits
-        self._providers: dict[str, Provider] = {}
         self.log = logging.getLogger("streamchat.server")
         """Where details kept from clients go, under the error id the client is given."""
         self._runs: dict[str, TurnRun] = {}
@@ -260,9 +286,13 @@ class ChatService:
         return record
 
     async def _create(self, owner: str, session_id: str) -> SessionRecord:
-        if await self.store.count_owned(owner) >= self.limits.max_sessions_per_user:
+        limits = self.limits
+        if await self.store.count_owned(owner) >= limits.max_sessions_per_user:
+            raise TooManySessionsError(f"you already have {limits.max_sessions_per_user} sessions: delete one first")
+        if await self.store.count() >= limits.max_sessions:
             raise TooManySessionsError(
-                f"you already have {self.limits.max_sessions_per_user} sessions: delete one first"
+                f"the server has the most sessions it keeps ({limits.max_sessions}): try again later, "
+                "or delete a session you no longer need"
             )
         return await self.store.create(session_id, owner=owner)
 
@@ -303,9 +333,6 @@ class ChatService:
             if current is None or not _same_record(current, record):
                 return
             await self.store.delete(session_id)
-            provider = self._providers.pop(session_id, None)
-            if provider is not None:
-                await provider.aclose()
         finally:
             self._deleting.discard(session_id)
 
@@ -341,6 +368,7 @@ class ChatService:
     ) -> Follower:
         """Start a turn in the caller's session and follow it from its first event."""
         message = self.check_message(message)
+        self._check_turn_limits(owner)  # before a session is made for a turn that cannot run
         record = await self.open_session(owner, session_id, create_missing=create_missing)
         session_id = record.session_id
         self._check_not_deleting(session_id)
@@ -352,9 +380,8 @@ class ChatService:
             self._check_not_deleting(session_id)
             if current is None or not _same_record(current, record):
                 raise SessionNotFoundError(f"session {session_id!r} was deleted: start a new session")
-            provider = self._providers.get(session_id)
-            if provider is None:
-                provider = self._providers[session_id] = (await self.provider_choice()).new_provider()
+            self._check_turn_limits(owner)  # again: others may have started turns while this one waited
+            provider = (await self.provider_choice()).provider  # one provider, shared by every session
             chat = ChatSession(
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=current.history
             )
@@ -371,6 +398,16 @@ class ChatService:
         if session_id in self._deleting:
             raise SessionNotFoundError(f"session {session_id!r} is being deleted: start a new session")
 
+    def _check_turn_limits(self, owner: str) -> None:
+        limits = self.limits
+        mine = sum(1 for run in self._runs.values() if run.record.owner == owner)
+        if mine >= limits.max_running_turns_per_user:
+            what = "1 turn running: wait for it" if mine == 1 else f"{mine} turns running: wait for one"
+            raise TooManyTurnsError(f"you already have {what} to finish or cancel it")
+        if len(self._runs) >= limits.max_running_turns:
+            what = "1 message" if len(self._runs) == 1 else f"{len(self._runs)} messages"
+            raise TooManyTurnsError(f"the server is already answering {what} (its limit): try again in a moment")
+
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
             async for event in run.chat.stream(message):
@@ -382,7 +419,8 @@ class ChatService:
             try:
                 current = await self.store.get(run.session_id)
                 if current is not None and _same_record(current, run.record):  # never into a re-created session
-                    await self.store.save_history(run.session_id, run.chat.history)
+                    history = trim_history(run.chat.history, self.limits.max_history_messages)
+                    await self.store.save_history(run.session_id, history)
             finally:
                 await self.store.end_turn(run.session_id)
                 if run.cancel_timer is not None:
@@ -472,12 +510,9 @@ class ChatService:
         return None if run is None else run.chat
 
     async def aclose(self) -> None:
-        """Cancel every running turn and close the sessions' providers and the store."""
+        """Cancel every running turn and close the store (the app closes the shared provider)."""
         for run in list(self._runs.values()):
             run.chat.cancel()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        for provider in self._providers.values():
-            await provider.aclose()
-        self._providers.clear()
         await self.store.aclose()

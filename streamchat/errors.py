@@ -29,13 +29,16 @@ __all__ = [
     "BadRequestError",
     "ClientMessageError",
     "ConfigurationError",
+    "LimitExceededError",
     "MessageTooLargeError",
     "ReplayGapError",
     "SessionBusyError",
     "SessionExistsError",
     "SessionNotFoundError",
     "StreamChatError",
+    "TooManyInFlightError",
     "TooManySessionsError",
+    "TooManyTurnsError",
     "ToolDefinitionError",
     "ToolError",
     "UnknownProviderError",
@@ -217,5 +220,20 @@ class MessageTooLargeError(ApiError, code="message_too_large", status=413):
     """
 
 
-class TooManySessionsError(ApiError, code="too_many_sessions", status=429):
-    """The user already has the most sessions allowed; code ``too_many_sessions``, HTTP 429."""
+class LimitExceededError(ApiError, code="limit_exceeded", status=429):
+    """A server limit refuses the request until something finishes; code ``limit_exceeded``, HTTP 429.
+
+    The message says which limit and what to do (wait, cancel a turn, delete a session).
+    """
+
+
+class TooManySessionsError(LimitExceededError, code="too_many_sessions"):
+    """The user, or the server in all, has the most sessions allowed; code ``too_many_sessions``, HTTP 429."""
+
+
+class TooManyTurnsError(LimitExceededError, code="too_many_turns", retryable=True):
+    """The user, or the server in all, has the most turns running at once; code ``too_many_turns``, HTTP 429."""
+
+
+class TooManyInFlightError(LimitExceededError, code="too_many_in_flight", retryable=True):
+    """A WebSocket sent more messages than the server handles at once; code ``too_many_in_flight``, HTTP 429."""

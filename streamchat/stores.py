@@ -89,6 +89,10 @@ class SessionStore(abc.ABC):
         """How many sessions `owner` has."""
 
     @abc.abstractmethod
+    async def count(self) -> int:
+        """How many sessions there are, every owner's together."""
+
+    @abc.abstractmethod
     async def idle_since(self, before: float) -> list[str]:
         """Ids of the sessions whose last activity is older than `before` (epoch seconds)."""
 
@@ -163,6 +167,9 @@ class MemoryStore(SessionStore):
 
     async def count_owned(self, owner: str) -> int:
         return sum(1 for record in self._records.values() if record.owner == owner)
+
+    async def count(self) -> int:
+        return len(self._records)
 
     async def idle_since(self, before: float) -> list[str]:
         return [sid for sid, record in self._records.items() if record.last_activity < before]

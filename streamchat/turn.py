@@ -413,7 +413,9 @@ class Turn:
         for _ in range(session.max_turns):
             self.sink.put(events.ThinkingEvent(**self.sink.stamp(), text=THINKING_STATUS, kind="status"))
             system = [Message(role="system", content=session.system)] if session.system else []
-            request = ModelRequest(messages=(*system, *self._history, *self._messages), tools=tools)
+            request = ModelRequest(
+                messages=(*system, *self._history, *self._messages), tools=tools, session_id=self._session.session_id
+            )
             self._metrics.model_call()
             response = self._response = Response()
             await self._stream_response(request, response)

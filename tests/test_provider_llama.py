@@ -8,6 +8,7 @@ model's non-streamed answer.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import re
 from pathlib import Path
@@ -128,6 +129,30 @@ async def test_cancelling_stops_local_generation_at_once(gguf_path: Path) -> Non
     provider.generate_options["max_tokens"] = 4
     result = await session.send("Hi")
     assert result.text and provider.generated_tokens > stopped_at
+
+
+async def test_one_local_provider_serves_concurrent_turns_without_holding_the_default_pool(
+    gguf_path: Path,
+) -> None:
+    provider = LocalProvider(gguf_path, n_ctx=512, temperature=0.0, max_tokens=4)
+    request = ModelRequest(messages=(Message(role="user", content=QUESTION),))
+
+    async def answer() -> str:
+        return "".join([d.text async for d in provider.stream(request) if isinstance(d, TextDelta)])
+
+    expected = await answer()
+    default_pool = concurrent.futures.ThreadPoolExecutor(2)
+    asyncio.get_running_loop().set_default_executor(default_pool)
+    turns = [asyncio.create_task(answer()) for _ in range(3)]
+    await asyncio.sleep(0)  # each turn's first step hands its generation to a thread
+    # more turns than asyncio's default pool has threads: those waiting for the model queue in
+    # the provider's own executor, so the default pool (DNS lookups, to_thread) stays free
+    probe = asyncio.create_task(asyncio.to_thread(lambda: "free"))
+    done, _ = await asyncio.wait([probe, *turns], return_when=asyncio.FIRST_COMPLETED)
+    assert probe in done
+    assert await asyncio.gather(*turns) == [expected] * len(turns)
+    await provider.aclose()
+    default_pool.shutdown()
 
 
 def test_local_provider_without_a_model_file_says_how_to_configure_it(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The reliability layer shared by every HTTP backend (Ollama, OpenAI-compatible).
 
-One implementation of: a pooled `httpx.AsyncClient` per provider; connect and read
-timeouts; a stall timeout between chunks; retries with exponential backoff and jitter
+One implementation of: a pooled `httpx.AsyncClient` per provider, shared by every turn
+that uses the provider (concurrent ones too); connect and read timeouts; a stall timeout
+between chunks; retries with exponential backoff and jitter
 (honouring `Retry-After`) for connection errors, 408, 409, 429 and 5xx, made only while
 nothing of the response has been yielded yet, so a retry can never duplicate tokens;
 actionable errors for 400/401/403/404; a retry without tools when a model rejects them;
@@ -293,6 +294,11 @@ class HttpProvider(Provider):
             raise BackendUnreachableError(
                 f"{self.name} at {self.base_url} did not accept a connection within "
                 f"{self.policy.connect_timeout:g} s: {self.unreachable_hint()}"
+            ) from exc
+        except httpx.PoolTimeout as exc:  # every pooled connection is busy with other turns
+            raise BackendTimeoutError(
+                f"every connection to {self.name} at {self.base_url} stayed busy for "
+                f"{self.policy.connect_timeout:g} s: too many turns at once, try again in a moment"
             ) from exc
         except httpx.TimeoutException as exc:
             raise BackendTimeoutError(

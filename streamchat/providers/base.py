@@ -122,6 +122,9 @@ class ModelRequest(BaseModel):
     """The history, system prompt first when there is one."""
     tools: tuple[ToolDefinition, ...] = ()
     """The tools the model may call."""
+    session_id: str | None = None
+    """The conversation the call belongs to (`ChatSession.session_id`), so that a provider shared by
+    several sessions can tell them apart."""
 
 
 class Provider(abc.ABC):

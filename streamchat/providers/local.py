@@ -1,15 +1,21 @@
 """`LocalProvider` (`provider="local"`): a GGUF model run in-process by llama-cpp-python.
 
 Install with `pip install "streamchat[local]"`. The model file comes from `model=` or
-`STREAMCHAT_LOCAL_MODEL`. Generation runs in a worker thread that feeds an asyncio
-queue, so the event loop (a notebook kernel's, a server's) never blocks; leaving the
-stream sets a flag the thread checks between tokens, so a cancelled turn stops
+`STREAMCHAT_LOCAL_MODEL`. Generation runs in the provider's own worker thread that feeds
+an asyncio queue, so the event loop (a notebook kernel's, a server's) never blocks; leaving
+the stream sets a flag the thread checks between tokens, so a cancelled turn stops
 generating within one token. The model itself answers without tools.
+
+One provider may serve several sessions at once (the server shares one): a llama.cpp
+context runs one generation at a time, so requests queue in the provider's one-thread
+executor, where a waiting request holds no thread of asyncio's default pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncGenerator, Callable
@@ -41,6 +47,8 @@ _CHAT_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "qwen2"
 """Chat formats for GGUF files that carry no chat template, by `general.architecture`."""
 
 _Item = tuple[Literal["chunk", "error", "end"], Any]
+_REMEMBERED_SESSIONS = 1024
+"""How many sessions a provider remembers having told that it answers without tools."""
 
 
 class LocalProvider(Provider):
@@ -75,7 +83,8 @@ class LocalProvider(Provider):
         """Tokens produced by the model so far, counted in the worker thread (cancelled answers included)."""
         self._llama: Any = None
         self._lock = threading.Lock()  # a llama.cpp context runs one generation at a time
-        self._warned_tools = False
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._warned: collections.OrderedDict[str | None, None] = collections.OrderedDict()
 
     def describe(self) -> str:
         return f"local {Path(self.model).name} (in-process llama.cpp)"
@@ -100,15 +109,32 @@ class LocalProvider(Provider):
             self._llama = llama
         return self._llama
 
+    async def aclose(self) -> None:
+        """Let the worker thread end once its queued generations are done (or stopped)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def _tell_once(self, session_id: str | None) -> bool:
+        """True the first time a session (one of the latest few hundred) asks with tools."""
+        if session_id in self._warned:
+            self._warned.move_to_end(session_id)
+            return False
+        self._warned[session_id] = None
+        if len(self._warned) > _REMEMBERED_SESSIONS:
+            self._warned.popitem(last=False)
+        return True
+
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ProviderDelta, None]:
-        if request.tools and not self._warned_tools:
-            self._warned_tools = True
+        if request.tools and self._tell_once(request.session_id):
             yield ThinkingDelta(kind="status", text="the local model answers without tools")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         stop = threading.Event()
         messages = [{"role": m.role if m.role != "tool" else "user", "content": m.content} for m in request.messages]
-        worker = loop.run_in_executor(None, self._generate, messages, stop, _sender(loop, queue))
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streamchat-local")
+        job = self._executor.submit(self._generate, messages, stop, _sender(loop, queue))
         tokens = 0
         finish: Literal["stop", "length"] = "stop"
         try:
@@ -130,7 +156,8 @@ class LocalProvider(Provider):
             yield FinishDelta(reason=finish)
         finally:
             stop.set()  # the worker sees it before its next token
-            await asyncio.shield(worker)  # a second cancel leaves the thread to stop by itself
+            if not job.cancel():  # a queued generation never starts; a running one is waited for
+                await asyncio.shield(asyncio.wrap_future(job))  # a second cancel leaves the thread to stop by itself
 
     def _generate(self, messages: list[dict[str, str]], stop: threading.Event, send: Callable[[_Item], None]) -> None:
         """Worker thread: run one generation, sending chunks until done or `stop` is set."""

@@ -47,6 +47,9 @@ class ScriptedProvider(Provider):
             (or yields, sync or async) such items.
         token_delay: seconds to wait before each item, to imitate a streaming model.
 
+    One provider shared by several sessions (the server shares one between all of them)
+    plays its responses in the order the calls arrive, whichever session makes them.
+
     Attributes:
         requests: every `ModelRequest` received, in order.
         cancellations: how many responses were stopped by their consumer before the end.

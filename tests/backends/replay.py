@@ -82,6 +82,8 @@ class ReplayServer:
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        self.connections = 0
+        """TCP connections accepted since the last `reset`."""
         self.disconnects = 0
         """Responses the client abandoned before their end."""
         self._replies: deque[Reply] = deque()
@@ -112,6 +114,7 @@ class ReplayServer:
     def reset(self, *replies: Reply) -> None:
         """Forget earlier requests and queue `replies` for the next requests."""
         self.requests.clear()
+        self.connections = 0
         self.disconnects = 0
         self._replies = deque(replies)
 
@@ -140,6 +143,7 @@ class ReplayServer:
             self._loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,17 +1,20 @@
 """Shared parts of the server extension tests: the scripted backend, tools, identities, stream readers.
 
-The extension is configured with `make_provider`: each new session gets a
-`ScriptedProvider` playing `SCRIPT.turns`, and every provider made is kept in
-`SCRIPT.providers` so tests can read `requests` and `cancellations`. The extension
-imports this module by name (``server_helpers:make_provider``), so it is a plain module
-next to the tests, not part of `conftest.py`; the fixtures are in `conftest.py`.
+The extension is configured with `make_provider`, which the server calls once: its
+`SessionScripts` is the provider every session shares. It plays each session's calls
+on a `ScriptedProvider` of that session's own (told apart by `ModelRequest.session_id`),
+made when the session first calls the model, playing `SCRIPT.turns` as they were then.
+`SCRIPT.providers` holds the shared provider first, then each session's `ScriptedProvider`,
+so tests can read `requests` and `cancellations`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,7 @@ from tornado.web import RequestHandler
 from traitlets import Dict
 
 from streamchat import Event, Progress, ProgressReporter, ScriptedProvider, Settings, ToolCall, parse_event
+from streamchat.providers.base import ModelRequest, Provider, ProviderDelta
 from streamchat.providers.scripted import ScriptTurn
 
 ALICE = "alice-token"
@@ -33,24 +37,52 @@ BOB = "bob-token"
 
 @dataclass
 class Script:
-    """What the next sessions' providers play, and the providers made so far."""
+    """What the next sessions play, and the providers made so far."""
 
     turns: list[ScriptTurn] = field(default_factory=lambda: [["Hello", " there"]])
     token_delay: float = 0.0
-    providers: list[ScriptedProvider] = field(default_factory=list)
+    providers: list[Provider] = field(default_factory=list)
+    """The server's shared `SessionScripts`, then each session's `ScriptedProvider`."""
 
 
 SCRIPT = Script()
 
 
+class SessionScripts(Provider):
+    """The provider the server shares between sessions: each session plays a script of its own.
+
+    A session's `ScriptedProvider` lives as long as `SCRIPT.providers` holds it (a test may
+    drop it from there; the session's next call then starts the current script afresh).
+    """
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        super().__init__("script")
+        self._sessions: weakref.WeakValueDictionary[str | None, ScriptedProvider] = weakref.WeakValueDictionary()
+
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ProviderDelta, None]:
+        player = self._sessions.get(request.session_id)
+        # A request whose history holds only the user's messages is a session's first call:
+        # a session deleted and re-created under the same id starts the current script afresh.
+        fresh = all(message.role in ("system", "user") for message in request.messages)
+        if player is None or (fresh and player.requests):
+            player = ScriptedProvider(list(SCRIPT.turns), token_delay=SCRIPT.token_delay)
+            self._sessions[request.session_id] = player
+            SCRIPT.providers.append(player)
+        async with contextlib.aclosing(player.stream(request)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+
 def session_providers() -> list[ScriptedProvider]:
-    """The providers made for sessions (the first one made is the extension's health provider)."""
-    return SCRIPT.providers[1:]
+    """Each session's scripted provider, in the order the sessions first called the model."""
+    return [p for p in SCRIPT.providers if isinstance(p, ScriptedProvider)]
 
 
-def make_provider(settings: Settings) -> ScriptedProvider:
-    """`StreamChat.provider_factory` for the tests: a fresh scripted provider per session."""
-    provider = ScriptedProvider(list(SCRIPT.turns), token_delay=SCRIPT.token_delay)
+def make_provider(settings: Settings) -> SessionScripts:
+    """`StreamChat.provider_factory` for the tests: the one provider the server shares."""
+    provider = SessionScripts()
     SCRIPT.providers.append(provider)
     return provider
 
