@@ -140,6 +140,15 @@ class _StreamChatMixin(JupyterHandler):
 class ApiHandler(_StreamChatMixin, APIHandler):
     """Base of the REST and SSE routes."""
 
+    _follower: Follower | None = None
+    """The turn this request follows, if any: a disconnect stops following it."""
+
+    def on_connection_close(self) -> None:
+        """The client went away: stop following (the turn is cancelled after the grace window)."""
+        if self._follower is not None:
+            self._follower.close()
+        super().on_connection_close()
+
     def chat_request(self) -> wire.ChatRequest:
         """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
         if len(self.request.body) > self.service.limits.max_body_size:
@@ -184,8 +193,6 @@ class ApiHandler(_StreamChatMixin, APIHandler):
 class _SseHandler(ApiHandler):
     """Writes a followed turn as Server-Sent Events, with heartbeats; a disconnect stops following."""
 
-    _follower: Follower | None = None
-
     async def stream(self, follower: Follower) -> None:
         """Send the turn's events from the follower's position until `done`."""
         self._follower = follower
@@ -212,12 +219,6 @@ class _SseHandler(ApiHandler):
         if not self.request.connection.stream.closed():  # type: ignore[union-attr]
             await self.finish(set_content_type="text/event-stream")
 
-    def on_connection_close(self) -> None:
-        """The client went away: stop following (the turn is cancelled after the grace window)."""
-        if self._follower is not None:
-            self._follower.close()
-        super().on_connection_close()
-
 
 class HealthHandler(ApiHandler):
     """``GET api/streamchat/health``."""
@@ -242,8 +243,6 @@ class ToolsHandler(ApiHandler):
 class ChatHandler(ApiHandler):
     """``POST api/streamchat/chat``: the whole answer as JSON."""
 
-    _follower: Follower | None = None
-
     @web.authenticated
     @authorized(resource=RESOURCE)
     async def post(self) -> None:
@@ -252,12 +251,6 @@ class ChatHandler(ApiHandler):
         self._follower = await self.service.start_turn(self.owner, request.session_id, request.message)
         result = await self.service.collect(self._follower)
         await self.finish(result.model_dump_json())
-
-    def on_connection_close(self) -> None:
-        """The client went away: stop following (the turn is cancelled after the grace window)."""
-        if self._follower is not None:
-            self._follower.close()
-        super().on_connection_close()
 
 
 class ChatStreamHandler(_SseHandler):
