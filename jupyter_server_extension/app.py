@@ -142,6 +142,17 @@ class StreamChat(ExtensionApp):
         min=2,
         help="Most messages a session keeps; the oldest go first (a kept history starts with a user message).",
     ).tag(config=True)
+    max_messages_in_flight = Int(
+        16,
+        min=1,
+        help="Most messages of one WebSocket handled at once; more get an error message (code too_many_in_flight).",
+    ).tag(config=True)
+    max_buffered_bytes = Int(
+        1024 * 1024,
+        min=1024,
+        help="Most bytes waiting for one client (unsent events and unsent socket bytes); past it the client is "
+        "dropped and its turns go on for the others.",
+    ).tag(config=True)
     heartbeat_interval = Float(15.0, help="Seconds between SSE ': ping' comments (0 disables them).").tag(config=True)
     disconnect_grace = Float(
         0.5, help="Seconds a turn survives without any client before it is cancelled (a resume within it continues)."

@@ -6,6 +6,11 @@ Handlers are thin: parse, authorize, call the service, encode. The service is th
 `ChatService` the extension put in the Tornado settings under `SERVICE_SETTING`; handlers
 know nothing else of the extension (its class is configurable).
 
+Streaming handlers wait for each write to reach the socket before writing more, and give
+the service a `ClientBuffer` per connection, so a client that does not read is dropped
+once more than `max_buffered_bytes` wait for it. A WebSocket handles at most
+`max_messages_in_flight` of its messages at once; more get an `error` reply.
+
 Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
 the resource ``streamchat``; the WebSocket uses `ws_authenticated`), even when the
 server allows unauthenticated access. Errors are JSON ``{"error": {"code", "message"}}``
@@ -15,10 +20,12 @@ with the error's own `status` (see `streamchat.errors`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import html
 import inspect
 import json
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, assert_never
 
@@ -26,14 +33,20 @@ from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from streamchat.errors import ClientMessageError, MessageTooLargeError, ReplayGapError, StreamChatError
+from streamchat.errors import (
+    ClientMessageError,
+    MessageTooLargeError,
+    ReplayGapError,
+    StreamChatError,
+    TooManyInFlightError,
+)
 from streamchat.session import ToolAction
 
 from . import wire
-from .service import SERVICE_SETTING, ChatService, Follower, new_error_id
+from .service import SERVICE_SETTING, ChatService, ClientBuffer, Follower, new_error_id
 
 __all__ = ["RESOURCE", "owner_of", "page_policy", "routes"]
 
@@ -76,6 +89,16 @@ async def owner_of(handler: JupyterHandler) -> str:
         if cookie_user is None:
             return SERVER_TOKEN_OWNER
     return str(handler.current_user.username)
+
+
+def unsent_bytes(stream: IOStream | None) -> int:
+    """Bytes written to `stream` that the client has not taken yet (0 once it is closed).
+
+    tornado counts them in `IOStream._write_buffer` (since tornado 5) but has no public accessor.
+    """
+    if stream is None or stream.closed():
+        return 0
+    return len(stream._write_buffer)
 
 
 class _StreamChatMixin(JupyterHandler):
@@ -193,6 +216,32 @@ class ApiHandler(_StreamChatMixin, APIHandler):
 class _SseHandler(ApiHandler):
     """Writes a followed turn as Server-Sent Events, with heartbeats; a disconnect stops following."""
 
+    _client: ClientBuffer | None = None
+
+    @property
+    def client(self) -> ClientBuffer:
+        """This response's byte budget: past it, the response is dropped."""
+        if self._client is None:
+            self._client = self.service.client_buffer(unsent=self._unsent, drop=self._drop)
+        return self._client
+
+    def _socket(self) -> IOStream | None:
+        stream: IOStream | None = getattr(self.request.connection, "stream", None)
+        return stream
+
+    def _unsent(self) -> int:
+        return unsent_bytes(self._socket())
+
+    def _drop(self) -> None:
+        self.log.warning(
+            "streamchat: dropped a client of %s that does not read: over %d bytes were waiting for it",
+            self.request.path,
+            self.service.limits.max_buffered_bytes,
+        )
+        socket = self._socket()
+        if socket is not None:
+            socket.close()  # the pending flush fails, which ends `stream`
+
     async def stream(self, follower: Follower) -> None:
         """Send the turn's events from the follower's position until `done`."""
         self._follower = follower
@@ -261,7 +310,8 @@ class ChatStreamHandler(_SseHandler):
     async def post(self) -> None:
         """Run a turn and stream its events."""
         request = self.chat_request()
-        await self.stream(await self.service.start_turn(self.owner, request.session_id, request.message))
+        follower = await self.service.start_turn(self.owner, request.session_id, request.message, client=self.client)
+        await self.stream(follower)
 
 
 class SessionStreamHandler(_SseHandler):
@@ -274,7 +324,7 @@ class SessionStreamHandler(_SseHandler):
         last_event_id = self.request.headers.get("Last-Event-ID")
         if last_event_id is not None:
             turn_id, last_seq = wire.parse_last_event_id(last_event_id)
-            follower = await self.service.resume(self.owner, session_id, last_seq, turn_id)
+            follower = await self.service.resume(self.owner, session_id, last_seq, turn_id, client=self.client)
             if follower is None:
                 self.set_status(204)  # nothing left to send: tells EventSource to stop reconnecting
                 await self.finish(set_content_type="text/event-stream")
@@ -282,7 +332,9 @@ class SessionStreamHandler(_SseHandler):
         else:
             self.check_explicit_xsrf()  # starting a turn changes state: an <img> must not be able to do it
             message = self.get_query_argument("message", None)
-            follower = await self.service.start_turn(self.owner, session_id, message, create_missing=True)
+            follower = await self.service.start_turn(
+                self.owner, session_id, message, create_missing=True, client=self.client
+            )
         await self.stream(follower)
 
 
@@ -312,6 +364,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     owner: str
     _pumps: dict[str, tuple[Follower, asyncio.Task[None]]]
     _tasks: set[asyncio.Task[None]]
+    _client: ClientBuffer
     _last_session: str | None = None
 
     def set_default_headers(self) -> None:
@@ -335,34 +388,52 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         """Send each message at once: tokens are small, and Nagle's algorithm would hold them ~40 ms."""
         super().open(*args, **kwargs)
         self.set_nodelay(True)
+        self._client = self.service.client_buffer(unsent=self._unsent, drop=self._drop)
 
     def on_message(self, message: str | bytes) -> None:
-        """Parse a client message and handle it in a task; bad messages get an `error` reply."""
+        """Handle a client message in a task; bad ones, and ones past the in-flight limit, get an `error` reply."""
         try:
             parsed = wire.parse_client_message(message)
         except ClientMessageError as exc:
-            self._send(wire.ws_error(exc.code, exc.message))
+            self._reply_soon(wire.ws_error(exc.code, exc.message))
             return
-        task = asyncio.get_running_loop().create_task(self._handle(parsed))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        limit = self.service.limits.max_messages_in_flight
+        if len(self._tasks) >= limit:
+            refused = TooManyInFlightError(
+                f"{limit} messages of this socket are still being handled: wait for their replies before sending more"
+            )
+            self._reply_soon(wire.ws_error(refused.code, refused.message))
+            return
+        self._spawn(self._handle(parsed), self._tasks)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]] | None) -> asyncio.Task[None]:
+        """Run `work` in a task whose failure, if any, is logged (a socket's tasks never fail silently)."""
+        task = asyncio.get_running_loop().create_task(work)
+        if tasks is not None:
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        task.add_done_callback(self._log_failure)
+        return task
+
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("streamchat: a WebSocket task failed", exc_info=exc)
 
     async def _handle(self, message: wire.ClientMessage) -> None:
         try:
             await self._dispatch(message)
         except StreamChatError as exc:
-            self._send(wire.ws_error(exc.code, exc.message))
+            await self._send(wire.ws_error(exc.code, exc.message))
 
     async def _dispatch(self, message: wire.ClientMessage) -> None:
         service = self.service
         if isinstance(message, wire.ChatMessage):
-            follower = await service.start_turn(self.owner, message.session_id, message.message)
+            follower = await service.start_turn(self.owner, message.session_id, message.message, client=self._client)
             self._last_session = follower.session_id
-            pump = asyncio.get_running_loop().create_task(self._pump(follower))
-            self._pumps[follower.session_id] = (follower, pump)
+            self._pumps[follower.session_id] = (follower, self._spawn(self._pump(follower), None))
         elif isinstance(message, wire.ToolsList):
             tools = [t.definition.model_dump() for t in service.tools]
-            self._send(json.dumps({"type": "tools.list", "tools": tools}))
+            await self._send(json.dumps({"type": "tools.list", "tools": tools}))
         elif isinstance(message, wire.ChatClear):
             await service.clear(self.owner, self._session(message.session_id))
         elif isinstance(message, wire.ChatCancel):
@@ -405,22 +476,61 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     async def _pump(self, follower: Follower) -> None:
         try:
             while not follower.ended:
-                sent = [self.write_message(wire.ws_event(event)) for event in await follower.next_events()]
+                writes = []
+                gone = False
+                for event in await follower.next_events():
+                    sent = self._write(wire.ws_event(event))
+                    if sent is None:
+                        gone = True
+                        break
+                    writes.append(sent)
                 # one wait per batch paces the turn to the client; every write's outcome is collected
-                if any(isinstance(r, Exception) for r in await asyncio.gather(*sent, return_exceptions=True)):
+                results = await asyncio.gather(*writes, return_exceptions=True)
+                if gone or any(isinstance(r, Exception) for r in results):
                     break
-        except (WebSocketClosedError, StreamClosedError, ReplayGapError):
+        except ReplayGapError:
             pass
         finally:
             follower.close()
             if self._pumps.get(follower.session_id, (None,))[0] is follower:
                 del self._pumps[follower.session_id]
 
-    def _send(self, text: str) -> None:
+    def _unsent(self) -> int:
+        connection = self.ws_connection
+        return unsent_bytes(connection.stream if connection is not None else None)
+
+    def _drop(self) -> None:
+        self.log.warning(
+            "streamchat: dropped a WebSocket that does not read: over %d bytes were waiting for it",
+            self.service.limits.max_buffered_bytes,
+        )
+        connection = self.ws_connection
+        if connection is not None and connection.stream is not None:
+            connection.stream.close()  # tornado then aborts the socket and calls on_close
+
+    def _write(self, text: str) -> asyncio.Future[None] | None:
+        """Start writing one message; None when the socket is gone, or over its byte budget (then dropped)."""
+        if not self._client.admit():
+            return None
         try:
-            self.write_message(text)
+            return self.write_message(text)
         except WebSocketClosedError:
-            pass
+            return None
+
+    async def _send(self, text: str) -> None:
+        """Write one message and wait until the socket has taken it (or is gone)."""
+        sent = self._write(text)
+        if sent is not None:
+            with contextlib.suppress(WebSocketClosedError, StreamClosedError):
+                await sent
+
+    def _reply_soon(self, text: str) -> None:
+        """Write one message without waiting for it (the byte budget bounds such replies)."""
+        sent = self._write(text)
+        if sent is not None:
+            sent.add_done_callback(
+                lambda done: done.cancelled() or done.exception()
+            )  # retrieve a closed socket's error
 
     def on_close(self) -> None:
         """The socket closed: stop following its turns (they are cancelled after the grace window)."""

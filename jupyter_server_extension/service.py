@@ -10,6 +10,10 @@ Disconnect cancels: when the last follower of a running turn goes away, the turn
 cancelled after `disconnect_grace` seconds (0.5 s by default) unless a client resumes it
 within that window. The tool calls get `CancelledError`, the backend request is closed,
 and the turn still ends with `done(reason="cancelled")` in the buffer and history.
+
+Slow clients: each streaming connection has a `ClientBuffer` counting what waits for it
+(events in its followers' inboxes, bytes its socket has not taken). Past
+`Limits.max_buffered_bytes` the connection is dropped, and its turns go on for the others.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +49,15 @@ from streamchat.settings import Settings
 from streamchat.stores import SessionRecord, SessionStore
 from streamchat.tools.definition import Tool
 
-__all__ = ["SERVICE_SETTING", "SESSION_ID_PATTERN", "ChatService", "Follower", "Limits", "trim_history"]
+__all__ = [
+    "SERVICE_SETTING",
+    "SESSION_ID_PATTERN",
+    "ChatService",
+    "ClientBuffer",
+    "Follower",
+    "Limits",
+    "trim_history",
+]
 
 SERVICE_SETTING = "streamchat_service"
 """The Tornado settings key under which the extension puts its `ChatService` for the handlers."""
@@ -98,6 +111,11 @@ class Limits:
     """Most turns one user may have running at once (in different sessions)."""
     max_history_messages: int = 200
     """Most messages a session keeps: past it the oldest go, so that the kept history starts with a user message."""
+    max_messages_in_flight: int = 16
+    """Most messages of one WebSocket handled at once (a reply not yet sent counts); more get an error."""
+    max_buffered_bytes: int = 1024 * 1024
+    """Most bytes waiting for one client (events not yet sent, plus its connection's unsent bytes):
+    past it, the next event or reply drops the client, and its turns go on for the others."""
     idle_timeout: float = 3600.0
     """Seconds of inactivity after which a session is deleted."""
     disconnect_grace: float = 0.5
@@ -131,6 +149,46 @@ def trim_history(history: Sequence[Message], limit: int) -> list[Message]:
     return []
 
 
+class ClientBuffer:
+    """What waits for one client connection: events in its followers' inboxes, plus its unsent bytes.
+
+    Once more than `limit` bytes wait, the next event or reply for the client drops it
+    (`drop` is called once): a client that does not read cannot grow the server's memory
+    past the limit plus one message. Its turns go on for their other followers (and are
+    cancelled after the grace window if it was the last).
+
+    Args:
+        limit: the most bytes that may wait.
+        unsent: the connection's bytes written but not yet taken by the client.
+        drop: closes the connection.
+    """
+
+    def __init__(self, limit: int, *, unsent: Callable[[], int], drop: Callable[[], None]) -> None:
+        self.limit = limit
+        self.queued = 0
+        """Bytes of the events waiting in this client's inboxes."""
+        self.dropped = False
+        self.peak = 0
+        """The most bytes seen waiting (measured whenever a message comes for the client)."""
+        self._unsent = unsent
+        self._drop = drop
+
+    def pending(self) -> int:
+        """Bytes waiting for this client."""
+        return self.queued + self._unsent()
+
+    def admit(self) -> bool:
+        """Whether one more message may be queued or written; over the limit, drop the client (False)."""
+        if self.dropped:
+            return False
+        pending = self.pending()
+        self.peak = max(self.peak, pending)
+        if pending > self.limit:
+            self.dropped = True
+            self._drop()
+        return not self.dropped
+
+
 class TurnRun:
     """One turn running on the server; it lives until `done`, not as long as a connection."""
 
@@ -147,8 +205,16 @@ class TurnRun:
         self.changed: asyncio.Future[None] = self._loop.create_future()
 
     def publish(self, event: Event) -> None:
-        """Hand an event to every attached follower and wake them."""
-        for follower in self.followers:
+        """Hand an event to every attached follower (a client over its limit is dropped instead) and wake them."""
+        size = 0
+        for follower in list(self.followers):
+            client = follower.client
+            if client is not None:
+                if not client.admit():
+                    continue
+                size = size or len(event.model_dump_json())
+                client.queued += size
+                follower.queued += size
             follower.inbox.append(event)
         self.notify()
 
@@ -161,12 +227,19 @@ class TurnRun:
 class Follower:
     """A connection's view of a turn: its events after a given `seq`, then new ones as they come.
 
-    Live events reach a follower through its own inbox, so a slow reader never loses any;
-    the store's bounded replay buffer only serves what was sent before it attached.
+    Live events reach a follower through its own inbox, so a slow reader never loses any
+    (until its `client` is over its byte limit and dropped); the store's bounded replay buffer
+    only serves what was sent before it attached.
     """
 
     def __init__(
-        self, service: ChatService, session_id: str, run: TurnRun | None, after: int, turn_id: str | None = None
+        self,
+        service: ChatService,
+        session_id: str,
+        run: TurnRun | None,
+        after: int,
+        turn_id: str | None = None,
+        client: ClientBuffer | None = None,
     ) -> None:
         self.service = service
         self.session_id = session_id
@@ -174,10 +247,13 @@ class Follower:
         self.after = after
         self.turn_id = turn_id
         """The turn followed; None until its first event when the follower did not name one."""
+        self.client = client
         self.ended = False
         self._backlog_read = False
         self.inbox: collections.deque[Event] = collections.deque()
         """Events published since the last `next_events`."""
+        self.queued = 0
+        """Bytes of the events in the inbox, counted in the client's buffer."""
         self._closed = asyncio.get_running_loop().create_future()
         if run is not None:
             run.followers.add(self)
@@ -200,6 +276,9 @@ class Follower:
             else:
                 events = list(self.inbox)
             self.inbox.clear()
+            if self.client is not None:
+                self.client.queued -= self.queued
+            self.queued = 0
             events = [event for event in events if event.seq > self.after]  # backlog and inbox may overlap
             if events:
                 if self.turn_id is None:
@@ -224,6 +303,10 @@ class Follower:
         if self._closed.done():
             return
         self._closed.set_result(None)
+        self.inbox.clear()
+        if self.client is not None:
+            self.client.queued -= self.queued
+        self.queued = 0
         run = self.run
         if run is None:
             return
@@ -265,8 +348,16 @@ class ChatService:
         self.limits = limits
         self.log = logging.getLogger("streamchat.server")
         """Where details kept from clients go, under the error id the client is given."""
+        self.clients: weakref.WeakSet[ClientBuffer] = weakref.WeakSet()
+        """The buffers of the connected streaming clients (SSE responses, WebSockets)."""
         self._runs: dict[str, TurnRun] = {}
         self._deleting: set[str] = set()  # no turn may start in these sessions
+
+    def client_buffer(self, *, unsent: Callable[[], int], drop: Callable[[], None]) -> ClientBuffer:
+        """A byte budget of `max_buffered_bytes` for one streaming connection (see `ClientBuffer`)."""
+        client = ClientBuffer(self.limits.max_buffered_bytes, unsent=unsent, drop=drop)
+        self.clients.add(client)
+        return client
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -364,9 +455,15 @@ class ChatService:
         return message
 
     async def start_turn(
-        self, owner: str, session_id: str | None, message: Any, *, create_missing: bool = False
+        self,
+        owner: str,
+        session_id: str | None,
+        message: Any,
+        *,
+        create_missing: bool = False,
+        client: ClientBuffer | None = None,
     ) -> Follower:
-        """Start a turn in the caller's session and follow it from its first event."""
+        """Start a turn in the caller's session and follow it from its first event (for `client`)."""
         message = self.check_message(message)
         self._check_turn_limits(owner)  # before a session is made for a turn that cannot run
         record = await self.open_session(owner, session_id, create_missing=create_missing)
@@ -386,7 +483,7 @@ class ChatService:
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=current.history
             )
             run = TurnRun(current, chat)
-            follower = Follower(self, session_id, run, after=0)
+            follower = Follower(self, session_id, run, after=0, client=client)
         except BaseException:
             await self.store.end_turn(session_id)  # a turn that never started must not leave the session busy
             raise
@@ -448,10 +545,18 @@ class ChatService:
         message = f"{what}: try again; if it persists, tell the server's admin (error id {error_id} in the server log)"
         return event.model_copy(update={"message": message})
 
-    async def resume(self, owner: str, session_id: str, last_seq: int, turn_id: str | None = None) -> Follower | None:
+    async def resume(
+        self,
+        owner: str,
+        session_id: str,
+        last_seq: int,
+        turn_id: str | None = None,
+        *,
+        client: ClientBuffer | None = None,
+    ) -> Follower | None:
         """Follow turn `turn_id` (None: the session's latest turn) after event `last_seq`.
 
-        Returns None when nothing is left; 410 (`ReplayGapError`) when the session has
+        Returns None when nothing is left (events go to `client`'s budget); 410 (`ReplayGapError`) when the session has
         moved on to another turn, or the events are no longer buffered.
         """
         await self.open_session(owner, session_id)
@@ -470,7 +575,7 @@ class ChatService:
         run = self._runs.get(session_id)
         if run is None and not pending:
             return None
-        return Follower(self, session_id, run, after=last_seq, turn_id=turn_id)
+        return Follower(self, session_id, run, after=last_seq, turn_id=turn_id, client=client)
 
     async def collect(self, follower: Follower) -> ChatResult:
         """Wait for the followed turn to end and return its result."""

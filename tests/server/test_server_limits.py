@@ -8,7 +8,12 @@ pool) shared by every session.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,13 +21,16 @@ import pytest
 from backends.replay import ReplayServer, Reply
 from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from server_helpers import (
+    ALICE,
     BOB,
     GATE,
     SCRIPT,
     SessionScripts,
     ToolCall,
+    aconnect_sse,
     auth,
     error_of,
+    parse_event,
     receive,
     server_config,
     session_providers,
@@ -167,3 +175,184 @@ class TestSharedConnectionPool:
             sessions.add(result["session_id"])
         assert len(sessions) == 3 and len(replay.requests) == 3
         assert replay.connections == 1  # one kept-alive connection: not one pool per session
+
+
+TOOLS_LIST = json.dumps({"type": "tools.list"})
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(
+    port: int, request: str, token: str, **headers: str
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A client that sends `request` ("GET /path …") and then reads only when the test says so.
+
+    asyncio's streams stop reading the socket once 128 KiB wait unread, and the socket's
+    receive window is small, so the server's writes to a client that never reads soon pile
+    up on the server's side, as with a real slow client (tornado's and httpx's clients would
+    keep reading the socket into memory).
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, as a slow client's
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    lines = [f"{request} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Authorization: token {token}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+def ws_frame(text: str) -> bytes:
+    """One masked text frame, as a client sends it (RFC 6455 §5.2)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@contextlib.asynccontextmanager
+async def raw_websocket(port: int, base_url: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A WebSocket to ``api/streamchat/ws`` as alice, over a `raw_connection`."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec_WebSocket_Key": key, "Sec_WebSocket_Version": "13"}
+    async with raw_connection(port, f"GET {base_url}api/streamchat/ws", ALICE, **upgrade) as (reader, writer):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        yield reader, writer
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The next text message the server sent over a `raw_websocket`, parsed."""
+    head = await reader.readexactly(2)
+    assert head[0] == 0x81, head  # a whole text frame
+    size = head[1] & 0x7F
+    if size >= 126:
+        size = int.from_bytes(await reader.readexactly(2 if size == 126 else 8), "big")
+    message: dict[str, Any] = json.loads(await reader.readexactly(size))
+    return message
+
+
+class TestWebSocketFlood:
+    LIMIT = 16 * 1024
+
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(max_buffered_bytes=self.LIMIT, max_messages_in_flight=2)
+
+    async def test_a_socket_that_floods_and_never_reads_is_dropped_while_others_go_on(
+        self, jp_ws_fetch: Any, jp_serverapp: Any, jp_http_port: int, jp_base_url: str
+    ) -> None:
+        service = jp_serverapp.web_app.settings["streamchat_service"]
+        other = await jp_ws_fetch("api", "streamchat", "ws", headers=auth(BOB))
+        GATE.reset()
+        SCRIPT.turns = [[ToolCall("wait_here", {"label": "other"})], ["still ", "here"]]
+        await other.write_message(json.dumps({"type": "chat.message", "message": "go"}))
+        assert [(await receive(other))["type"] for _ in range(3)] == ["chat.thinking", "tool.call", "tool.progress"]
+        await other.write_message(TOOLS_LIST)
+        reply = len(json.dumps(await receive(other), separators=(",", ":")))
+        async with raw_websocket(jp_http_port, jp_base_url) as (_, writer):
+            sent = 0
+            while not any(client.dropped for client in service.clients):
+                writer.write(ws_frame(TOOLS_LIST))  # and never read
+                await writer.drain()
+                sent += 1
+                if sent % 200 == 0:  # meanwhile, the other socket gets its answers
+                    await other.write_message(TOOLS_LIST)
+                    assert (await receive(other))["type"] == "tools.list"
+        (dropped,) = [client for client in service.clients if client.dropped]
+        # the server held at most the limit plus one reply for it (measured before each reply)
+        assert self.LIMIT < dropped.peak <= self.LIMIT + reply + 4  # + the frame's header
+        assert GATE.opened is not None
+        GATE.opened.set()  # the other socket's turn goes on to its end
+        rest = [await receive(other) for _ in range(5)]
+        assert [m["type"] for m in rest] == [
+            "tool.progress",
+            "tool.result",
+            "chat.thinking",
+            "chat.token",
+            "chat.token",
+        ]
+        assert (await receive(other))["text"] == "still here"
+        other.close()
+
+
+class TestMessagesInFlight:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(max_messages_in_flight=2)  # and the default byte limit, 1 MiB
+
+    async def test_messages_past_the_in_flight_limit_get_an_error_and_the_socket_goes_on(
+        self, jp_serverapp: Any, base_url: str, jp_http_port: int, jp_base_url: str
+    ) -> None:
+        service = jp_serverapp.web_app.settings["streamchat_service"]
+        async with raw_websocket(jp_http_port, jp_base_url) as (reader, writer):
+            writer.write(ws_frame(TOOLS_LIST))
+            reply = len(json.dumps(await read_frame(reader), separators=(",", ":"))) + 4
+            (client,) = service.clients
+            sent = 1
+            while client.pending() <= 2 * reply:  # until both replies in flight wait, and a refusal behind them
+                writer.write(ws_frame(TOOLS_LIST))
+                await writer.drain()
+                await asyncio.sleep(0)  # let the server take it (loopback takes MBs without making drain wait)
+                sent += 1
+            answers = [await read_frame(reader) for _ in range(sent - 1)]  # now read everything
+            refusals = [answer for answer in answers if answer["type"] == "error"]
+            assert refusals and all(answer["type"] == "tools.list" for answer in answers if answer not in refusals)
+            assert refusals[0] == {
+                "type": "error",
+                "code": "too_many_in_flight",
+                "message": "2 messages of this socket are still being handled: wait for their replies before "
+                "sending more",
+            }
+            writer.write(ws_frame(TOOLS_LIST))  # a client that reads has its messages handled again
+            assert (await read_frame(reader))["type"] == "tools.list"
+            assert not client.dropped
+
+
+class TestSlowSseReader:
+    LIMIT = 64 * 1024
+
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(max_buffered_bytes=self.LIMIT)
+
+    async def test_a_follower_that_never_reads_is_dropped_and_the_others_get_everything(
+        self, client: httpx.AsyncClient, jp_serverapp: Any, jp_http_port: int, jp_base_url: str
+    ) -> None:
+        service = jp_serverapp.web_app.settings["streamchat_service"]
+        tokens: list[str] = []
+
+        async def until_a_client_is_dropped(request: Any) -> AsyncIterator[str]:
+            # 16 kB tokens until the slow client is dropped (loopback buffers take MBs first), then three more
+            while len(tokens) < 2000 and not any(buffer.dropped for buffer in service.clients):
+                tokens.append(f"{len(tokens):05d}" + "x" * 16_000)
+                yield tokens[-1]
+            for _ in range(3):
+                tokens.append(f"{len(tokens):05d} after")
+                yield tokens[-1]
+
+        GATE.reset()
+        SCRIPT.turns = [[ToolCall("wait_here", {"label": "g"}, call_id="g")], until_a_client_is_dropped]
+        SCRIPT.token_delay = 0.001  # the model's pace
+        url = "api/streamchat/sessions/shared/stream"
+        async with aconnect_sse(client, "GET", url, params={"message": "go"}) as fast:
+            events = fast.aiter_sse()
+            frames = [parse_event((await anext(events)).data) for _ in range(3)]
+            assert [e.type for e in frames] == ["thinking", "tool_call", "tool_progress"]
+            (fast_buffer,) = service.clients
+            slow = raw_connection(jp_http_port, f"GET {jp_base_url}{url}", ALICE, Last_Event_ID="0")
+            async with slow as (reader, _):  # follows the same turn, and reads nothing but the head
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK")
+                (slow_buffer,) = [buffer for buffer in service.clients if buffer is not fast_buffer]
+                assert GATE.opened is not None
+                GATE.opened.set()
+                frames += [parse_event(sse.data) async for sse in events]
+                assert slow_buffer.dropped and not fast_buffer.dropped
+                received = await reader.read()  # what reached the client before the server dropped it
+        assert len(tokens) < 2000
+        assert [e.content for e in frames if e.type == "token"] == tokens
+        assert frames[-1].type == "done" and frames[-1].text == "".join(tokens)
+        assert self.LIMIT < slow_buffer.peak <= self.LIMIT + 16_200  # at most one event over the limit
+        assert b"event: done" not in received
