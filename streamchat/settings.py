@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     """Retries of a failed backend request before its first event; `STREAMCHAT_BACKEND_RETRIES`."""
     backend_backoff: float = Field(0.5, ge=0, validation_alias=_env("backend_backoff", "STREAMCHAT_BACKEND_BACKOFF"))
     """First retry delay in seconds, doubled on each retry, with jitter; `STREAMCHAT_BACKEND_BACKOFF`."""
+    backend_max_line_bytes: int = Field(
+        1024 * 1024, ge=1024, validation_alias=_env("backend_max_line_bytes", "STREAMCHAT_BACKEND_MAX_LINE_BYTES")
+    )
+    """Longest line (Ollama) or event (OpenAI-compatible SSE) a backend may send, in bytes; past it the
+    turn ends with an error; `STREAMCHAT_BACKEND_MAX_LINE_BYTES`."""
+    backend_max_response_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        validation_alias=_env("backend_max_response_bytes", "STREAMCHAT_BACKEND_MAX_RESPONSE_BYTES"),
+    )
+    """Most bytes one backend response may hold; past it the turn ends with an error;
+    `STREAMCHAT_BACKEND_MAX_RESPONSE_BYTES`."""
     backend_probe_timeout: float = Field(
         0.5, gt=0, validation_alias=_env("backend_probe_timeout", "STREAMCHAT_BACKEND_PROBE_TIMEOUT")
     )

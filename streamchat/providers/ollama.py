@@ -192,19 +192,10 @@ class OllamaProvider(HttpProvider):
 
     async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
         parser = OllamaStreamParser(self.model)
-        buffer = b""
-        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as reads:
-            async for data in reads:  # a read may end anywhere, even inside a UTF-8 character
-                buffer += data
-                if b"\n" not in data:
-                    continue
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    for delta in parser.feed_line(line):
-                        yield delta
-        if buffer.strip():
-            for delta in parser.feed_line(buffer):
-                yield delta
+        async with contextlib.aclosing(self.body_lines(response)) as lines:
+            async for line in lines:  # whole lines: a read may end anywhere, even inside a UTF-8 character
+                for delta in parser.feed_line(line):
+                    yield delta
         for delta in parser.finish():
             yield delta
 
