@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     """Retries of a failed backend request before its first event."""
     backend_backoff: float = Field(0.5, ge=0)
     """First retry delay in seconds, doubled on each retry, with jitter."""
+    backend_max_line_bytes: int = Field(1024 * 1024, ge=1024)
+    """Longest line (Ollama) or event (OpenAI-compatible SSE) a backend may send, in bytes; past it the
+    turn ends with an error."""
+    backend_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Most bytes one backend response may hold; past it the turn ends with an error."""
     backend_probe_timeout: float = Field(0.5, gt=0)
     """Seconds to wait for Ollama when picking a backend automatically."""
     remote_images: bool = False

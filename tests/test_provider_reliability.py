@@ -271,3 +271,69 @@ async def test_cancelling_a_session_turn_closes_the_http_response(replay: Replay
     assert await asyncio.to_thread(replay.wait_for_disconnects, 1)
     assert session.history[-1].interrupted and session.history[-1].content.startswith("w0 ")
     await session.aclose()
+
+
+BOUNDED = FAST.model_copy(update={"backend_max_line_bytes": 64 * 1024, "backend_max_response_bytes": 256 * 1024})
+"""Settings with small bounds on what one backend response may hold."""
+
+
+@pytest.mark.parametrize(
+    ("kind", "endless"),
+    [
+        ("ollama", b'{"message": {"content": "' + b"x" * 100_000),  # one line that never ends
+        ("openai", b'data: {"choices": [{"delta": {"content": "' + b"x" * 100_000),
+        ("openai", (b"data: " + b"x" * 100 + b"\n") * 2000),  # ever more data lines, no blank line
+    ],
+    ids=["ollama-line", "openai-line", "openai-event"],
+)
+async def test_a_line_or_event_over_the_bound_ends_the_turn(replay: ReplayServer, kind: str, endless: bytes) -> None:
+    pieces = [first_piece(kind, "Hel"), *(endless[i : i + 8192] for i in range(0, len(endless), 8192))]
+    replay.reset(Reply(pieces, content_type=NDJSON if kind == "ollama" else SSE, ending="stall"))
+    provider = make(kind, replay.url, BOUNDED)
+    events = await run_turn(provider)
+    check_invariants(events)
+    what = "an event" if b"\n" in endless else "a line"
+    assert brief(events) == [
+        STATUS,
+        ("token", "Hel"),
+        (
+            "error",
+            "backend_stream_error",
+            f"{kind} at {provider.base_url} sent {what} of more than 65536 bytes: ended the turn "
+            "(the bound is the setting backend_max_line_bytes)",
+        ),
+        ("done", "error", "Hel"),
+    ]
+    assert await asyncio.to_thread(replay.wait_for_disconnects, 1)  # the response was closed, not read on
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_response_over_the_bound_ends_the_turn(replay: ReplayServer, kind: str) -> None:
+    texts = [f"{i:04d}" + "y" * 200 for i in range(2000)]  # about 600 kB in all, in short lines
+    body, content_type = stream_of(kind, *texts)
+    replay.reset(Reply([body[i : i + 8192] for i in range(0, len(body), 8192)], content_type=content_type))
+    provider = make(kind, replay.url, BOUNDED)
+    events = await run_turn(provider)
+    check_invariants(events)
+    tokens = [event.content for event in events if event.type == "token"]  # type: ignore[union-attr]
+    assert 0 < len(tokens) < len(texts) and tokens == texts[: len(tokens)]
+    assert brief(events)[-2:] == [
+        (
+            "error",
+            "backend_stream_error",
+            f"{kind} at {provider.base_url} sent more than 262144 bytes in one response: ended the turn "
+            "(the bound is the setting backend_max_response_bytes)",
+        ),
+        ("done", "error", "".join(tokens)),
+    ]
+
+
+async def test_a_huge_error_body_is_read_only_in_part(replay: ReplayServer) -> None:
+    huge = b'{"error": "' + b"z" * 2_000_000 + b'"}'
+    replay.reset(Reply([huge[i : i + 65536] for i in range(0, len(huge), 65536)], status=400, ending="stall"))
+    provider = make("ollama", replay.url, BOUNDED)
+    events = await run_turn(provider)
+    error = events[1]
+    assert error.type == "error" and error.code == "http_400"  # type: ignore[union-attr]
+    assert error.message.startswith(f"ollama at {provider.base_url} rejected the request (400: ")  # type: ignore[union-attr]
+    assert await asyncio.to_thread(replay.wait_for_disconnects, 1)

@@ -6,9 +6,12 @@ between chunks; retries with exponential backoff and jitter
 (honouring `Retry-After`) for connection errors, 408, 409, 429 and 5xx, made only while
 nothing of the response has been yielded yet, so a retry can never duplicate tokens;
 actionable errors for 400/401/403/404; a retry without tools when a model rejects them;
-and a JSON body answered to a streaming request handled as a one-chunk stream.
+a JSON body answered to a streaming request handled as a one-chunk stream; and bounds on
+what a response may hold (one line or event, the whole body), so a broken or hostile
+backend cannot grow the process's memory.
 
-Subclasses only know their wire format: `build_body`, `parse_stream` and their `parser_class`.
+Subclasses only know their wire format: `build_body`, `parse_stream` (reading the body
+through `body_lines`) and their `parser_class`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from dataclasses import dataclass
@@ -55,6 +59,10 @@ TOOLS_REJECTED = (
     "tool choice requires",  # vLLM without --enable-auto-tool-choice (400)
 )
 """Phrases of the errors servers answer when the model or server cannot take tools."""
+MAX_ERROR_BODY = 64 * 1024
+"""Bytes of an error response read for its message; the rest is not read."""
+_LINE_END = re.compile(rb"\n")
+_SSE_LINE_END = re.compile(rb"\r\n?|\n")  # SSE lines end in CRLF, LF or CR
 
 
 def function_tools(tools: Iterable[ToolDefinition]) -> list[dict[str, Any]]:
@@ -81,6 +89,10 @@ class HttpPolicy:
     """First retry delay in seconds; doubled each retry, with jitter."""
     max_backoff: float = 8.0
     """Longest computed retry delay in seconds."""
+    max_line_bytes: int = 1024 * 1024
+    """Longest line or event of a streamed response."""
+    max_response_bytes: int = 64 * 1024 * 1024
+    """Most bytes of one response."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpPolicy:
@@ -91,6 +103,8 @@ class HttpPolicy:
             stall_timeout=settings.backend_stall_timeout,
             retries=settings.backend_retries,
             backoff=settings.backend_backoff,
+            max_line_bytes=settings.backend_max_line_bytes,
+            max_response_bytes=settings.backend_max_response_bytes,
         )
 
     def delay(self, retry: int, retry_after: float | None) -> float:
@@ -151,7 +165,7 @@ class HttpProvider(Provider):
 
     @abc.abstractmethod
     def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
-        """Deltas of a streamed response (read it through `guard_stalls`)."""
+        """Deltas of a streamed response (read it through `body_lines`)."""
 
     def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
         """Deltas of a whole JSON response (a backend that ignored `stream: true`)."""
@@ -311,11 +325,17 @@ class HttpProvider(Provider):
             ) from exc
 
     async def _read_all(self, response: httpx.Response) -> bytes:
-        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
+        async with contextlib.aclosing(self.body_chunks(response)) as chunks:
             return b"".join([chunk async for chunk in chunks])
 
     async def _status_error(self, response: httpx.Response, *, tools_sent: bool) -> Exception:
-        raw = await response.aread()
+        head = bytearray()
+        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
+            async for chunk in chunks:
+                head += chunk
+                if len(head) >= MAX_ERROR_BODY:
+                    break  # enough for a message; closing the response drops the rest
+        raw = bytes(head[:MAX_ERROR_BODY])
         detail = error_detail(raw) or response.reason_phrase or "no details"
         status = response.status_code
         if status in (400, 500) and tools_sent and any(phrase in detail.lower() for phrase in TOOLS_REJECTED):
@@ -326,6 +346,74 @@ class HttpProvider(Provider):
         )
         error.retry_after = retry_after_seconds(response.headers.get("retry-after"))
         return error
+
+    async def body_chunks(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
+        """The response body as it arrives, guarded against stalls; past `max_response_bytes`, a `BackendStreamError`."""
+        limit = self.policy.max_response_bytes
+        received = 0
+        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > limit:
+                    raise BackendStreamError(
+                        f"{self.name} at {self.base_url} sent more than {limit} bytes in one response: "
+                        "ended the turn (the bound is the setting backend_max_response_bytes)"
+                    )
+                yield chunk
+
+    async def body_lines(self, response: httpx.Response, *, sse: bool = False) -> AsyncGenerator[bytes, None]:
+        """The body's lines without their ends (LF; with `sse`, also CRLF and CR), read through `body_chunks`.
+
+        A line longer than `max_line_bytes` is a `BackendStreamError`, raised before it is all
+        read. A last line without its end is given too, unless it is blank.
+        """
+        line_end = _SSE_LINE_END if sse else _LINE_END
+        line = bytearray()
+        after_cr = False  # a CR ended the last chunk: an LF starting the next one belongs to it
+        async with contextlib.aclosing(self.body_chunks(response)) as chunks:
+            async for chunk in chunks:
+                start = 1 if after_cr and chunk.startswith(b"\n") else 0
+                after_cr = False
+                for end in line_end.finditer(chunk, start):
+                    line += chunk[start : end.start()]
+                    self._check_line(len(line))
+                    yield bytes(line)
+                    line.clear()
+                    start = end.end()
+                    after_cr = end.group() == b"\r" and start == len(chunk)
+                line += chunk[start:]
+                self._check_line(len(line))
+        if line.strip():  # the last line, left without its end
+            yield bytes(line)
+
+    def _check_line(self, size: int, what: str = "a line") -> None:
+        if size > self.policy.max_line_bytes:
+            raise BackendStreamError(
+                f"{self.name} at {self.base_url} sent {what} of more than {self.policy.max_line_bytes} bytes: "
+                "ended the turn (the bound is the setting backend_max_line_bytes)"
+            )
+
+    async def sse_data(self, response: httpx.Response) -> AsyncGenerator[str, None]:
+        """The `data` of each Server-Sent Event of the body (its `data:` lines joined by LF).
+
+        Comments and other fields are skipped; an event left without its blank line at the end
+        of the body is dropped, as the SSE specification says. An event longer than
+        `max_line_bytes` is a `BackendStreamError`.
+        """
+        data: list[bytes] = []
+        size = 0
+        async with contextlib.aclosing(self.body_lines(response, sse=True)) as lines:
+            async for line in lines:
+                if not line:
+                    if data:
+                        yield b"\n".join(data).decode("utf-8", "replace")
+                    data, size = [], 0
+                    continue
+                field, _, value = line.partition(b":")
+                if field == b"data":
+                    data.append(value[1:] if value.startswith(b" ") else value)
+                    size += len(value)
+                    self._check_line(size, "an event")
 
     async def guard_stalls(self, items: AsyncIterable[T]) -> AsyncGenerator[T, None]:
         """Re-yield `items`, failing with `BackendTimeoutError` if one takes longer than the stall timeout."""

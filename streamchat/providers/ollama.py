@@ -184,22 +184,12 @@ class OllamaProvider(HttpProvider):
 
     async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
         parser = OllamaStreamParser()
-        # Split by hand rather than with httpx's `aiter_lines()`: that one splits at every
-        # Unicode line boundary (U+0085, U+2028 …), which JSON allows raw inside a string,
-        # and guarding each line against stalls instead of each read measured slower.
-        buffer = b""
-        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as reads:
-            async for data in reads:  # a read may end anywhere, even inside a UTF-8 character
-                buffer += data
-                if b"\n" not in data:
-                    continue
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    for delta in parser.feed_line(line):
-                        yield delta
-        if buffer.strip():
-            for delta in parser.feed_line(buffer):
-                yield delta
+        # `body_lines` splits at LF bytes only: httpx's `aiter_lines()` would also split at
+        # U+0085, U+2028 …, which JSON allows raw inside a string.
+        async with contextlib.aclosing(self.body_lines(response)) as lines:
+            async for line in lines:  # whole lines: a read may end anywhere, even inside a UTF-8 character
+                for delta in parser.feed_line(line):
+                    yield delta
         for delta in parser.finish():
             yield delta
 

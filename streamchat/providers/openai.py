@@ -1,7 +1,7 @@
 """`OpenAIProvider` (`provider="openai"`): any OpenAI-compatible `/v1/chat/completions`.
 
 OpenAI, vLLM, llama.cpp's server, LM Studio and Ollama's `/v1` all stream Server-Sent
-Events (parsed by httpx-sse): `data: {chunk}` lines whose `choices[0].delta` carries
+Events (read by `HttpProvider.sse_data`, which bounds each event): `data: {chunk}` lines whose `choices[0].delta` carries
 `content`, `reasoning`/`reasoning_content`, and `tool_calls` fragments (id and name on
 the first fragment of an `index`, `arguments` in pieces), then `finish_reason`, a usage
 chunk with empty `choices` (`stream_options.include_usage`), and `data: [DONE]`.
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from httpx_sse import EventSource
 
 from ..errors import BackendStreamError
 from ..messages import Message
@@ -216,9 +215,9 @@ class OpenAIProvider(HttpProvider):
         media_type = response.headers.get("content-type", "").partition(";")[0].strip()
         if media_type != "text/event-stream":
             raise BackendStreamError(f"{self.base_url} answered {media_type or 'no content type'}, not an event stream")
-        async with contextlib.aclosing(self.guard_stalls(EventSource(response).aiter_sse())) as events:
-            async for event in events:
-                for delta in parser.feed_data(event.data):
+        async with contextlib.aclosing(self.sse_data(response)) as events:
+            async for data in events:
+                for delta in parser.feed_data(data):
                     yield delta
                 if parser.done:
                     return

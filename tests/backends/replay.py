@@ -10,6 +10,7 @@ connection, or a stall until the client goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -193,8 +194,10 @@ class ReplayServer:
             writer.transport.abort()
             return False
         if reply.ending == "stall":
-            # say nothing more; the client's going away shows as EOF on our side
-            await reader.read()
+            # say nothing more; the client's going away shows as EOF on our side (or as a reset,
+            # when it closes with some of our bytes unread)
+            with contextlib.suppress(ConnectionError):
+                await reader.read()
             self._note_disconnect()
             return False
         if reply.chunked:
