@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import logging
 import re
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -64,6 +66,14 @@ SERVICE_SETTING = "streamchat_service"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """What a session id may be: 1–64 letters, digits, `-` or `_`."""
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+logger = logging.getLogger("streamchat.server")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Log how a turn's task failed, if it did (its followers only see the turn end)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("streamchat: the turn task %s failed", task.get_name(), exc_info=exc)
 
 
 @dataclass(frozen=True)
@@ -418,6 +428,7 @@ class ChatService:
             raise
         self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
+        run.task.add_done_callback(_log_failure)  # nobody else may ever look at a turn's outcome
         return follower
 
     def _check_turn_limits(self, owner: str) -> None:
@@ -432,9 +443,12 @@ class ChatService:
 
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
-            async for event in run.chat.stream(message):
-                await self.store.append_event(run.session_id, event)
-                run.publish(event)
+            # closed here, not by the loop's finalizer: a failure below stops the turn at once
+            stream = cast(AsyncGenerator[Event, None], run.chat.stream(message))  # an async generator
+            async with contextlib.aclosing(stream) as events:
+                async for event in events:
+                    await self.store.append_event(run.session_id, event)
+                    run.publish(event)
         finally:
             try:
                 if await self.store.get(run.session_id) is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import threading
 
 import pytest
@@ -312,3 +314,42 @@ async def test_paused_time_does_not_count_against_the_timeout():
         if event.type == "tool_result":
             statuses.append(event.status)
     assert statuses == ["ok"]
+
+
+async def test_a_sync_generator_that_fails_after_its_call_was_cancelled_leaves_no_unretrieved_error():
+    started = threading.Event()
+    release = threading.Event()
+
+    @tool
+    def stubborn():
+        """Blocks in its thread, then fails: its call was cancelled meanwhile."""
+        started.set()
+        release.wait(timeout=30)
+        raise RuntimeError("too late")
+        yield  # a generator
+
+    loop = asyncio.get_running_loop()
+    one_thread = concurrent.futures.ThreadPoolExecutor(1)  # so that a later job runs after the tool's
+    waiter = concurrent.futures.ThreadPoolExecutor(1)
+    loop.set_default_executor(one_thread)
+    reported = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        session = ChatSession(ScriptedProvider([[ToolCall("stubborn")], ["ok"]]), tools=[stubborn])
+        events = []
+        async for event in session.stream("go"):
+            events.append(event)
+            if event.type == "tool_call":
+                await asyncio.wrap_future(waiter.submit(started.wait, 30))
+                assert session.cancel_tool(event.call_id)
+        assert [(e.type, getattr(e, "status", None)) for e in events if e.type == "tool_result"] == [
+            ("tool_result", "cancelled")
+        ]
+        release.set()
+        await loop.run_in_executor(None, lambda: None)  # the tool's step has failed by now
+        gc.collect()  # an unretrieved error is reported when its future is collected
+    finally:
+        loop.set_exception_handler(None)
+        one_thread.shutdown()
+        waiter.shutdown()
+    assert [context["message"] for context in reported] == []

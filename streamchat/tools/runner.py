@@ -206,8 +206,9 @@ class ToolCallRun:
             try:
                 item = await asyncio.shield(step)
             except asyncio.CancelledError:
-                # The generator may still be running in its thread: close it once it yields.
-                step.add_done_callback(lambda _: gen.close())
+                # The generator may still be running in its thread: close it once it yields
+                # (what it raised meanwhile is dropped: the call was cancelled).
+                step.add_done_callback(lambda done: (done.cancelled() or done.exception(), gen.close()))
                 raise
             if item is _EXHAUSTED:
                 return result
