@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import re
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from streamchat._version import __version__
 from streamchat.errors import (
@@ -90,6 +91,15 @@ def public_provider(provider: Provider) -> dict[str, Any]:
     endpoint = getattr(provider, "base_url", None)
     description = f"{provider.name} {model}" if isinstance(endpoint, str) and endpoint else provider.describe()
     return {"name": provider.name, "model": model, "description": description}
+
+
+logger = logging.getLogger("streamchat.server")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Log how a turn's task failed, if it did (its followers only see the turn end)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("streamchat: the turn task %s failed", task.get_name(), exc_info=exc)
 
 
 @dataclass(frozen=True)
@@ -489,6 +499,7 @@ class ChatService:
             raise
         self._runs[session_id] = run
         run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
+        run.task.add_done_callback(_log_failure)  # nobody else may ever look at a turn's outcome
         return follower
 
     def _check_not_deleting(self, session_id: str) -> None:
@@ -507,11 +518,14 @@ class ChatService:
 
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
-            async for event in run.chat.stream(message):
-                if isinstance(event, ErrorEvent):
-                    event = self._public_error(event)
-                await self.store.append_event(run.session_id, event)
-                run.publish(event)
+            # closed here, not by the loop's finalizer: a failure below stops the turn at once
+            stream = cast(AsyncGenerator[Event, None], run.chat.stream(message))  # an async generator
+            async with contextlib.aclosing(stream) as events:
+                async for event in events:
+                    if isinstance(event, ErrorEvent):
+                        event = self._public_error(event)
+                    await self.store.append_event(run.session_id, event)
+                    run.publish(event)
         finally:
             try:
                 current = await self.store.get(run.session_id)

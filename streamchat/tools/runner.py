@@ -275,11 +275,12 @@ class ToolCallRun:
             except asyncio.CancelledError:
                 # A step still waiting for a thread never runs; one running in its thread
                 # goes on, and the generator is closed once it yields (closing it earlier
-                # would raise "generator already executing").
+                # would raise "generator already executing"); what it raised meanwhile is
+                # dropped, so no error is left unretrieved: the call was cancelled.
                 if step.cancel():
                     gen.close()
                 else:
-                    step.add_done_callback(lambda _: gen.close())
+                    step.add_done_callback(lambda done: (done.cancelled() or done.exception(), gen.close()))
                 raise
             if item is _EXHAUSTED:
                 return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -35,6 +36,9 @@ from server_helpers import (
     server_config,
     session_providers,
 )
+
+from streamchat import Event
+from streamchat.stores import MemoryStore
 
 
 class TestSessionLimits:
@@ -356,3 +360,61 @@ class TestSlowSseReader:
         assert frames[-1].type == "done" and frames[-1].text == "".join(tokens)
         assert self.LIMIT < slow_buffer.peak <= self.LIMIT + 16_200  # at most one event over the limit
         assert b"event: done" not in received
+
+
+async def test_a_socket_closed_with_replies_unsent_leaves_no_unretrieved_task_error(
+    jp_serverapp: Any, base_url: str, jp_http_port: int, jp_base_url: str, jp_ws_fetch: Any
+) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        async with raw_websocket(jp_http_port, jp_base_url) as (_, writer):
+            for _ in range(5000):  # far more replies than loopback buffers take; never read
+                writer.write(ws_frame(TOOLS_LIST))
+            await writer.drain()
+            other = await jp_ws_fetch("api", "streamchat", "ws")
+            await other.write_message(TOOLS_LIST)
+            await receive(other)  # the server has read the flood by now
+            other.close()
+        for _ in range(10_000):  # until the server has seen the close: no write is pending any more
+            if not [task for task in asyncio.all_tasks() if "write_message" in repr(task.get_coro())]:
+                break
+            await asyncio.sleep(0)
+        gc.collect()  # an unretrieved task error is reported when its task is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert [context["message"] for context in reported] == []
+
+
+class FailingStore(MemoryStore):
+    """A memory store that fails to keep the events of a message saying "fail"."""
+
+    async def append_event(self, session_id: str, event: Event) -> None:
+        if event.type == "token":
+            raise RuntimeError("the store is gone")
+        await super().append_event(session_id, event)
+
+
+class TestFailingTurn:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(store_class=FailingStore)
+
+    async def test_a_turn_task_that_fails_is_logged_not_left_unretrieved(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        try:
+            response = await client.post("api/streamchat/chat/stream", json={"message": "hi"})
+            assert response.status_code == 200 and "event: thinking" in response.text
+            assert "event: done" not in response.text  # the turn could not go on
+            gc.collect()  # an unretrieved task error is reported when its task is collected
+        finally:
+            loop.set_exception_handler(None)
+        assert [context["message"] for context in reported] == []
+        (failure,) = [record for record in caplog.records if record.name == "streamchat.server"]
+        assert failure.getMessage().startswith("streamchat: the turn task streamchat ")
+        assert failure.exc_info is not None and str(failure.exc_info[1]) == "the store is gone"
