@@ -91,7 +91,7 @@ async def owner_of(handler: JupyterHandler) -> str:
     return str(handler.current_user.username)
 
 
-def unsent_bytes(stream: IOStream | None) -> int:
+def _unsent_bytes(stream: IOStream | None) -> int:
     """Bytes written to `stream` that the client has not taken yet (0 once it is closed).
 
     tornado counts them in `IOStream._write_buffer` (since tornado 5) but has no public accessor.
@@ -99,6 +99,12 @@ def unsent_bytes(stream: IOStream | None) -> int:
     if stream is None or stream.closed():
         return 0
     return len(stream._write_buffer)
+
+
+def _outcome_seen(write: asyncio.Future[None]) -> None:
+    """Retrieve a write's outcome: a socket that closed meanwhile is not an error worth reporting."""
+    if not write.cancelled():
+        write.exception()
 
 
 class _StreamChatMixin(JupyterHandler):
@@ -230,7 +236,7 @@ class _SseHandler(ApiHandler):
         return stream
 
     def _unsent(self) -> int:
-        return unsent_bytes(self._socket())
+        return _unsent_bytes(self._socket())
 
     def _drop(self) -> None:
         self.log.warning(
@@ -497,7 +503,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
 
     def _unsent(self) -> int:
         connection = self.ws_connection
-        return unsent_bytes(connection.stream if connection is not None else None)
+        return _unsent_bytes(connection.stream if connection is not None else None)
 
     def _drop(self) -> None:
         self.log.warning(
@@ -528,9 +534,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         """Write one message without waiting for it (the byte budget bounds such replies)."""
         sent = self._write(text)
         if sent is not None:
-            sent.add_done_callback(
-                lambda done: done.cancelled() or done.exception()
-            )  # retrieve a closed socket's error
+            sent.add_done_callback(_outcome_seen)
 
     def on_close(self) -> None:
         """The socket closed: stop following its turns (they are cancelled after the grace window)."""

@@ -104,9 +104,12 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's limits and timings; each limit past which a request is refused answers 429.
+    """The server's limits and timings.
 
-    The turn and in-flight limits count what runs in this server process.
+    A request over a session, turn or in-flight limit is refused with 429, one over the
+    message size with 413; the history and byte limits refuse nothing (the oldest messages
+    go; a client that does not read is dropped). The turn and in-flight limits count what
+    runs in this server process.
     """
 
     max_message_size: int = 64 * 1024
