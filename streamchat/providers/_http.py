@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
@@ -96,15 +97,10 @@ class HttpPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpPolicy:
-        """The policy the settings describe."""
+        """The policy the settings describe: each field from the setting ``backend_<field>``, where there is one."""
+        given = {field.name: f"backend_{field.name}" for field in dataclasses.fields(cls)}
         return cls(
-            connect_timeout=settings.backend_connect_timeout,
-            read_timeout=settings.backend_read_timeout,
-            stall_timeout=settings.backend_stall_timeout,
-            retries=settings.backend_retries,
-            backoff=settings.backend_backoff,
-            max_line_bytes=settings.backend_max_line_bytes,
-            max_response_bytes=settings.backend_max_response_bytes,
+            **{name: getattr(settings, setting) for name, setting in given.items() if setting in Settings.model_fields}
         )
 
     def delay(self, retry: int, retry_after: float | None) -> float:
