@@ -338,8 +338,8 @@ class ChatService:
 
     Args:
         store: where sessions, turn flags and replay buffers live.
-        provider_choice: the backend (named, or chosen by one probe at startup); each new
-            session gets a provider of its kind, and ``GET health`` describes and probes it.
+        provider_choice: the backend (named, or chosen by one probe at startup); its provider
+            is shared by every session, and ``GET health`` describes and probes it.
         tools: the tools the model may call.
         settings: the settings every session runs with.
         limits: sizes and timings.

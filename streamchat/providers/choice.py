@@ -10,8 +10,9 @@ llama3.2 at …") is logged once per process (logger `streamchat.providers`), an
 back with the provider it describes, so concurrent choices never mix them up.
 
 Who probes, and when:
-- the server extension: once, at startup, on the server's loop; each session then gets
-  ``ProviderChoice.new_provider()``, a provider of the chosen kind and model, unprobed;
+- the server extension: once, at startup, on the server's loop; every session then
+  shares the chosen provider (``ProviderChoice.new_provider()`` makes another of the
+  same kind and model, unprobed, for callers that want their own);
 - the CLI: ``await choose_provider(...)`` before its session, and prints the announcement;
 - the notebook's sync calls (`chat()`, `new_session()`, `ChatWidget`): before the
   session is made, on streamchat's private loop (`streamchat._sync`), waiting for the
