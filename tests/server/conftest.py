@@ -12,11 +12,13 @@ loop, the one the async tests run on.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 # The server fixtures the tests use and every fixture they depend on; `jp_server_cleanup`
 # is autouse: it stops the server after each test.
@@ -100,3 +102,18 @@ def chat_service(jp_serverapp: Any) -> ChatService:
     """The live server's chat service (its sessions, turns and store)."""
     service: ChatService = jp_serverapp.web_app.settings["streamchat"].service
     return service
+
+
+CHROMIUM = os.environ.get("STREAMCHAT_CHROMIUM", "/usr/bin/chromium")
+"""Debian's Chromium; Playwright cannot download a browser here."""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium, offline apart from the test server on 127.0.0.1 (the page tests)."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        yield chromium
+        await chromium.close()

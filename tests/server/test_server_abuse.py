@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from server_helpers import (
     ALICE,
     BOB,
@@ -40,8 +39,6 @@ from streamchat import TokenEvent
 from streamchat.notebook.render import render_markdown
 from streamchat.stores import MemoryStore
 
-CHROMIUM = os.environ.get("STREAMCHAT_CHROMIUM", "/usr/bin/chromium")
-
 
 @contextlib.asynccontextmanager
 async def logged_in(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
@@ -50,17 +47,6 @@ async def logged_in(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
         page = await browser.get("streamchat/", headers=auth(ALICE))
         assert page.status_code == 200 and "_xsrf" in browser.cookies
         yield browser
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Chromium (as in test_server_page.py)."""
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture

@@ -6,25 +6,13 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from server_helpers import ALICE, GATE, SCRIPT
 
 from jupyter_server_extension.service import ChatService
 from streamchat import ToolCall
 
-CHROMIUM = os.environ.get("STREAMCHAT_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = os.environ.get("STREAMCHAT_PAGE_SCREENSHOT", "/tmp/streamchat_page.png")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Chromium, offline apart from the test server on 127.0.0.1."""
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture
