@@ -46,6 +46,7 @@ from streamchat.errors import (
 from streamchat.session import ToolAction
 
 from . import wire
+from .protocols import parse_stream_request
 from .service import SERVICE_SETTING, ChatService, ClientBuffer, Follower, new_error_id
 
 __all__ = ["RESOURCE", "owner_of", "page_policy", "routes"]
@@ -180,11 +181,16 @@ class ApiHandler(_StreamChatMixin, APIHandler):
 
     def chat_request(self) -> wire.ChatRequest:
         """The request body as a `ChatRequest`; 413 when too large, 400 when malformed."""
+        return wire.parse_chat_request(self.request_body())
+
+    def request_body(self) -> bytes:
+        """The request body; 413 when too large."""
         if len(self.request.body) > self.service.limits.max_body_size:
             raise MessageTooLargeError(
-                f"the request body is over {self.service.limits.max_body_size} bytes: send a shorter message"
+                f"the request body is over {self.service.limits.max_body_size} bytes: send a shorter message "
+                "(a useChat or AG-UI client sends the whole conversation: send only the newest message, see the README)"
             )
-        return wire.parse_chat_request(self.request.body)
+        return self.request.body
 
     owner: str
     """The identity owning the sessions this request may touch (set by `prepare`)."""
@@ -248,22 +254,25 @@ class _SseHandler(ApiHandler):
         if socket is not None:
             socket.close()  # the pending flush fails, which ends `stream`
 
-    async def stream(self, follower: Follower) -> None:
-        """Send the turn's events from the follower's position until `done`."""
+    @property
+    def retry_ms(self) -> int:
+        """The `retry:` of our SSE: a browser's EventSource reconnects after it, well within the grace window."""
+        return int(self.service.limits.disconnect_grace * 500)
+
+    async def stream(self, follower: Follower, encoder: wire.SseEncoder | None = None) -> None:
+        """Send the turn's events from the follower's position until `done` (in our protocol by default)."""
         self._follower = follower
         heartbeat = self.service.limits.heartbeat_interval or None
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
-        # A browser's EventSource reconnects after `retry` ms: well within the grace window.
-        retry = wire.sse_retry(int(self.service.limits.disconnect_grace * 500))
+        if encoder is None:
+            encoder = wire.NativeSse(self.retry_ms)
+        for name, value in encoder.headers.items():
+            self.set_header(name, value)
         try:
             await self.flush()
             while not follower.ended:
                 events = await follower.next_events(timeout=heartbeat)
                 if events:
-                    self.write(retry + b"".join(wire.sse_event(event) for event in events))
-                    retry = b""
+                    self.write(encoder.encode(events))
                 elif not follower.ended:
                     self.write(wire.sse_comment("ping"))
                 await self.flush()
@@ -309,15 +318,18 @@ class ChatHandler(ApiHandler):
 
 
 class ChatStreamHandler(_SseHandler):
-    """``POST api/streamchat/chat/stream``: the turn as SSE."""
+    """``POST api/streamchat/chat/stream``: the turn as SSE, in our protocol, the AI SDK's or AG-UI's."""
 
     @web.authenticated
     @authorized(resource=RESOURCE)
     async def post(self) -> None:
-        """Run a turn and stream its events."""
-        request = self.chat_request()
-        follower = await self.service.start_turn(self.owner, request.session_id, request.message, client=self.client)
-        await self.stream(follower)
+        """Run a turn and stream its events in the request's protocol (`protocols.choose_protocol`)."""
+        protocol = self.get_query_argument("protocol", None)
+        request = parse_stream_request(self.request_body(), protocol, retry_ms=self.retry_ms)
+        follower = await self.service.start_turn(
+            self.owner, request.session_id, request.message, create_missing=request.create_missing, client=self.client
+        )
+        await self.stream(follower, request.encoder)
 
 
 class SessionStreamHandler(_SseHandler):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, TypeAlias
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -26,20 +27,26 @@ from streamchat.events import Event, parse_event
 from .service import SESSION_ID_PATTERN
 
 __all__ = [
+    "SSE_HEADERS",
     "WS_TYPES",
     "ChatCancel",
     "ChatClear",
     "ChatMessage",
     "ChatRequest",
     "ClientMessage",
+    "NativeSse",
     "SessionId",
+    "SseEncoder",
     "ToolControl",
     "ToolsList",
     "error_body",
     "event_from_ws",
+    "load_json_body",
+    "parse_chat_body",
     "parse_chat_request",
     "parse_client_message",
     "parse_last_event_id",
+    "problems",
     "sse_comment",
     "sse_event",
     "sse_retry",
@@ -102,6 +109,38 @@ def sse_retry(milliseconds: int) -> bytes:
     dispatches nothing by the spec, but some client libraries report it as an event).
     """
     return f"retry: {milliseconds}\n".encode()
+
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+"""The headers of every SSE response (no proxy may buffer or cache a stream)."""
+
+
+class SseEncoder(Protocol):
+    """How one SSE response writes the events of the turn it follows (ours: `NativeSse`; others: `protocols`)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response's headers."""
+        ...
+
+    def encode(self, events: Sequence[Event]) -> bytes:
+        """The bytes that send `events`, the turn's next events in order."""
+        ...
+
+
+class NativeSse:
+    """Our own SSE encoding of a followed turn (`sse_event`), the first write led by `sse_retry`."""
+
+    headers = SSE_HEADERS
+
+    def __init__(self, retry_ms: int) -> None:
+        self._retry = sse_retry(retry_ms)
+
+    def encode(self, events: Sequence[Event]) -> bytes:
+        """The frames of `events`."""
+        data = self._retry + b"".join(sse_event(event) for event in events)
+        self._retry = b""
+        return data
 
 
 def sse_comment(text: str = "ping") -> bytes:
@@ -201,7 +240,8 @@ ClientMessage: TypeAlias = Annotated[
 _CLIENT_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
-def _problems(exc: ValidationError) -> str:
+def problems(exc: ValidationError) -> str:
+    """What is wrong with a client's JSON, one ``location: message`` per problem."""
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
     )
@@ -220,9 +260,18 @@ def _load_json(raw: str | bytes, what: str, shape: str) -> Any:
         raise ClientMessageError(f"{what} is not valid JSON ({exc}): send {shape}", code="invalid_json") from exc
 
 
+def load_json_body(raw: bytes) -> Any:
+    """A request body's JSON; raises `ClientMessageError` saying what is wrong."""
+    return _load_json(raw, "the body", _CHAT_BODY)
+
+
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Parse a chat request body; raises `ClientMessageError` saying what is wrong."""
-    body = _load_json(raw, "the body", _CHAT_BODY)
+    return parse_chat_body(load_json_body(raw))
+
+
+def parse_chat_body(body: Any) -> ChatRequest:
+    """A chat request body's JSON as a `ChatRequest`; raises `ClientMessageError` saying what is wrong."""
     if not isinstance(body, dict):
         raise ClientMessageError(f"the body must be a JSON object: send {_CHAT_BODY}")
     if "message" not in body:
@@ -230,7 +279,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
-        raise ClientMessageError(f"invalid request: {_problems(exc)}") from exc
+        raise ClientMessageError(f"invalid request: {problems(exc)}") from exc
 
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
@@ -246,4 +295,4 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
             raise ClientMessageError(
                 f"unknown message type {body['type']!r}; known: {', '.join(known)}", code="unknown_message"
             ) from exc
-        raise ClientMessageError(f"invalid {body['type']} message: {_problems(exc)}", code="bad_message") from exc
+        raise ClientMessageError(f"invalid {body['type']} message: {problems(exc)}", code="bad_message") from exc
