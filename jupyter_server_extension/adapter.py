@@ -104,7 +104,7 @@ class TurnEncoder(abc.ABC):
         """The text or reasoning block open now."""
         self.block_id = ""
         """The id of the open block (or of the last one)."""
-        self._blocks = 0
+        self._blocks: dict[Block, int] = {"text": 0, "reasoning": 0}
         self._errors: list[ErrorEvent] = []
 
     def encode(self, events: Sequence[Event]) -> bytes:
@@ -162,9 +162,9 @@ class TurnEncoder(abc.ABC):
         if self.block == block:
             return []
         parts = self._close_block()
-        self._blocks += 1
+        self._blocks[block] += 1
         self.block = block
-        self.block_id = self.new_block_id(block, self._blocks)
+        self.block_id = self.new_block_id(block, self._blocks[block])
         return parts + self.on_block_start()
 
     def _close_block(self) -> list[Part]:
@@ -175,7 +175,7 @@ class TurnEncoder(abc.ABC):
         return parts
 
     def new_block_id(self, block: Block, number: int) -> str:
-        """The id of the turn's `number`-th text or reasoning block."""
+        """The id of the turn's `number`-th text (or reasoning) block: ``text-1``, ``reasoning-1`` …"""
         return f"{block}-{number}"
 
     @abc.abstractmethod
