@@ -2,13 +2,26 @@
 // `useChat` uses (`DefaultChatTransport`: its request body, its SSE parsing, its part schema) and
 // `readUIMessageStream`, which builds the assistant message from the parts as `useChat` does.
 //
-// usage: node ai_sdk_client.mjs <url> <token> <chat id> <text> [stop]
-// Prints one JSON line: {chunks, message, progress, errors}. With `stop`, it aborts the request
+// usage: node ai_sdk_client.mjs <url> <token> <chat id> <text> [stop|newest-only]
+// Prints one JSON line: {sent, chunks, message, progress, errors, aborted}. With `stop`, it aborts the request
 // (as `useChat`'s stop() does) once a tool reported progress, printing the line STOPPING first.
+// With `newest-only`, the transport sends only the newest message, configured as in the README.
 import { DefaultChatTransport, readUIMessageStream } from "ai";
 
-const [url, token, chatId, text, stop] = process.argv.slice(2);
-const transport = new DefaultChatTransport({ api: url, headers: { Authorization: `token ${token}` } });
+const [url, token, chatId, text, option] = process.argv.slice(2);
+const stop = option === "stop";
+const sent = []; // the request bodies, as the transport posted them
+const transport = new DefaultChatTransport({
+  api: url,
+  fetch: (input, init) => {
+    sent.push(JSON.parse(init.body));
+    return fetch(input, init);
+  },
+  headers: { Authorization: `token ${token}` },
+  ...(option === "newest-only" && {
+    prepareSendMessagesRequest: ({ id, messages }) => ({ body: { id, message: messages[messages.length - 1] } }),
+  }),
+});
 const abort = new AbortController();
 const stream = await transport.sendMessages({
   chatId,
@@ -48,4 +61,4 @@ try {
   if (!abort.signal.aborted) throw error;
 }
 await collecting;
-console.log(JSON.stringify({ chunks, message, progress, errors, aborted: abort.signal.aborted }));
+console.log(JSON.stringify({ sent, chunks, message, progress, errors, aborted: abort.signal.aborted }));

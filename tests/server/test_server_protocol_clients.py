@@ -76,11 +76,11 @@ class NodeClient:
 
 @pytest.fixture
 async def run_client(node: str, base_url: str) -> AsyncIterator[Any]:
-    """Starts ``node tests/js/<script> <url> <token> <id> <text> [stop]``; killed at the end if still running."""
+    """Starts ``node tests/js/<script> <url> <token> <id> <text> [option]``; killed at the end if still running."""
     processes: list[asyncio.subprocess.Process] = []
 
-    async def start(script: str, session_id: str, text: str, *, stop: bool = False) -> NodeClient:
-        args = [str(JS / script), base_url + CHAT, ALICE, session_id, text] + (["stop"] if stop else [])
+    async def start(script: str, session_id: str, text: str, *option: str) -> NodeClient:
+        args = [str(JS / script), base_url + CHAT, ALICE, session_id, text, *option]
         process = await asyncio.create_subprocess_exec(
             node, *args, cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
@@ -98,8 +98,12 @@ async def test_the_ai_sdk_rebuilds_the_turn_and_sees_each_progress_report(
     run_client: Any, chat_service: ChatService
 ) -> None:
     SCRIPT.turns = RICH_SCRIPT
-    output = await (await run_client("ai_sdk_client.mjs", "vercel-chat", "count")).result()
+    # the transport configured as in the README: only the newest message is sent
+    output = await (await run_client("ai_sdk_client.mjs", "vercel-chat", "count", "newest-only")).result()
     assert output["errors"] == [] and output["aborted"] is False
+    assert output["sent"] == [
+        {"id": "vercel-chat", "message": {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "count"}]}}
+    ]
     assert output["progress"] == PROGRESS
     message = output["message"]
     assert message["id"] == await chat_service.store.latest_turn_id("vercel-chat")
@@ -185,7 +189,7 @@ class TestStop:
     ) -> None:
         GATE.reset()
         SCRIPT.turns = [["Waiting.", ToolCall("wait_here", {"label": "w"}, call_id="call-w")], ["never"]]
-        running = await run_client(script, "stopped", "wait", stop=True)
+        running = await run_client(script, "stopped", "wait", "stop")
         assert await running.line() == "STOPPING"  # the client saw progress and aborts its request now
         assert GATE.cancelled_event is not None
         await asyncio.wait_for(GATE.cancelled_event.wait(), timeout=1.0)  # acceptance: within a second
@@ -211,6 +215,7 @@ class TestHeartbeat:
                 assert ": ping" in [line async for line in response.aiter_lines()]
         output = await (await run_client(script, "slow", "hi")).result()
         if script == "ai_sdk_client.mjs":
+            assert sorted(output["sent"][0]) == ["id", "messages", "trigger"]  # useChat's own body
             assert [p["text"] for p in output["message"]["parts"] if p["type"] == "text"] == ["Slow and steady."]
         else:
             assert [m["content"] for m in output["messages"] if m["role"] == "assistant"] == ["Slow and steady."]
