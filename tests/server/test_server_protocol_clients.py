@@ -23,7 +23,9 @@ from server_helpers import ALICE, GATE, SCRIPT, auth, server_config
 
 from jupyter_server_extension.service import ChatService
 from streamchat import ToolCall
+from streamchat.providers.base import NoticeDelta
 
+EXHAUSTED = "the scripted provider has 1 response(s) and was asked for response 2"
 JS = Path(__file__).parents[1] / "js"
 """The npm test folder: package.json, package-lock.json and the client scripts."""
 
@@ -219,3 +221,29 @@ class TestHeartbeat:
             assert [p["text"] for p in output["message"]["parts"] if p["type"] == "text"] == ["Slow and steady."]
         else:
             assert [m["content"] for m in output["messages"] if m["role"] == "assistant"] == ["Slow and steady."]
+
+
+@pytest.mark.parametrize("script", ["ai_sdk_client.mjs", "agui_client.mjs"])
+async def test_the_clients_see_a_notice_and_then_the_turn_fail(run_client: Any, script: str) -> None:
+    # a notice mid-answer, a tool call, then the second model call fails: the script has one response
+    notice = NoticeDelta(message="skipped a malformed line", code="bad_line")
+    SCRIPT.turns = [["Partial ", notice, "answer.", ToolCall("count_to", {"n": 1}, call_id="call-d")]]
+    output = await (await run_client(script, "failing", "go")).result()
+    assert output["progress"] == ["call-d: step 1 of 1"]
+    notice_fields = {"code": "bad_line", "message": "skipped a malformed line", "retryable": False}
+    if script == "ai_sdk_client.mjs":
+        assert output["errors"] == [f"Error: {EXHAUSTED}"]  # the `error` part reached onError
+        parts = output["message"]["parts"]
+        assert [p["text"] for p in parts if p["type"] == "text"] == ["Partial answer."]
+        assert [p["data"] for p in parts if p["type"] == "data-notice"] == [notice_fields]
+        assert [(p["toolCallId"], p["state"]) for p in parts if p["type"] == "tool-count_to"] == [
+            ("call-d", "output-available")
+        ]
+    else:
+        assert output["outcome"] == f"error: {EXHAUSTED}"  # RUN_ERROR
+        notices = [e["value"] for e in output["events"] if e["type"] == "CUSTOM" and e["name"] == "streamchat.notice"]
+        assert notices == [notice_fields]
+        assert [(m["role"], m["content"]) for m in output["messages"] if m["role"] in ("assistant", "tool")] == [
+            ("assistant", "Partial answer."),
+            ("tool", '{"summary": "counted to 1", "n": 1}'),
+        ]
