@@ -3,8 +3,8 @@
 ``POST api/streamchat/chat/stream`` answers in the protocol the request asks for:
 ``?protocol=streamchat|ai-sdk|ag-ui``, or, without it, the one its body's shape belongs to
 (`choose_protocol`): AG-UI's `RunAgentInput` has ``threadId`` and ``runId``; the AI SDK's
-`useChat` sends ``id`` and ``messages`` (or one ``message`` object); anything else is
-ours, ``{"message": "...", "session_id": "..."}``. `parse_stream_request` reads the body
+`useChat` sends ``id`` and ``messages`` (or one ``message`` object); anything else,
+a ``message`` string above all, is ours, ``{"message": "...", "session_id": "..."}``. `parse_stream_request` reads the body
 into a `StreamRequest`: the session, the user's message and the `wire.SseEncoder` of the
 answer (`wire.NativeSse`, `ui_message_stream.UiMessageStream` or `agui.AgUiStream`).
 
@@ -56,7 +56,7 @@ def choose_protocol(query: str | None, body: Any) -> ProtocolName:
     if isinstance(body, dict):
         if "threadId" in body and "runId" in body:
             return "ag-ui"
-        if "messages" in body or isinstance(body.get("message"), dict):
+        if isinstance(body.get("message"), dict) or ("messages" in body and "message" not in body):
             return "ai-sdk"
     return "streamchat"
 

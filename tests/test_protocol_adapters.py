@@ -16,6 +16,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from ag_ui.core import Event as AgUiEvent
 from core_helpers import check_invariants
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from pydantic import TypeAdapter
 from test_core_invariants import echo, fail, responses, steps
 
 from jupyter_server_extension.agui import AgUiStream
+from jupyter_server_extension.protocols import choose_protocol
 from jupyter_server_extension.ui_message_stream import UiMessageStream
 from streamchat import ChatSession, ScriptedProvider
 from streamchat.events import DoneEvent, Event, ToolProgressEvent
@@ -213,3 +215,21 @@ def test_any_turn_is_a_well_formed_stream_in_both_protocols(
     events = asyncio.run(turn(script, cancel_after))
     check_ui_message_stream(encoded(UiMessageStream(), events, cuts), events)
     check_ag_ui(encoded(AgUiStream("thread", "run"), events, cuts), events)
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "protocol"),
+    [
+        (None, {"message": "hi", "session_id": "s"}, "streamchat"),
+        (None, {"message": "hi", "messages": []}, "streamchat"),  # a string message is ours
+        (None, {"id": "c", "messages": []}, "ai-sdk"),
+        (None, {"id": "c", "message": {"role": "user", "parts": []}}, "ai-sdk"),
+        (None, {"threadId": "t", "runId": "r", "messages": []}, "ag-ui"),
+        (None, {"threadId": "t", "messages": []}, "ai-sdk"),  # no runId: not a RunAgentInput
+        (None, ["not", "an", "object"], "streamchat"),  # ours, which says what to send
+        ("ag-ui", {"message": "hi"}, "ag-ui"),  # the parameter wins
+        ("streamchat", {"id": "c", "messages": []}, "streamchat"),
+    ],
+)
+def test_the_protocol_is_the_parameter_or_the_body_shape(query: str | None, body: Any, protocol: str) -> None:
+    assert choose_protocol(query, body) == protocol
