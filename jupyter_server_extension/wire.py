@@ -10,6 +10,9 @@ WebSocket: the same JSON object, with `type` renamed to the WebSocket message ty
 (`token` → `chat.token`, `done` → `chat.complete` …). `event_from_ws` reverses it.
 
 Client → server WebSocket messages are parsed into the `ClientMessage` union here too.
+
+An SSE response writes its events through an `SseEncoder`: ours is `NativeSse`; the
+frontends' protocols have theirs (`ui_message_stream`, `agui`; chosen in `protocols`).
 """
 
 from __future__ import annotations

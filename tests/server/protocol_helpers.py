@@ -8,6 +8,7 @@ models: every event validates, and carries no field they do not declare.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,12 @@ async def stream(
             if stop is not None and stop(part):
                 break
         return Reply(source.response.headers, parts)
+
+
+async def turn_ended(session_id: str) -> None:
+    """Wait until the session's turn task (the server names it ``streamchat <session>``) has ended."""
+    turns = [task for task in asyncio.all_tasks() if task.get_name() == f"streamchat {session_id}"]
+    await asyncio.wait_for(asyncio.gather(*turns), timeout=5)
 
 
 def anonymized(parts: list[Any], turn_id: str) -> list[Any]:

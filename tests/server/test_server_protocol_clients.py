@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from protocol_helpers import BAD_ARGS, CHAT, RICH_SCRIPT, validated
+from protocol_helpers import BAD_ARGS, CHAT, RICH_SCRIPT, turn_ended, validated
 from server_helpers import ALICE, GATE, SCRIPT, auth, server_config
 
 from jupyter_server_extension.service import ChatService
@@ -198,6 +198,7 @@ class TestStop:
         assert GATE.cancelled == ["w"]
         output = await running.result()
         assert output["progress"] == ["call-w: w waiting"]
+        await turn_ended("stopped")
         history = (await client.get("api/streamchat/sessions/stopped")).json()["history"]
         assert history[0]["content"] == "wait" and history[1]["interrupted"] is True
 

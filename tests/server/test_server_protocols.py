@@ -13,7 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
-from protocol_helpers import BAD_ARGS, CHAT, RICH_SCRIPT, agui_body, anonymized, stream, ui_body, validated
+from protocol_helpers import (
+    BAD_ARGS,
+    CHAT,
+    RICH_SCRIPT,
+    agui_body,
+    anonymized,
+    stream,
+    turn_ended,
+    ui_body,
+    validated,
+)
 from server_helpers import ALICE, BOB, GATE, SCRIPT, auth, error_of, server_config, session_providers, sse_events
 
 from jupyter_server_extension.service import ChatService
@@ -323,11 +333,8 @@ class TestDisconnect:
         assert GATE.cancelled_event is not None
         await asyncio.wait_for(GATE.cancelled_event.wait(), timeout=1.0)  # acceptance: within a second
         assert GATE.cancelled == ["w"]
-        for _ in range(100):  # the cancelled turn saves its partial answer as it ends
-            history = (await client.get("api/streamchat/sessions/left")).json()["history"]
-            if len(history) == 3:
-                break
-            await asyncio.sleep(0.01)
+        await turn_ended("left")  # the cancelled turn saves its partial answer as it ends
+        history = (await client.get("api/streamchat/sessions/left")).json()["history"]
         assert [(m["role"], m.get("interrupted")) for m in history] == [
             ("user", False),
             ("assistant", True),
