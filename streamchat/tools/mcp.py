@@ -442,9 +442,10 @@ class MCPToolset(Toolset):
         conn.lost = True
         self._forget(conn)
         if isinstance(failure, MCPError):
+            again = "it is started again" if self.command is not None else "the connection is opened again"
             raise ToolError(
                 f"MCP server {self.name!r} closed the connection during the call (it exited or crashed); "
-                "it is started again at the next call"
+                f"{again} at the next call"
             ) from failure
         raise ToolError(
             f"MCP server {self.name!r}: the call failed ({_describe(failure)}); the connection is opened "
