@@ -49,7 +49,7 @@ from streamchat.session import ChatSession
 from streamchat.settings import Settings
 from streamchat.stores import SessionRecord, SessionStore
 from streamchat.tools.definition import Tool, toolset
-from streamchat.tools.toolset import Toolset, gather_tools
+from streamchat.tools.toolsets import Toolset, gather_tools
 
 __all__ = [
     "SERVICE_SETTING",

@@ -22,7 +22,7 @@ from .settings import Settings
 from .tools.builtin import BUILTIN_TOOLS
 from .tools.definition import Tool
 from .tools.runner import ToolThreads
-from .tools.toolset import Toolset, gather_tools, split_tools
+from .tools.toolsets import Toolset, gather_tools, split_tools
 from .turn import ToolAction, Turn, new_id
 
 __all__ = ["ChatOptions", "ChatSession", "SessionKeywords", "SessionOptions", "ToolAction"]

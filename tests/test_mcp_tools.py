@@ -7,6 +7,9 @@ and is started again by the next one, calls in parallel interleave, pause holds 
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from core_helpers import check_invariants, collect
-from mcp_helpers import HttpMcpServer, ServerRecord, by_call, kill, stdio_tools, until
+from mcp_helpers import MCP_SERVER, HttpMcpServer, ServerRecord, by_call, kill, stdio_tools, until
 
 from streamchat import (
     ChatSession,
@@ -329,3 +332,39 @@ def test_configuration_in_the_mcpservers_shape() -> None:
         assert caught.value.message.startswith(message)
     with pytest.raises(TypeError, match=r"put the MCP toolset itself in tools=\[\.\.\.\]"):
         ChatSession(ScriptedProvider([]), tools=[*mcp_tools("python -m server")])
+
+
+MCP_CLI = """
+import sys
+from streamchat.cli import main
+from streamchat.providers import PROVIDERS, ScriptedProvider, ToolCall
+PROVIDERS["mcp-script"] = lambda model, settings: ScriptedProvider(
+    [[ToolCall("count", {"tag": "cli", "steps": 4})], ["Counted."]]
+)
+sys.exit(main(["chat", "--provider", "mcp-script", "--mcp", sys.argv[1], "count to four"]))
+"""
+
+
+@pytest.mark.parametrize("form", ["command", "json file"])
+def test_the_cli_takes_mcp_servers_and_prints_their_progress(tmp_path: Path, form: str) -> None:
+    record = ServerRecord(tmp_path / "record.txt")
+    command = [sys.executable, MCP_SERVER, str(record.path)]
+    if form == "command":
+        server = shlex.join(command)
+    else:
+        server = str(tmp_path / "servers.json")
+        Path(server).write_text(json.dumps({"mcpServers": {"test": {"command": command[0], "args": command[1:]}}}))
+    proc = subprocess.run(
+        [sys.executable, "-c", MCP_CLI, server], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "[count] step 0 of 4\n"
+        "[count] step 1 of 4 (25%)\n"
+        "[count] step 2 of 4 (50%)\n"
+        "[count] step 3 of 4 (75%)\n"
+        "[count] step 4 of 4 (100%)\n"
+        "[count] Done: cli: counted to 4\n"
+        "Counted.\n"
+    )
+    assert record.lines()[1:] == ["begin count cli", "end count cli"]

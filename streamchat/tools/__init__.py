@@ -3,7 +3,7 @@
 from .builtin import BUILTIN_TOOLS, calculate, get_current_time, get_weather
 from .definition import Progress, ProgressReporter, Tool, tool, toolset
 from .mcp import MCPTool, MCPToolset, mcp_servers, mcp_tools
-from .toolset import Toolset
+from .toolsets import Toolset
 
 __all__ = [
     "BUILTIN_TOOLS",

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, ToolError, ToolsetUnavailableError
 from .definition import ProgressReporter, Tool
-from .toolset import Toolset
+from .toolsets import Toolset
 
 if TYPE_CHECKING:
     import mcp
