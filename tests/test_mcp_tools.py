@@ -7,6 +7,7 @@ and is started again by the next one, calls in parallel interleave, pause holds 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import subprocess
@@ -289,9 +290,32 @@ async def test_a_server_that_cannot_start_is_left_out_of_the_turn_with_an_error(
     check_invariants(events)
     errors = [e for e in events if e.type == "error"]
     assert len(errors) == 1 and errors[0].code == "toolset_unavailable" and errors[0].retryable
-    assert errors[0].message.startswith("MCP server 'broken' could not be started: ")
+    assert errors[0].message == (
+        "MCP server 'broken' could not be started: "
+        "it closed the connection before listing its tools (did it exit? its stderr says why)"
+    )
     assert events[-1].type == "done" and events[-1].reason == "stop" and events[-1].text == "Fine without it."
     assert session.provider.requests[0].tools == ()  # type: ignore[attr-defined]
+    await session.aclose()
+
+
+async def test_a_connection_belongs_to_its_loop_and_is_opened_again_on_another(tmp_path: Path) -> None:
+    record = ServerRecord(tmp_path / "record.txt")
+    toolset = stdio_tools(record)
+    script = [[ToolCall("count", {"tag": str(i), "steps": 4}, call_id=f"c{i}")] for i in range(3)]
+    session = ChatSession(ScriptedProvider([step for call in script for step in (call, ["ok"])]), tools=[toolset])
+
+    async def turn(index: int) -> None:
+        events = await collect(session, f"turn {index}")
+        assert by_call(events, f"c{index}") == [*COUNT_4, ("result", "ok", f"{index}: counted to 4", None)]
+
+    await turn(0)  # on this loop
+    await asyncio.to_thread(asyncio.run, turn(1))  # on another loop, while this one runs
+    assert len(set(record.pids())) == 2  # a server of its own
+    first = record.pids()[0]  # the first loop's, stopped on that loop
+    await until(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie", "first exit")
+    await turn(2)  # back here: the other loop is closed, and its server went with it
+    assert len(set(record.pids())) == 3
     await session.aclose()
 
 

@@ -198,8 +198,11 @@ class _Connection:
                 await self._stop.wait()
         except Exception as exc:
             if not self.ready.done():
+                why = _describe(exc)
+                if why == "MCPError: Connection closed":
+                    why = "it closed the connection before listing its tools (did it exit? its stderr says why)"
                 self.ready.set_exception(
-                    ToolsetUnavailableError(f"MCP server {self.toolset.name!r} could not be started: {_describe(exc)}")
+                    ToolsetUnavailableError(f"MCP server {self.toolset.name!r} could not be started: {why}")
                 )
             else:
                 log.warning("MCP server %r: the connection ended: %s", self.toolset.name, _describe(exc))
