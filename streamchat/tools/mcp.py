@@ -160,10 +160,16 @@ class _WatchedReadStream:
         await self.aclose()
 
 
-def _describe(exc: BaseException) -> str:
-    """One line about a failure; an exception group (anyio's task groups) by its first leaf."""
+def _leaf(exc: BaseException) -> BaseException:
+    """The failure itself: an exception group (anyio's task groups) by its first leaf."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about a failure."""
+    exc = _leaf(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -184,7 +190,8 @@ class _Connection:
         self.task = self.loop.create_task(self._hold(), name=f"MCP connection {toolset.name}")
 
     async def _hold(self) -> None:
-        from mcp import Client
+        from mcp import Client, MCPError
+        from mcp_types import CONNECTION_CLOSED
 
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -198,9 +205,11 @@ class _Connection:
                 await self._stop.wait()
         except Exception as exc:
             if not self.ready.done():
-                why = _describe(exc)
-                if why == "MCPError: Connection closed":
+                failure = _leaf(exc)
+                if isinstance(failure, MCPError) and failure.code == CONNECTION_CLOSED:
                     why = "it closed the connection before listing its tools (did it exit? its stderr says why)"
+                else:
+                    why = _describe(failure)
                 self.ready.set_exception(
                     ToolsetUnavailableError(f"MCP server {self.toolset.name!r} could not be started: {why}")
                 )
