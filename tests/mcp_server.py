@@ -81,7 +81,6 @@ async def spin(tag: str, rounds: int, ctx: Context, delay: float = 0.01) -> str:
 @server.tool()
 async def lockstep(tag: str, partner: str, steps: int, ctx: Context) -> str:
     """Count to `steps`, each step only after `partner` has reported the step before."""
-    global _stepped
 
     async def work() -> str:
         global _stepped

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from mcp_helpers import MCP_SERVER, WAIT, ServerRecord
 from server_helpers import SCRIPT, TOOLS, server_config, sse_events
@@ -95,3 +96,13 @@ def test_a_bad_mcp_servers_setting_names_the_setting() -> None:
         "StreamChat.mcp_servers: mcpServers['x']: give either 'command' (a stdio server) or 'url' (streamable HTTP)"
     )
     assert load_mcp_servers({}) == [] and TOOLS  # no MCP servers by default
+
+
+async def test_the_mcp_server_stops_with_the_jupyter_server(
+    client: httpx.AsyncClient, record: ServerRecord, jp_serverapp: Any
+) -> None:
+    assert (await client.get("api/streamchat/tools", timeout=WAIT)).status_code == 200
+    [pid] = record.pids()
+    assert psutil.pid_exists(pid)
+    await jp_serverapp.web_app.settings["streamchat"].stop_extension()  # what the server's shutdown calls
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
