@@ -77,8 +77,9 @@ def free_port() -> int:
 class HttpMcpServer:
     """The test server over streamable HTTP on 127.0.0.1, as a subprocess."""
 
-    def __init__(self, record: ServerRecord) -> None:
+    def __init__(self, record: ServerRecord, *, token: str | None = None) -> None:
         self.record = record
+        self.token = token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.process: subprocess.Popen[bytes] | None = None
@@ -86,7 +87,14 @@ class HttpMcpServer:
     async def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         self.process = subprocess.Popen(
-            [sys.executable, MCP_SERVER, str(self.record.path), "--http", str(self.port)],
+            [
+                sys.executable,
+                MCP_SERVER,
+                str(self.record.path),
+                "--http",
+                str(self.port),
+                *(["--token", self.token] if self.token else []),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

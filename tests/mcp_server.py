@@ -2,6 +2,7 @@
 
     python tests/mcp_server.py RECORD_FILE              # stdio
     python tests/mcp_server.py RECORD_FILE --http PORT  # streamable HTTP on 127.0.0.1:PORT/mcp
+    python tests/mcp_server.py RECORD_FILE --http PORT --token T  # … answering 401 without that bearer token
 
 It appends what it observes to RECORD_FILE, one line each: ``started <pid>`` when it starts,
 ``begin <tool> <tag>`` when a call begins, ``cancelled <tool> <tag>`` when the client cancels
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -28,6 +30,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 parser = argparse.ArgumentParser()
 parser.add_argument("record")
 parser.add_argument("--http", type=int, default=None)
+parser.add_argument("--token", default=None, help="over HTTP, answer 401 unless 'Authorization: Bearer TOKEN'")
 options = parser.parse_args()
 
 server = MCPServer("streamchat-test")
@@ -107,6 +110,20 @@ if __name__ == "__main__":
     record(f"started {os.getpid()}")
     if options.http is None:
         server.run()
-    else:
+    elif options.token is None:
         server.run("streamable-http", host="127.0.0.1", port=options.http)
+    else:
+        import uvicorn
+
+        app = server.streamable_http_app()
+        expected = f"Bearer {options.token}".encode()
+
+        async def checked(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != expected:
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"unauthorized"})
+                return
+            await app(scope, receive, send)
+
+        uvicorn.run(checked, host="127.0.0.1", port=options.http, log_level="warning")
     sys.exit(0)

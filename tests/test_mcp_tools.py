@@ -319,6 +319,28 @@ async def test_a_connection_belongs_to_its_loop_and_is_opened_again_on_another(t
     await session.aclose()
 
 
+async def test_http_headers_reach_the_server(tmp_path: Path) -> None:
+    record = ServerRecord(tmp_path / "record.txt")
+    http = HttpMcpServer(record, token="s3cret")
+    await http.start()
+    script = [[ToolCall("count", {"tag": "h", "steps": 4})], ["ok"]]
+    try:
+        refused = ChatSession(ScriptedProvider([["no tools"]]), tools=[mcp_tools(http.url, name="guarded")])
+        events = await collect(refused, "go")
+        [error] = [e for e in events if e.type == "error"]
+        assert error.code == "toolset_unavailable" and error.message == (
+            "MCP server 'guarded' could not be reached: MCPError: Server returned an error response"
+        )
+        await refused.aclose()
+        allowed = mcp_tools(http.url, name="guarded", headers={"Authorization": "Bearer s3cret"})
+        session = ChatSession(ScriptedProvider(script), tools=[allowed])
+        events = await collect(session, "go")
+        assert by_call(events, "call_1") == [*COUNT_4, ("result", "ok", "h: counted to 4", None)]
+        await session.aclose()
+    finally:
+        http.kill()
+
+
 def test_configuration_in_the_mcpservers_shape() -> None:
     stdio, http = mcp_servers(
         {

@@ -210,8 +210,9 @@ class _Connection:
                     why = "it closed the connection before listing its tools (did it exit? its stderr says why)"
                 else:
                     why = _describe(failure)
+                verb = "started" if self.toolset.command is not None else "reached"
                 self.ready.set_exception(
-                    ToolsetUnavailableError(f"MCP server {self.toolset.name!r} could not be started: {why}")
+                    ToolsetUnavailableError(f"MCP server {self.toolset.name!r} could not be {verb}: {why}")
                 )
             else:
                 log.warning("MCP server %r: the connection ended: %s", self.toolset.name, _describe(exc))
