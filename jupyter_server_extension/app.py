@@ -5,6 +5,7 @@ Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
     c.StreamChat.provider = "ollama"
     c.StreamChat.model = "llama3.2"
     c.StreamChat.tools = ["streamchat.tools.builtin:get_weather", "mytools:search"]
+    c.StreamChat.mcp_servers = {"time": {"command": "uvx", "args": ["mcp-server-time"]}}
 
 Unset settings (None) fall back to streamchat's environment variables and defaults.
 ``service_class`` and ``store_class`` swap the session manager and its store for
@@ -27,7 +28,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, TraitType, Type, Unicode
+from traitlets import Bool, Dict, Float, Int, List, TraitType, Type, Unicode
 
 from streamchat._sync import loop_running
 from streamchat.errors import ConfigurationError, StreamChatError
@@ -36,11 +37,12 @@ from streamchat.settings import Settings
 from streamchat.stores import MemoryStore, SessionStore
 from streamchat.tools.builtin import BUILTIN_TOOLS
 from streamchat.tools.definition import Tool, tool
+from streamchat.tools.mcp import MCPToolset, mcp_servers
 
 from . import handlers
 from .service import SERVICE_SETTING, ChatService, Limits
 
-__all__ = ["StreamChat", "load_object", "load_tools"]
+__all__ = ["StreamChat", "load_mcp_servers", "load_object", "load_tools"]
 
 SERVER_SETTINGS = tuple(name for name in Settings.model_fields if name != "display")
 """The `Settings` fields the extension mirrors as traitlets (`display` is the notebook's alone)."""
@@ -104,6 +106,16 @@ def load_tools(paths: list[str]) -> list[Tool]:
     return loaded
 
 
+def load_mcp_servers(config: dict[str, Any]) -> list[MCPToolset]:
+    """The toolsets of `StreamChat.mcp_servers`; a `ConfigurationError` names what is wrong."""
+    if not config:
+        return []
+    try:
+        return mcp_servers(config)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"StreamChat.mcp_servers: {exc.message}") from exc
+
+
 class StreamChat(ExtensionApp):
     """Serves streamchat over REST, SSE and WebSocket, plus a chat page at ``streamchat/``."""
 
@@ -116,6 +128,12 @@ class StreamChat(ExtensionApp):
     locals().update(_settings_traits())
     tools = List(
         Unicode(), default_value=BUILTIN_TOOL_PATHS, help="Tools the model may call, as 'module:function' paths."
+    ).tag(config=True)
+    mcp_servers = Dict(
+        help='MCP servers whose tools the model may call, in the usual "mcpServers" JSON shape: '
+        '{"name": {"command": "uvx", "args": ["some-server"], "env": {}}} (stdio) or '
+        '{"name": {"url": "https://host/mcp", "headers": {}}} (streamable HTTP). Each starts when a turn '
+        "first needs it, is shared by every session, and stops with the server.",
     ).tag(config=True)
     provider_factory = Unicode(
         "",
@@ -191,6 +209,7 @@ class StreamChat(ExtensionApp):
         try:
             settings = self._settings()
             tools = load_tools(list(self.tools))
+            self._toolsets = load_mcp_servers(self.mcp_servers)
             self._choice = self._named_choice(settings)
         except StreamChatError as exc:
             log = self.serverapp.log if self.serverapp is not None else self.log
@@ -203,13 +222,20 @@ class StreamChat(ExtensionApp):
         self.service: ChatService = self.service_class(
             store, provider_choice=self.provider_choice, tools=tools, settings=settings, limits=limits
         )
+        if self._toolsets:  # only then: a `service_class` made before MCP support need not take them
+            self.service.toolsets = list(self._toolsets)
         self.service.log = self.serverapp.log if self.serverapp is not None else self.log
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
         self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
         self._expiry.start()
         backend = "the automatic choice" if self._choice is None else self._choice.provider.describe()
-        self.log.info("streamchat: serving %s with tools %s", backend, [t.name for t in tools])
+        self.log.info(
+            "streamchat: serving %s with tools %s and MCP servers %s",
+            backend,
+            [t.name for t in tools],
+            [t.name for t in self._toolsets],
+        )
         if self._choice is None and loop_running():
             self._start_probe()  # else `_start_jupyter_server_extension` starts it, once the loop runs
 
@@ -254,3 +280,5 @@ class StreamChat(ExtensionApp):
             self._probe.cancel()
         if self._choice is not None:
             await self._choice.provider.aclose()
+        for toolset in self._toolsets:
+            await toolset.aclose()

@@ -301,7 +301,7 @@ class ToolsHandler(ApiHandler):
     @authorized(resource=RESOURCE)
     async def get(self) -> None:
         """The tools the model may call."""
-        await self.finish(json.dumps([t.definition.model_dump() for t in self.service.tools]))
+        await self.finish(json.dumps(await self.service.tool_definitions()))
 
 
 class ChatHandler(ApiHandler):
@@ -450,7 +450,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             self._last_session = follower.session_id
             self._pumps[follower.session_id] = (follower, self._spawn(self._pump(follower), None))
         elif isinstance(message, wire.ToolsList):
-            tools = [t.definition.model_dump() for t in service.tools]
+            tools = await service.tool_definitions()
             await self._send(json.dumps({"type": "tools.list", "tools": tools}))
         elif isinstance(message, wire.ChatClear):
             await service.clear(self.owner, self._session(message.session_id))

@@ -48,7 +48,8 @@ from streamchat.result import ChatResult, ResultCollector
 from streamchat.session import ChatSession
 from streamchat.settings import Settings
 from streamchat.stores import SessionRecord, SessionStore
-from streamchat.tools.definition import Tool
+from streamchat.tools.definition import Tool, toolset
+from streamchat.tools.toolsets import Toolset, gather_tools
 
 __all__ = [
     "SERVICE_SETTING",
@@ -75,6 +76,7 @@ _PRIVATE_ERRORS = {
     "backend_timeout": "the model's backend did not answer in time",
     "backend_stream_error": "the connection to the model's backend broke",
     "internal_error": "the server failed while answering",
+    "toolset_unavailable": "a tool server (MCP) could not be started or reached",
 }
 """Error events whose message names server internals (a backend's URL, a file path, an exception's
 text), with what clients are told instead; other ``backend_*`` and ``http_*`` codes too."""
@@ -341,6 +343,7 @@ class ChatService:
         provider_choice: the backend (named, or chosen by one probe at startup); its provider
             is shared by every session, and ``GET health`` describes and probes it.
         tools: the tools the model may call.
+        toolsets: the toolsets (MCP servers) whose tools each turn lists too; the app closes them.
         settings: the settings every session runs with.
         limits: sizes and timings.
     """
@@ -353,10 +356,12 @@ class ChatService:
         tools: Sequence[Tool],
         settings: Settings,
         limits: Limits,
+        toolsets: Sequence[Toolset] = (),
     ) -> None:
         self.store = store
         self.provider_choice = provider_choice
         self.tools = list(tools)
+        self.toolsets = list(toolsets)
         self.settings = settings
         self.limits = limits
         self.log = logging.getLogger("streamchat.server")
@@ -493,7 +498,11 @@ class ChatService:
             self._check_turn_limits(owner)  # again: others may have started turns while this one waited
             provider = (await self.provider_choice()).provider  # one provider, shared by every session
             chat = ChatSession(
-                provider, tools=self.tools, session_id=session_id, settings=self.settings, history=current.history
+                provider,
+                tools=[*self.tools, *self.toolsets],
+                session_id=session_id,
+                settings=self.settings,
+                history=current.history,
             )
             run = TurnRun(current, chat)
             follower = Follower(self, session_id, run, after=0, client=client)
@@ -625,6 +634,13 @@ class ChatService:
                 f"(error id {error_id} in the server log has its address)"
             )
         return body
+
+    async def tool_definitions(self) -> list[dict[str, Any]]:
+        """The tools the model may call, the toolsets' included (listing starts them); one left out is logged."""
+        tools, problems = await gather_tools(toolset(self.tools), self.toolsets)
+        for problem in problems:
+            self.log.warning("streamchat: tools: %s", problem.message)
+        return [t.definition.model_dump() for t in tools.values()]
 
     def running(self, session_id: str) -> ChatSession | None:
         """The chat of the session's running turn, if one runs in this process."""

@@ -21,6 +21,7 @@ from .errors import (
     StreamChatError,
     ToolDefinitionError,
     ToolError,
+    ToolsetUnavailableError,
     UnknownProviderError,
     UsageError,
 )
@@ -55,7 +56,19 @@ from .providers import (
 from .result import ChatResult, ToolCallSummary
 from .session import ChatOptions, ChatSession, SessionKeywords, SessionOptions, ToolAction
 from .settings import Settings
-from .tools import Progress, ProgressReporter, Tool, calculate, get_current_time, get_weather, tool
+from .tools import (
+    MCPToolset,
+    Progress,
+    ProgressReporter,
+    Tool,
+    Toolset,
+    calculate,
+    get_current_time,
+    get_weather,
+    mcp_servers,
+    mcp_tools,
+    tool,
+)
 
 if TYPE_CHECKING:
     from .notebook.chat import achat, chat, new_session
@@ -98,6 +111,7 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "LocalProvider",
+    "MCPToolset",
     "Message",
     "Metrics",
     "ModelRequest",
@@ -127,6 +141,8 @@ __all__ = [
     "ToolProgressEvent",
     "ToolResultEvent",
     "ToolTiming",
+    "Toolset",
+    "ToolsetUnavailableError",
     "UnknownProviderError",
     "Usage",
     "UsageError",
@@ -137,6 +153,8 @@ __all__ = [
     "choose_provider",
     "get_current_time",
     "get_weather",
+    "mcp_servers",
+    "mcp_tools",
     "new_session",
     "parse_event",
     "tool",

@@ -7,12 +7,15 @@ Tool progress prints as ``[tool] message`` lines, then the answer streams token 
     12 * (3 + 4) = 84
 
 ``--json`` prints every event as one JSON line instead. Ctrl-C stops the running turn.
+``--mcp`` adds an MCP server's tools (a command, a URL, or a JSON file in the ``mcpServers``
+shape); it may be given several times.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -21,11 +24,14 @@ from typing import TextIO, assert_never
 
 from . import events
 from ._version import __version__
-from .errors import StreamChatError
+from .errors import ConfigurationError, StreamChatError
 from .providers import choose_provider
 from .session import ChatSession
+from .tools.builtin import BUILTIN_TOOLS
+from .tools.mcp import mcp_servers, mcp_tools
+from .tools.toolsets import Toolset
 
-__all__ = ["TextRenderer", "main"]
+__all__ = ["TextRenderer", "main", "mcp_option"]
 
 
 class TextRenderer:
@@ -119,9 +125,21 @@ async def _run_turn(session: ChatSession, message: str, *, as_json: bool) -> eve
     return done
 
 
+def mcp_option(value: str) -> list[Toolset]:
+    """The toolsets one ``--mcp`` names: a JSON file in the ``mcpServers`` shape, or one server's command or URL."""
+    if value.endswith(".json"):
+        try:
+            with open(value, encoding="utf-8") as config:
+                return list(mcp_servers(json.load(config)))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"--mcp {value}: cannot read it as an mcpServers JSON file: {exc}") from exc
+    return [mcp_tools(value)]
+
+
 async def _chat(args: argparse.Namespace) -> int:
+    toolsets = [toolset for value in args.mcp for toolset in mcp_option(value)]
     choice = await choose_provider(args.provider, model=args.model)
-    session = ChatSession(choice.provider, system=args.system)
+    session = ChatSession(choice.provider, system=args.system, tools=[*BUILTIN_TOOLS, *toolsets])
     try:
         if not args.json:
             print(f"streamchat: {choice.announcement}", file=sys.stderr)
@@ -163,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", help="model name (default: STREAMCHAT_MODEL or the backend's default)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--json", action="store_true", help="print the events as NDJSON")
+    chat.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="an MCP server whose tools the model may call: a command ('uvx mcp-server-time'), a streamable HTTP "
+        "URL, or a JSON file in the mcpServers shape; repeat for several",
+    )
     return parser
 
 

@@ -167,6 +167,13 @@ class ToolError(StreamChatError, code="tool_error"):
     """
 
 
+class ToolsetUnavailableError(StreamChatError, code="toolset_unavailable", status=502, retryable=True):
+    """A toolset (an MCP server) could not list its tools: it did not start or does not answer.
+
+    Code ``toolset_unavailable``, HTTP 502. The turn goes on without that toolset's tools.
+    """
+
+
 # -- session store --------------------------------------------------------------------------
 
 

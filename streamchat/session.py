@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypedDict, get_args
 
 from ._text import check_message
-from .errors import SessionBusyError, UsageError
+from .errors import SessionBusyError, StreamChatError, UsageError
 from .events import Event
 from .messages import Message
 from .providers import session_provider
@@ -20,8 +20,9 @@ from .providers.base import Provider
 from .result import ChatResult, ResultCollector
 from .settings import Settings
 from .tools.builtin import BUILTIN_TOOLS
-from .tools.definition import Tool, toolset
+from .tools.definition import Tool
 from .tools.runner import ToolThreads
+from .tools.toolsets import Toolset, gather_tools, split_tools
 from .turn import ToolAction, Turn, new_id
 
 __all__ = ["ChatOptions", "ChatSession", "SessionKeywords", "SessionOptions", "ToolAction"]
@@ -34,7 +35,7 @@ class SessionOptions(TypedDict, total=False):
     """
 
     model: str | None
-    tools: Iterable[Tool | Callable[..., Any]] | None
+    tools: Iterable[Tool | Toolset | Callable[..., Any]] | None
     system: str | None
 
 
@@ -70,7 +71,7 @@ class ChatSession:
         provider: Provider | str | None = None,
         *,
         model: str | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] | None = None,
+        tools: Iterable[Tool | Toolset | Callable[..., Any]] | None = None,
         system: str | None = None,
         max_turns: int | None = None,
         tool_timeout: float | None = None,
@@ -87,7 +88,11 @@ class ChatSession:
             self.provider = provider
         else:  # an automatic choice probes without blocking a running loop: see `providers.choice`
             self.provider = session_provider(provider, model=model, settings=settings)
-        self.tools: dict[str, Tool] = toolset(BUILTIN_TOOLS if tools is None else tools)
+        self._own_tools, toolsets = split_tools(BUILTIN_TOOLS if tools is None else tools)
+        self.toolsets: list[Toolset] = toolsets
+        """The toolsets (MCP servers) whose tools each turn lists; `aclose()` closes them."""
+        self.tools: dict[str, Tool] = dict(self._own_tools)
+        """The tools the model may call: the plain ones, and the toolsets' as the latest turn listed them."""
         self.system = system if system is not None else settings.system
         self.max_turns = max_turns if max_turns is not None else settings.max_turns
         if self.max_turns < 1:
@@ -184,7 +189,16 @@ class ChatSession:
             result.add(event)
         return result.build()
 
+    async def refresh_tools(self) -> list[StreamChatError]:
+        """List the toolsets' tools into `tools` (each turn does this first); returns why any were left out."""
+        if not self.toolsets:
+            return []
+        self.tools, problems = await gather_tools(self._own_tools, self.toolsets)
+        return problems
+
     async def aclose(self) -> None:
-        """Cancel any running turn and close the provider's connections."""
+        """Cancel any running turn and close the provider's and the toolsets' connections."""
         self.cancel()
         await self.provider.aclose()
+        for toolset in self.toolsets:
+            await toolset.aclose()

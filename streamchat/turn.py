@@ -34,6 +34,7 @@ from .providers.base import (
     TextDelta,
     ThinkingDelta,
     ToolCallPart,
+    ToolDefinition,
     UsageDelta,
 )
 from .tools.definition import Progress
@@ -409,9 +410,11 @@ class Turn:
 
     async def _converse(self) -> DoneReason:
         session = self._session
-        tools = tuple(t.definition for t in session.tools.values())
+        tools: tuple[ToolDefinition, ...] | None = None
         for _ in range(session.max_turns):
             self.sink.put(events.ThinkingEvent(**self.sink.stamp(), text=THINKING_STATUS, kind="status"))
+            if tools is None:  # after the status: listing may start a toolset's server
+                tools = await self._list_tools()
             system = [Message(role="system", content=session.system)] if session.system else []
             request = ModelRequest(
                 messages=(*system, *self._history, *self._messages), tools=tools, session_id=self._session.session_id
@@ -426,6 +429,17 @@ class Turn:
             self._messages.extend(batch.messages())
             self._batch = None
         return "max_turns"
+
+    async def _list_tools(self) -> tuple[ToolDefinition, ...]:
+        """The tools of this turn, toolsets' included; a toolset left out is reported, and the turn goes on."""
+        sink = self.sink
+        for problem in await self._session.refresh_tools():
+            sink.put(
+                events.ErrorEvent(
+                    **sink.stamp(), message=problem.message, code=problem.code, retryable=problem.retryable
+                )
+            )
+        return tuple(t.definition for t in self._session.tools.values())
 
     async def _stream_response(self, request: ModelRequest, response: Response) -> None:
         """One model call: turn its deltas into events and into `response`."""

@@ -31,6 +31,7 @@ from ..events import (
 )
 from ..result import ChatResult, ResultCollector
 from ..session import ToolAction
+from ..tools.definition import Tool
 from .render import finished_prefix, render_markdown
 
 __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
@@ -155,6 +156,7 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.outcome = ""
         """Once the call ended: its status, duration and summary as one line of plain text."""
         self._last: ToolProgressEvent | None = None
+        self._pause_note = ""
         self.buttons = widgets.HBox()
         children: list[widgets.Widget] = [self.header, self.detail]
         if controls is not None:
@@ -175,11 +177,14 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         """Show a progress report."""
         if event.stage in ("paused", "resumed"):  # the runner's own reports for Pause/Resume
             self.paused = event.stage == "paused"
+            # what a tool says beyond "Paused" (an MCP call: its server keeps running) is shown with the mark
+            self._pause_note = event.message.removeprefix(Tool.pause_message).lstrip(":; ") if self.paused else ""
             if self._last is not None:  # keep showing where the tool is
                 event = self._last
         self._last = event
         stage = f"<i>{html.escape(event.stage)}</i> · " if event.stage else ""
-        held = " · ⏸ <b>paused</b>" if self.paused else ""
+        note = f": {html.escape(self._pause_note)}" if self._pause_note else ""
+        held = f" · ⏸ <b>paused</b>{note}" if self.paused else ""
         self.detail.value = f"{_bar(event.percent)}{stage}{html.escape(event.message)}{held}"
 
     def result(self, event: ToolResultEvent) -> None:

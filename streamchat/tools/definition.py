@@ -109,6 +109,11 @@ class ProgressReporter:
         """Wait while the call is paused (used by the runner between generator steps)."""
         await self._running.wait()
 
+    @property
+    def paused(self) -> bool:
+        """True while the call is paused."""
+        return not self._running.is_set()
+
     def _set_paused(self, paused: bool) -> None:
         if paused:
             self._running.clear()
@@ -141,6 +146,9 @@ class Tool:
 
     Create one with the `tool` decorator. Calling a `Tool` calls the original function.
     """
+
+    pause_message = "Paused"
+    """What the call reports when paused (shown on its card)."""
 
     def __init__(
         self,

@@ -139,7 +139,10 @@ class ToolCallRun:
         self.paused = paused
         assert self._reporter is not None
         self._reporter._set_paused(paused)
-        self._emit(Progress("Paused", stage="paused") if paused else Progress("Resumed", stage="resumed"))
+        assert self.tool is not None
+        self._emit(
+            Progress(self.tool.pause_message, stage="paused") if paused else Progress("Resumed", stage="resumed")
+        )
         self._state_changed.set()
         return True
 
@@ -174,6 +177,8 @@ class ToolCallRun:
             args = self.tool.validate_args(self.args)
         except ValidationError as exc:
             return outcome("error", error=format_validation_error(exc))
+        except ToolError as exc:  # a tool that checks its arguments itself (an MCP server's schema)
+            return outcome("error", error=exc.message)
         if self.cancel_requested:
             return outcome("cancelled", error="cancelled before it started")
 
