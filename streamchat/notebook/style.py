@@ -41,6 +41,17 @@ def _rule(selectors: str, body: str) -> str:
 
 STYLESHEET = (
     "<style>"
+    # The document is laid out as the live view's boxes are (flex columns: no margin collapsing),
+    # and as wide (JupyterLab pads HTML output on the right, not widget output).
+    + ".jp-RenderedHTMLCommon:has(> .streamchat-document){padding-right:0}"
+    + ".jp-RenderedHTMLCommon > .streamchat-document.streamchat-document{margin:0}"
+    + ".streamchat-document, .streamchat-document .streamchat-body, .streamchat-document .streamchat-answer,"
+    + ".streamchat-document .streamchat-card{display:flex;flex-direction:column}"
+    # The header keeps the height of its Stop button after the button is gone.
+    + _rule(
+        ".streamchat-header",
+        "display:flex;align-items:center;margin:0;min-height:calc(var(--jp-widgets-inline-height, 28px) + 4px)",
+    )
     # The answer: JupyterLab's Markdown font and rhythm on every block, live or frozen.
     + _rule(
         ".streamchat-answer .jp-RenderedHTMLCommon, .streamchat-answer .jp-RenderedHTMLCommon > .widget-html-content",
@@ -57,7 +68,7 @@ STYLESHEET = (
     )
     + _rule(".streamchat-answer pre, .streamchat-answer code", "white-space:pre-wrap;overflow-wrap:anywhere")
     + _rule(".streamchat-answer .jp-OutputArea-output", "padding:0;margin:0;overflow:visible")
-    + _rule(".streamchat-answer .jp-OutputArea-child", "margin:0;padding:0")
+    + _rule(".streamchat-answer .jp-OutputArea-child, .streamchat-answer .jupyter-widgets", "margin:0;padding:0")
     # Status line, prompt, metrics and cards: the UI font, theme colours.
     + _rule(
         ".streamchat-prompt, .streamchat-status, .streamchat-metrics, .streamchat-card-header, "

@@ -194,8 +194,8 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         )
         if event.message:
             parts.append(html.escape(event.message))
-        if event.percent is not None:
-            parts.append(f"{event.percent:.0f} %")
+        if event.percent is not None and f"{event.percent:.0f}%" not in event.message.replace(" %", "%"):
+            parts.append(f"{event.percent:.0f} %")  # unless the message says it already
         if self.paused:
             parts.append(f'<b class="streamchat-paused">{icon("pause")}paused</b>')
         self.detail.value = _bar(event.percent) + (" · ".join(parts) or "running…")
