@@ -30,13 +30,10 @@ def icon(name: str) -> str:
     return f'<i class="fa fa-{name}" aria-hidden="true"></i> '
 
 
-_SCOPES = (".streamchat-view", ".streamchat-document")
-
-
 def _rule(selectors: str, body: str) -> str:
-    """`body` for each of `selectors` (comma-separated) inside both scopes."""
-    parts = [f"{scope} {selector.strip()}" for scope in _SCOPES for selector in selectors.split(",")]
-    return ",".join(parts) + "{" + body + "}"
+    """`body` for each of `selectors` (comma-separated) inside a live view or a document."""
+    inner = ",".join(selector.strip() for selector in selectors.split(","))
+    return f":is(.streamchat-view,.streamchat-document) :is({inner}){{{body}}}"
 
 
 STYLESHEET = (
