@@ -400,7 +400,7 @@ def test_a_cancelled_tool_says_so_once_and_pause_and_resume_take_turns(recorder:
         _event(ToolResultEvent, call_id="c1", tool="fetch", status="cancelled", error="cancelled", duration_ms=1620)
     )
     assert card.outcome == "■ cancelled · 1.62 s"
-    assert card.detail.value == '<span class="streamchat-failed">■ <b>cancelled</b> · 1.62 s</span>'
+    assert card.detail.value == '<span class="streamchat-cancelled">■ <b>cancelled</b> · 1.62 s</span>'
     assert card.buttons.children == ()
 
 

@@ -88,7 +88,7 @@ STYLESHEET = (
     + _rule(
         ".streamchat-card progress", "width:80%;height:0.8em;vertical-align:middle;accent-color:var(--jp-brand-color1)"
     )
-    + _rule(".streamchat-paused", "color:var(--jp-warn-color1)")
+    + _rule(".streamchat-paused, .streamchat-cancelled", "color:var(--jp-warn-color1)")
     + _rule(".streamchat-ok", "color:var(--jp-success-color1)")
     + _rule(".streamchat-failed", "color:var(--jp-error-color1)")
     + _rule(".streamchat-thinking", "color:var(--jp-ui-font-color3)")

@@ -211,7 +211,7 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             detail = ""
         self.outcome = " · ".join(p for p in (f"{mark} {event.status}", duration, detail) if p)
         line = " · ".join(p for p in (f"{mark} <b>{event.status}</b>", duration, html.escape(detail)) if p)
-        css = "streamchat-ok" if ok else "streamchat-failed"
+        css = "streamchat-ok" if ok else "streamchat-cancelled" if event.status == "cancelled" else "streamchat-failed"
         self.detail.value = f'{_bar(100.0) if ok else ""}<span class="{css}">{line}</span>'
         if self.buttons.children:
             self.buttons.children = []
