@@ -324,7 +324,6 @@ async def test_a_finished_turn_becomes_a_document_with_its_cards_answer_and_metr
     document = turn_document(view)
     assert document["text/markdown"] == (
         "**You:** Check <the> files\n\n"
-        "✓ done\n\n"
         "Let me look.\n\n"
         f'- **fetch** `{{"name": "a.json"}}` — ✓ ok · {took["fetch"]} · Done: a.json fetched\n\n'
         f'- **parse** `{{"name": "b.json"}}` — ✗ error · {took["parse"]} · b.json is not valid JSON\n\n'
@@ -333,7 +332,6 @@ async def test_a_finished_turn_becomes_a_document_with_its_cards_answer_and_metr
     )
     assert document["text/plain"] == (
         "You: Check <the> files\n"
-        "✓ done\n"
         "Let me look.\n"
         f"[fetch] ✓ ok · {took['fetch']} · Done: a.json fetched\n"
         f"[parse] ✗ error · {took['parse']} · b.json is not valid JSON\n"

@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from .style import BORDER, MARKDOWN_CLASSES, STYLESHEET
-from .view import ChatView, ToolCard, _AnswerPart
+from .view import STATUS_TEXT, ChatView, ToolCard, _AnswerPart
 
 __all__ = ["LiveDisplay", "turn_document"]
 
@@ -47,7 +47,7 @@ def turn_document(view: ChatView) -> dict[str, str]:
         blocks_plain.append(f"You: {view.message}")
     status = str(view.status.value)
     blocks_html.append(f'<div class="streamchat-header"><div class="streamchat-status">{status}</div></div>')
-    if status:
+    if status and status != STATUS_TEXT["stop"]:  # the text says how a turn ended only when it did not simply end
         blocks_md.append(_plain(status))
         blocks_plain.append(_plain(status))
     body: list[str] = []
