@@ -44,6 +44,8 @@ STYLESHEET = (
     + ".jp-RenderedHTMLCommon > .streamchat-document.streamchat-document{margin:0}"
     + ".streamchat-document, .streamchat-document .streamchat-body, .streamchat-document .streamchat-answer,"
     + ".streamchat-document .streamchat-card{display:flex;flex-direction:column}"
+    # Turns one under another (`ChatWidget`): a rule between them.
+    + ".streamchat-view + .streamchat-view{border-top:1px solid var(--jp-border-color2);padding-top:6px;margin-top:6px}"
     # The header keeps the height of its Stop button after the button is gone.
     + _rule(
         ".streamchat-header",
