@@ -79,7 +79,10 @@ class Metrics(_Frozen):
     ttft_ms: float | None = None
     """Time from the start of the turn to the first token, in ms (None if no token)."""
     tokens_per_s: float | None = None
-    """Generated tokens per second, from the first token to the last."""
+    """Generated tokens per second, from the first token to the last of each model call (tool time left out).
+
+    None without tokens, or when they all arrived within 50 ms (a scripted or buffered answer):
+    over so short an interval a rate means nothing."""
     duration_ms: float = 0.0
     """Wall time of the whole turn, in ms."""
     model_calls: int = 0

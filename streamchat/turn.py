@@ -125,15 +125,27 @@ class EventSink:
 
 
 class MetricsBuilder:
-    """Gathers a turn's timings and token counts; `build()` makes its `Metrics`."""
+    """Gathers a turn's timings and token counts; `build()` makes its `Metrics`.
 
-    def __init__(self) -> None:
+    Tokens per second are measured over the time the model was streaming text: from the
+    first to the last token of each model call, summed, so tool calls between model calls
+    do not count. Under `MIN_RATE_SPAN_S` of streaming (a scripted or buffered answer that
+    arrives at once) no rate is given: dividing by a near-zero interval gives nonsense.
+    """
+
+    MIN_RATE_SPAN_S = 0.05
+    """The shortest streaming time, in seconds, over which tokens per second are reported."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.usage = Usage()
         """Token counts summed over the turn's model calls."""
-        self._started = time.perf_counter()
+        self._clock = clock
+        self._started = clock()
         self._model_calls = 0
         self._first_token: float | None = None
-        self._last_token: float | None = None
+        self._call_first: float | None = None  # first and last token of the current model call
+        self._call_last: float | None = None
+        self._streaming_s = 0.0  # first-to-last-token spans of the earlier model calls
         self._tokens = 0
         self._backend_ms: float | None = None  # backend-reported timings (Ollama's durations)
         self._generation_ms = 0.0
@@ -143,13 +155,16 @@ class MetricsBuilder:
     def model_call(self) -> None:
         """A request to the model starts."""
         self._model_calls += 1
+        self._end_call()
 
     def token(self) -> None:
         """A token arrived now."""
-        now = time.perf_counter()
+        now = self._clock()
         if self._first_token is None:
             self._first_token = now
-        self._last_token = now
+        if self._call_first is None:
+            self._call_first = now
+        self._call_last = now
         self._tokens += 1
 
     def backend(self, delta: UsageDelta) -> None:
@@ -167,18 +182,25 @@ class MetricsBuilder:
 
     def build(self) -> Metrics:
         """The turn's `Metrics`, its duration measured until now."""
-        first, last = self._first_token, self._last_token
+        self._end_call()
+        first = self._first_token
         tokens = self.usage.completion_tokens or self._tokens
-        rate = tokens / (last - first) if first is not None and last is not None and last > first else None
+        span = self._streaming_s
         return Metrics(
             ttft_ms=None if first is None else (first - self._started) * 1000,
-            tokens_per_s=rate,
-            duration_ms=(time.perf_counter() - self._started) * 1000,
+            tokens_per_s=tokens / span if span >= self.MIN_RATE_SPAN_S else None,
+            duration_ms=(self._clock() - self._started) * 1000,
             model_calls=self._model_calls,
             backend_duration_ms=self._backend_ms,
             backend_tokens_per_s=self._generated_tokens * 1000 / self._generation_ms if self._generation_ms else None,
             tools=tuple(self._tools),
         )
+
+    def _end_call(self) -> None:
+        """Add the current model call's first-to-last-token span to the streaming time."""
+        if self._call_first is not None and self._call_last is not None:
+            self._streaming_s += self._call_last - self._call_first
+        self._call_first = self._call_last = None
 
 
 class Response:

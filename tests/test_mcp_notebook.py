@@ -16,8 +16,9 @@ from test_notebook_view import Recorder, close_widgets, recorder  # noqa: F401  
 from streamchat import ChatSession, MCPToolset, ScriptedProvider, ToolCall
 from streamchat.notebook.view import ChatView
 
-BAR = '<progress style="width:80%" max="100" value="{0}"></progress> {0}%<br>'
-SPINNER = '<progress style="width:80%"></progress><br>'
+BAR = '<progress max="100" value="{0}"></progress><br>'
+SPINNER = "<progress></progress><br>"
+PAUSED = '<b class="streamchat-paused"><i class="fa fa-pause" aria-hidden="true"></i> paused</b>'
 
 
 @pytest.fixture
@@ -47,15 +48,15 @@ async def test_mcp_progress_fills_the_cards_bar(sent: Recorder, toolset: MCPTool
     duration = {c.tool: c.duration_ms / 1000 for c in view.result.tool_calls}
     count_card, spin_card = view.body.children[:2]
     assert sent.values(count_card.detail.model_id) == [
-        SPINNER + "Starting…",
-        *[BAR.format(25 * i) + f"step {i} of 4" for i in range(5)],
-        BAR.format(100) + f"✓ <b>ok</b> · {duration['count']:.2f} s · Done: a: counted to 4",
+        SPINNER + "starting…",
+        *[BAR.format(25 * i) + f"step {i} of 4 · {25 * i} %" for i in range(5)],
+        BAR.format(100) + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["count"]:.2f} s · Done: a: counted to 4</span>',
     ]
     assert sent.values(spin_card.detail.model_id) == [  # no total: the indeterminate bar
-        SPINNER + "Starting…",
+        SPINNER + "starting…",
         SPINNER + "round 1",
         SPINNER + "round 2",
-        BAR.format(100) + f"✓ <b>ok</b> · {duration['spin']:.2f} s · Done: b: spun 2 rounds",
+        BAR.format(100) + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["spin"]:.2f} s · Done: b: spun 2 rounds</span>',
     ]
 
 
@@ -72,7 +73,7 @@ async def test_a_paused_mcp_card_says_the_server_keeps_running(sent: Recorder, t
         elif event.type == "tool_progress" and event.stage == "paused":
             card = view.body.children[0]
             assert sent.states()[card.detail.model_id]["value"] == (
-                BAR.format(0) + "step 0 of 1000 · ⏸ <b>paused</b>: "
+                BAR.format(0) + "step 0 of 1000 · 0 % · " + PAUSED + ": "
                 "the MCP server keeps running; its progress is held until you resume"
             )
             assert session.control_tool("call_1", "cancel")

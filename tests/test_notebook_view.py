@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html.parser
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from bench.widget_updates import answer_pieces
 from streamchat import ChatSession, ProgressReporter, ScriptedProvider, ToolCall, ToolError, tool
 from streamchat.events import DoneEvent, TokenEvent, ToolCallEvent, ToolProgressEvent, ToolResultEvent
+from streamchat.notebook.document import turn_document
 from streamchat.notebook.render import Coalescer, finished_prefix, render_markdown
+from streamchat.notebook.style import MARKDOWN_CLASSES, STYLESHEET
 from streamchat.notebook.view import BlockMode, ChatView
 
 
@@ -111,34 +114,40 @@ async def test_scripted_turn_with_two_parallel_tools_gives_exact_widget_states(r
     assert [(c.tool, c.status) for c in result.tool_calls] == [("fetch", "ok"), ("parse", "error")]
     states = recorder.states()
     assert states[view.prompt.model_id]["value"] == "<b>You:</b> Check the files"
-    assert states[view.status.model_id]["value"] == ""
+    assert states[view.status.model_id]["value"] == "✓ done"  # the status line stays: the view does not jump
     first, card_a, card_b, second = view.body.children
     assert view.html == "<p>Let me look.</p>\n<p><strong>a.json</strong> arrived; b.json is broken.</p>\n"
     assert view.text == "Let me look.**a.json** arrived; b.json is broken."
     assert states[card_a.header.model_id]["value"] == (
-        "🔧 <b>fetch</b> <code>{&quot;name&quot;: &quot;a.json&quot;}</code>"
+        '<i class="fa fa-wrench" aria-hidden="true"></i> <b>fetch</b> <code>{&quot;name&quot;: &quot;a.json&quot;}</code>'
     )
     duration = {c.tool: c.duration_ms for c in result.tool_calls}
-    bar = '<progress style="width:80%" max="100" value="{0}"></progress> {0}%<br>'
+    # A bar on its own line (indeterminate until a percent is known), then one status line.
+    bar = '<progress max="100" value="{0}"></progress><br>'
     assert recorder.values(card_a.detail.model_id) == [
-        '<progress style="width:80%"></progress><br>Starting…',
-        bar.format(0) + "<i>download</i> · Fetching a.json...",
-        bar.format(50) + "<i>download</i> · Fetching a.json...",
-        bar.format(100) + "<i>download</i> · Fetching a.json...",
-        bar.format(100) + f"✓ <b>ok</b> · {duration['fetch'] / 1000:.2f} s · Done: a.json fetched",
+        "<progress></progress><br>starting…",
+        bar.format(0) + "<i>download</i> · Fetching a.json... · 0 %",
+        bar.format(50) + "<i>download</i> · Fetching a.json... · 50 %",
+        bar.format(100) + "<i>download</i> · Fetching a.json... · 100 %",
+        bar.format(100)
+        + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["fetch"] / 1000:.2f} s · Done: a.json fetched</span>',
     ]
     assert recorder.values(card_b.detail.model_id) == [
-        '<progress style="width:80%"></progress><br>Starting…',
-        bar.format(30) + "Parsing b.json...",
-        f"✗ <b>error</b> · {duration['parse'] / 1000:.2f} s · Error: b.json is not valid JSON",
+        "<progress></progress><br>starting…",
+        bar.format(30) + "Parsing b.json... · 30 %",
+        f'<span class="streamchat-failed">✗ <b>error</b> · {duration["parse"] / 1000:.2f} s'
+        " · b.json is not valid JSON</span>",
     ]
+    spinner, pencil, cog = (
+        f'<i class="fa fa-{name}" aria-hidden="true"></i> ' for name in ("spinner fa-spin", "pencil", "cog fa-spin")
+    )
     assert recorder.values(view.status.model_id) == [
-        "⏳ Thinking…",
-        "✎ Answering…",
-        "⚙ Running tools…",
-        "⏳ Thinking…",
-        "✎ Answering…",
-        "",
+        f"{spinner}Thinking…",
+        f"{pencil}Answering…",
+        f"{cog}Running tools…",
+        f"{spinner}Thinking…",
+        f"{pencil}Answering…",
+        "✓ done",
     ]
     assert states[first.live.model_id]["value"] == "<p>Let me look.</p>\n"
     assert states[second.live.model_id]["value"] == "<p><strong>a.json</strong> arrived; b.json is broken.</p>\n"
@@ -317,7 +326,7 @@ async def test_a_finished_turn_becomes_a_document_with_its_cards_answer_and_metr
         "**You:** Check <the> files\n\n"
         "Let me look.\n\n"
         f'- **fetch** `{{"name": "a.json"}}` — ✓ ok · {took["fetch"]} · Done: a.json fetched\n\n'
-        f'- **parse** `{{"name": "b.json"}}` — ✗ error · {took["parse"]} · Error: b.json is not valid JSON\n\n'
+        f'- **parse** `{{"name": "b.json"}}` — ✗ error · {took["parse"]} · b.json is not valid JSON\n\n'
         "**a.json** arrived; b.json is broken.\n\n- one\n- two\n\n"
         f"*{footer}*\n"
     )
@@ -325,17 +334,74 @@ async def test_a_finished_turn_becomes_a_document_with_its_cards_answer_and_metr
         "You: Check <the> files\n"
         "Let me look.\n"
         f"[fetch] ✓ ok · {took['fetch']} · Done: a.json fetched\n"
-        f"[parse] ✗ error · {took['parse']} · Error: b.json is not valid JSON\n"
+        f"[parse] ✗ error · {took['parse']} · b.json is not valid JSON\n"
         "**a.json** arrived; b.json is broken.\n\n- one\n- two\n"
         f"{footer}"
     )
     page = document["text/html"]
+    # The live view's structure, classes and stylesheet: the document looks the same and is as tall.
     assert page.startswith(
-        '<div class="streamchat-document"><p class="streamchat-prompt"><b>You:</b> Check &lt;the&gt;'
+        f'<div class="streamchat-document">{STYLESHEET}<div class="streamchat-prompt"><b>You:</b> Check &lt;the&gt;'
     )
-    assert '<div class="streamchat-answer"><p>Let me look.</p>\n</div>' in page
-    assert page.count('<div class="streamchat-card" ') == 2
-    assert '<progress style="width:80%" max="100" value="100"></progress> 100%<br>✓ <b>ok</b>' in page
+    assert '<div class="streamchat-header"><div class="streamchat-status">✓ done</div></div>' in page
+    markdown = '<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown streamchat-markdown">'
+    assert f'<div class="streamchat-answer">{markdown}<p>Let me look.</p>\n</div></div>' in page
+    assert page.count('<div class="streamchat-card" style="border:1px solid var(--jp-border-color2); ') == 2
+    assert '<progress max="100" value="100"></progress><br><span class="streamchat-ok">✓ <b>ok</b>' in page
     assert "<li>one</li>" in page and "<strong>a.json</strong>" in page
-    assert page.endswith(f'<p class="streamchat-metrics"><small>{footer}</small></p></div>')
-    assert "streamchat-status" not in page  # a turn that ended normally has no status line left
+    assert page.endswith(f'<div class="streamchat-metrics">{footer}</div></div>')
+
+
+def test_the_look_uses_theme_colours_jupyterlab_markdown_classes_and_no_emoji(recorder: Recorder) -> None:
+    view = ChatView("Hi", controls=lambda call_id, action: None, on_stop=lambda: None)
+    view.handle(_event(ToolCallEvent, call_id="c1", tool="fetch", args={"name": "a"}))
+    view.handle(_event(ToolProgressEvent, call_id="c1", tool="fetch", message="warming up"))
+    card = view.cards["c1"]
+    assert card.detail.value == "<progress></progress><br>warming up"  # no percent: indeterminate (no value)
+    view.handle(_event(ToolResultEvent, call_id="c1", tool="fetch", status="ok", result="x", duration_ms=10))
+    view.handle(_event(TokenEvent, content="A long answer\n\nin two paragraphs"))
+    view.handle(_event(DoneEvent, reason="stop", text="", usage={}, metrics={"duration_ms": 1500}))
+    live = view.body.children[1].live
+    assert set(MARKDOWN_CLASSES) <= set(live._dom_classes)
+    assert {"jp-RenderedHTMLCommon", "jp-RenderedMarkdown"} <= set(MARKDOWN_CLASSES)
+    assert view.status.value == "✓ done" and view.footer.value == "1.50 s"
+    texts = [STYLESHEET, card.header.value, card.detail.value, view.status.value, turn_document(view)["text/html"]]
+    for text in texts:
+        # Colours only from JupyterLab's theme variables: no literal #rgb, rgb() or named colour.
+        assert not re.search(r"#[0-9a-fA-F]{3,6}\b|rgba?\(|(?<![-\w])(?:red|gray|grey|black|white)(?![-\w])", text), (
+            text
+        )
+        # No glyph that needs an emoji font: nothing from the emoji and misc-technical blocks.
+        assert not [c for c in text if ord(c) >= 0x1F000 or 0x2300 <= ord(c) <= 0x23FF or 0x2600 <= ord(c) <= 0x26FF], (
+            text
+        )
+    for name in ("--jp-border-color2", "--jp-ui-font-color2", "--jp-error-color1", "--jp-content-font-size1"):
+        assert f"var({name})" in STYLESHEET
+    assert "overflow-wrap:anywhere" in STYLESHEET
+
+
+def test_a_cancelled_tool_says_so_once_and_pause_and_resume_take_turns(recorder: Recorder) -> None:
+    actions: list[tuple[str, str]] = []
+    view = ChatView(controls=lambda call_id, action: actions.append((call_id, action)))
+    view.handle(_event(ToolCallEvent, call_id="c1", tool="fetch", args={}))
+    card = view.cards["c1"]
+    assert [b.description for b in card.buttons.children] == ["Cancel", "Pause"]
+    assert [b.icon for b in card.buttons.children] == ["times", "pause"]
+    card.buttons.children[1].click()
+    view.handle(_event(ToolProgressEvent, call_id="c1", tool="fetch", message="", stage="paused"))
+    assert [b.description for b in card.buttons.children] == ["Cancel", "Resume"]
+    card.buttons.children[1].click()
+    view.handle(_event(ToolProgressEvent, call_id="c1", tool="fetch", message="", stage="resumed"))
+    assert [b.description for b in card.buttons.children] == ["Cancel", "Pause"]
+    assert actions == [("c1", "pause"), ("c1", "resume")]
+    view.handle(
+        _event(ToolResultEvent, call_id="c1", tool="fetch", status="cancelled", error="cancelled", duration_ms=1620)
+    )
+    assert card.outcome == "■ cancelled · 1.62 s"
+    assert card.detail.value == '<span class="streamchat-cancelled">■ <b>cancelled</b> · 1.62 s</span>'
+    assert card.buttons.children == ()
+
+
+def _event(kind: Any, **fields: Any) -> Any:
+    """An event of `kind` for a made-up turn."""
+    return kind(session_id="s", turn_id="t", seq=1, **fields)

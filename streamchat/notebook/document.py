@@ -16,12 +16,15 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .view import ChatView, ToolCard, _AnswerPart
+from .style import BORDER, MARKDOWN_CLASSES, STYLESHEET
+from .view import STATUS_TEXT, ChatView, ToolCard, _AnswerPart
 
 __all__ = ["LiveDisplay", "turn_document"]
 
 _TAG = re.compile(r"<[^>]+>")
-_CARD_STYLE = "border:1px solid var(--jp-border-color2, #ddd); padding:2px 6px; margin:4px 0"
+_MARKDOWN = " ".join(MARKDOWN_CLASSES)
+# Inline styles for renderers that drop `<style>` (a Git forge's viewer); theme colours only.
+_CARD_STYLE = f"border:{BORDER}; padding:2px 6px; margin:4px 0"
 
 
 def _plain(fragment: str) -> str:
@@ -30,37 +33,46 @@ def _plain(fragment: str) -> str:
 
 
 def turn_document(view: ChatView) -> dict[str, str]:
-    """The turn shown by `view` as a display bundle: ``text/html``, ``text/markdown`` and ``text/plain``."""
-    blocks_html: list[str] = []
+    """The turn shown by `view` as a display bundle: ``text/html``, ``text/markdown`` and ``text/plain``.
+
+    The HTML has the live view's structure, classes and stylesheet (`style.py`), so the
+    document that replaces the view at the end of a turn looks the same and as tall.
+    """
+    blocks_html: list[str] = [STYLESHEET]
     blocks_md: list[str] = []
     blocks_plain: list[str] = []
     if view.message:
-        blocks_html.append(f'<p class="streamchat-prompt"><b>You:</b> {html.escape(view.message)}</p>')
+        blocks_html.append(f'<div class="streamchat-prompt"><b>You:</b> {html.escape(view.message)}</div>')
         blocks_md.append(f"**You:** {view.message}")
         blocks_plain.append(f"You: {view.message}")
-    if status := str(view.status.value):
-        blocks_html.append(f'<p class="streamchat-status">{status}</p>')
+    status = str(view.status.value)
+    blocks_html.append(f'<div class="streamchat-header"><div class="streamchat-status">{status}</div></div>')
+    if status and status != STATUS_TEXT["stop"]:  # the text says how a turn ended only when it did not simply end
         blocks_md.append(_plain(status))
         blocks_plain.append(_plain(status))
+    body: list[str] = []
     for child in view.body.children:
         if isinstance(child, ToolCard):
-            blocks_html.append(
+            body.append(
                 f'<div class="streamchat-card" style="{_CARD_STYLE}">'
-                f'<div>{child.header.value}</div><div class="streamchat-card-detail">{child.detail.value}</div></div>'
+                f'<div class="streamchat-card-header">{child.header.value}</div>'
+                f'<div class="streamchat-card-detail">{child.detail.value}</div></div>'
             )
             outcome = child.outcome or _plain(str(child.detail.value))
             blocks_md.append(f"- **{child.tool}** `{child.args}` — {outcome}")
             blocks_plain.append(f"[{child.tool}] {outcome}")
         elif isinstance(child, _AnswerPart):
-            blocks_html.append(f'<div class="streamchat-answer">{child.html}</div>')
+            body.append(f'<div class="streamchat-answer"><div class="{_MARKDOWN}">{child.html}</div></div>')
             blocks_md.append(child.source.strip())
             blocks_plain.append(child.source.strip())
         elif isinstance(child, widgets.HTML):  # an error note
-            blocks_html.append(f"<p>{child.value}</p>")
+            body.append(f'<div class="streamchat-note">{child.value}</div>')
             blocks_md.append(_plain(str(child.value)))
             blocks_plain.append(_plain(str(child.value)))
-    if footer := str(view.footer.value):
-        blocks_html.append(f'<p class="streamchat-metrics"><small>{footer}</small></p>')
+    blocks_html.append(f'<div class="streamchat-body">{"".join(body)}</div>')
+    footer = str(view.footer.value)
+    blocks_html.append(f'<div class="streamchat-metrics">{footer}</div>')
+    if footer:
         blocks_md.append(f"*{_plain(footer)}*")
         blocks_plain.append(_plain(footer))
     return {

@@ -5,8 +5,11 @@ published once, as display data captured by an `Output` widget, and only the blo
 being written lives in an `HTML` widget that is re-sent when it grows. Like every surface,
 the view only renders events (docs/architecture.md).
 
-The parts carry CSS classes (`streamchat-view`, `-status`, `-answer`, `-card`,
-`-card-detail`, `-metrics`) for styling and for the browser tests in `tests/lab`.
+The parts carry CSS classes (`streamchat-view`, `-prompt`, `-header`, `-status`,
+`-answer`, `-card`, `-card-header`, `-card-detail`, `-note`, `-metrics`) for the
+stylesheet (`style.py`: JupyterLab's Markdown look and theme colours, no emoji) and for
+the browser tests in `tests/lab`. The status line stays to the end ("✓ done"), and the
+metrics line is where the label was, so the view does not jump when the turn ends.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..result import ChatResult, ResultCollector
 from ..session import ToolAction
 from ..tools.definition import Tool
 from .render import finished_prefix, render_markdown
+from .style import MARKDOWN_CLASSES, STYLESHEET, icon
 
 __all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
 
@@ -43,9 +47,9 @@ ToolControls = Callable[[str, ToolAction], object]
 """Called with (call_id, action) when a tool card's Cancel/Pause/Resume button is clicked: `ChatSession.control_tool`."""
 
 STATUS_TEXT = {
-    "stop": "",
+    "stop": "✓ done",
     "cancelled": "■ stopped",
-    "error": "⚠ error",
+    "error": "✗ error",
     "max_turns": "ended: too many model calls (max_turns)",
     "length": "ended: the model hit its length limit",
 }
@@ -84,7 +88,7 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._style = html_style
         self.frozen = widgets.Output(layout=html_layout) if blocks == "display" else widgets.VBox(layout=html_layout)
         self._chain_tail = self.frozen
-        self.live = widgets.HTML(layout=html_layout, style=html_style)
+        self.live = widgets.HTML(layout=html_layout, style=html_style, _dom_classes=MARKDOWN_CLASSES)
         super().__init__([self.frozen, self.live], layout=html_layout, _dom_classes=("streamchat-answer",))
         self.source = ""
         self.frozen_upto = 0
@@ -122,7 +126,8 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.frozen_html.append(block_html)
         if self.blocks == "widgets":
             tail = widgets.VBox(layout=self._layout)
-            self._chain_tail.children = [widgets.HTML(block_html, layout=self._layout, style=self._style), tail]
+            block = widgets.HTML(block_html, layout=self._layout, style=self._style, _dom_classes=MARKDOWN_CLASSES)
+            self._chain_tail.children = [block, tail]
             self._chain_tail = tail
             return
         bundle = {"text/html": block_html, "text/plain": ""}
@@ -139,7 +144,7 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
 
 class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
-    """One tool call: name and arguments, a progress bar, the current stage, the outcome."""
+    """One tool call: name and arguments, a progress bar, one status line, Cancel and Pause or Resume."""
 
     def __init__(self, event: ToolCallEvent, controls: ToolControls | None = None) -> None:
         self.call_id = event.call_id
@@ -147,8 +152,11 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.args = json.dumps(event.args, ensure_ascii=False)
         """The call's arguments as JSON."""
         args = self.args
-        self.header = widgets.HTML(f"🔧 <b>{html.escape(event.tool)}</b> <code>{html.escape(args)}</code>")
-        self.detail = widgets.HTML(_bar(None) + "Starting…", _dom_classes=("streamchat-card-detail",))
+        self.header = widgets.HTML(
+            f"{icon('wrench')}<b>{html.escape(event.tool)}</b> <code>{html.escape(args)}</code>",
+            _dom_classes=("streamchat-card-header",),
+        )
+        self.detail = widgets.HTML(_bar(None) + "starting…", _dom_classes=("streamchat-card-detail",))
         self.status = "running"
         """`running`, then the tool's final status (`ok`, `error`, `cancelled`, `timeout`)."""
         self.paused = False
@@ -158,55 +166,84 @@ class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._last: ToolProgressEvent | None = None
         self._pause_note = ""
         self.buttons = widgets.HBox()
+        self._controls: dict[ToolAction, widgets.Button] = {}
         children: list[widgets.Widget] = [self.header, self.detail]
         if controls is not None:
-            self.buttons.children = [self._button(label, action, controls) for label, action in _ACTIONS]
+            self._controls = {action: self._button(action, controls) for action in _ACTIONS}
+            self.buttons.children = [self._controls["cancel"], self._controls["pause"]]
             children.append(self.buttons)
-        super().__init__(
-            children,
-            layout=widgets.Layout(border="1px solid #ddd", padding="2px 6px", margin="4px 0"),
-            _dom_classes=("streamchat-card",),
-        )
+        super().__init__(children, _dom_classes=("streamchat-card",))
 
-    def _button(self, label: str, action: ToolAction, controls: ToolControls) -> widgets.Button:
-        button = widgets.Button(description=label, layout=widgets.Layout(width="auto"))
+    def _button(self, action: ToolAction, controls: ToolControls) -> widgets.Button:
+        label, symbol = _ACTIONS[action]
+        button = widgets.Button(description=label, icon=symbol, layout=widgets.Layout(width="auto"))
         button.on_click(lambda _: controls(self.call_id, action))
         return button
 
     def progress(self, event: ToolProgressEvent) -> None:
-        """Show a progress report."""
+        """Show a progress report: the bar, then one line of stage · message · percent."""
         if event.stage in ("paused", "resumed"):  # the runner's own reports for Pause/Resume
             self.paused = event.stage == "paused"
             # what a tool says beyond "Paused" (an MCP call: its server keeps running) is shown with the mark
             self._pause_note = event.message.removeprefix(Tool.pause_message).lstrip(":; ") if self.paused else ""
+            if self._controls:  # Pause while it runs, Resume while it is held
+                shown = self._controls["resume" if self.paused else "pause"]
+                if self.buttons.children[-1] is not shown:
+                    self.buttons.children = [self._controls["cancel"], shown]
             if self._last is not None:  # keep showing where the tool is
                 event = self._last
         self._last = event
-        stage = f"<i>{html.escape(event.stage)}</i> · " if event.stage else ""
-        note = f": {html.escape(self._pause_note)}" if self._pause_note else ""
-        held = f" · ⏸ <b>paused</b>{note}" if self.paused else ""
-        self.detail.value = f"{_bar(event.percent)}{stage}{html.escape(event.message)}{held}"
+        parts = (
+            [f"<i>{html.escape(event.stage)}</i>"] if event.stage and event.stage not in ("paused", "resumed") else []
+        )
+        if event.message:
+            parts.append(html.escape(event.message))
+        if event.percent is not None and f"{event.percent:.0f}%" not in event.message.replace(" %", "%"):
+            parts.append(f"{event.percent:.0f} %")  # unless the message says it already
+        if self.paused:
+            note = f": {html.escape(self._pause_note)}" if self._pause_note else ""
+            parts.append(f'<b class="streamchat-paused">{icon("pause")}paused</b>{note}')
+        self.detail.value = _bar(event.percent) + (" · ".join(parts) or "running…")
 
     def result(self, event: ToolResultEvent) -> None:
-        """Show the outcome and duration; the bar is full for `ok`, removed otherwise."""
+        """Show the outcome and duration (one wording); the bar is full for `ok`, removed otherwise."""
         self.status = event.status
-        mark = {"ok": "✓", "error": "✗", "cancelled": "■", "timeout": "⏱"}[event.status]
-        bar = _bar(100.0) if event.status == "ok" else ""
+        ok = event.status == "ok"
+        mark = "✓" if ok else "■" if event.status == "cancelled" else "✗"
         duration = f"{event.duration_ms / 1000:.2f} s"
-        self.outcome = f"{mark} {event.status} · {duration} · {event.summary}"
-        self.detail.value = f"{bar}{mark} <b>{event.status}</b> · {duration} · {html.escape(event.summary)}"
+        detail = event.summary if ok else (event.error or "")
+        if detail.strip().lower() in (event.status, "cancelled", "canceled"):  # not "cancelled · Cancelled: cancelled"
+            detail = ""
+        self.outcome = " · ".join(p for p in (f"{mark} {event.status}", duration, detail) if p)
+        line = " · ".join(p for p in (f"{mark} <b>{event.status}</b>", duration, html.escape(detail)) if p)
+        css = "streamchat-ok" if ok else "streamchat-cancelled" if event.status == "cancelled" else "streamchat-failed"
+        self.detail.value = f'{_bar(100.0) if ok else ""}<span class="{css}">{line}</span>'
         if self.buttons.children:
             self.buttons.children = []
 
 
-_ACTIONS: tuple[tuple[str, ToolAction], ...] = (("Cancel", "cancel"), ("Pause", "pause"), ("Resume", "resume"))
+_ACTIONS: dict[ToolAction, tuple[str, str]] = {
+    "cancel": ("Cancel", "times"),
+    "pause": ("Pause", "pause"),
+    "resume": ("Resume", "play"),
+}
+"""Each tool control's button label and FontAwesome icon."""
 
 
 def _bar(percent: float | None) -> str:
-    """A native progress bar: determinate with a percent, indeterminate (animated) without."""
+    """A native progress bar on a line of its own: determinate with a percent, indeterminate (animated) without."""
     if percent is None:
-        return '<progress style="width:80%"></progress><br>'
-    return f'<progress style="width:80%" max="100" value="{percent:.0f}"></progress> {percent:.0f}%<br>'
+        return "<progress></progress><br>"
+    return f'<progress max="100" value="{percent:.0f}"></progress><br>'
+
+
+_SPINNER = icon("spinner fa-spin")
+THINKING = f"{_SPINNER}Thinking…"
+"""The status line while the model has not answered yet."""
+ANSWERING = f"{icon('pencil')}Answering…"
+"""The status line while the answer streams."""
+RUNNING_TOOLS = f"{icon('cog fa-spin')}Running tools…"
+"""The status line while tools run."""
 
 
 class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -236,16 +273,20 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         """The user's message shown above the turn, if any."""
         self._html_layout = widgets.Layout(margin="0")
         self._html_style = HTMLStyle()
-        self.prompt = widgets.HTML(f"<b>You:</b> {html.escape(message)}" if message else "")
-        self.status = widgets.HTML("⏳ Thinking…", _dom_classes=("streamchat-status",))
+        self.stylesheet = widgets.HTML(STYLESHEET, layout=widgets.Layout(display="none"))
+        """The view's `<style>` (see `style.py`), in a hidden widget."""
+        self.prompt = widgets.HTML(
+            f"<b>You:</b> {html.escape(message)}" if message else "", _dom_classes=("streamchat-prompt",)
+        )
+        self.status = widgets.HTML(THINKING, _dom_classes=("streamchat-status",))
         self.stop_button: widgets.Button | None = None
         """Stops the turn (shown while it runs, when the view was given `on_stop`)."""
-        header = widgets.HBox([self.status])
+        header = widgets.HBox([self.status], _dom_classes=("streamchat-header",))
         if on_stop is not None:
             self.stop_button = widgets.Button(description="Stop", icon="stop", layout=widgets.Layout(width="auto"))
             self.stop_button.on_click(lambda _: on_stop())
             header.children = [self.status, self.stop_button]
-        self.body = widgets.VBox()
+        self.body = widgets.VBox(_dom_classes=("streamchat-body",))
         self.footer = widgets.HTML(html.escape(label), _dom_classes=("streamchat-metrics",))
         self._label = label
         self.controls = controls
@@ -258,7 +299,8 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._parts: list[_AnswerPart] = []
         self._reasoning = ""
         self._collector: ResultCollector | None = None
-        super().__init__([self.prompt, header, self.body, self.footer], _dom_classes=("streamchat-view",))
+        parts = [self.prompt, header, self.body, self.footer, self.stylesheet]
+        super().__init__(parts, _dom_classes=("streamchat-view",))
         self._header = header
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
@@ -298,7 +340,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self._on_thinking(event)
             case ToolCallEvent():
                 self._end_answer()
-                self.status.value = "⚙ Running tools…"
+                self.status.value = RUNNING_TOOLS
                 card = ToolCard(event, self.controls)
                 self.cards[event.call_id] = card
                 self.body.children = (*self.body.children, card)
@@ -310,7 +352,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                     finished.result(event)
             case ErrorEvent():
                 self._end_answer()
-                note = widgets.HTML(f'<span style="color:#b00">⚠ {html.escape(event.message)}</span>')
+                note = widgets.HTML(f"✗ {html.escape(event.message)}", _dom_classes=("streamchat-note",))
                 self.body.children = (*self.body.children, note)
             case DoneEvent():
                 self._on_done(event)
@@ -329,16 +371,16 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._answer = _AnswerPart(self._html_layout, self._html_style, self.blocks)
             self._parts.append(self._answer)
             self.body.children = (*self.body.children, self._answer)
-            self.status.value = "✎ Answering…"
+            self.status.value = ANSWERING
         self._answer.append(event.content)
 
     def _on_thinking(self, event: ThinkingEvent) -> None:
         if event.kind == "status":
-            self.status.value = f"⏳ {html.escape(event.text)}"
+            self.status.value = f"{_SPINNER}{html.escape(event.text)}"
             return
         # Reasoning can be long: show only its tail so each update stays small.
         self._reasoning = (self._reasoning + event.text)[-300:]
-        self.status.value = f'⏳ Thinking… <i style="color:#777">{html.escape(self._reasoning)}</i>'
+        self.status.value = f'{THINKING} <i class="streamchat-thinking">{html.escape(self._reasoning)}</i>'
 
     def _end_answer(self) -> None:
         if self._answer is not None:
