@@ -36,6 +36,7 @@ from tornado import web
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from streamchat.analytics import recorder
 from streamchat.errors import (
     ClientMessageError,
     MessageTooLargeError,
@@ -257,6 +258,7 @@ class _SseHandler(ApiHandler):
         self.set_header("X-Accel-Buffering", "no")
         # A browser's EventSource reconnects after `retry` ms: well within the grace window.
         retry = wire.sse_retry(int(self.service.limits.disconnect_grace * 500))
+        recorder().stream_opened("sse", self.owner)
         try:
             await self.flush()
             while not follower.ended:
@@ -271,6 +273,7 @@ class _SseHandler(ApiHandler):
             pass  # the client left, or fell too far behind: it may resume with Last-Event-ID
         finally:
             follower.close()
+            recorder().stream_closed("sse", self.owner)
         if not self.request.connection.stream.closed():  # type: ignore[union-attr]
             await self.finish(set_content_type="text/event-stream")
 
@@ -395,6 +398,8 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         super().open(*args, **kwargs)
         self.set_nodelay(True)
         self._client = self.service.client_buffer(unsent=self._unsent, drop=self._drop)
+        recorder().stream_opened("websocket", self.owner)
+        self._counted = True
 
     def on_message(self, message: str | bytes) -> None:
         """Handle a client message in a task; bad ones, and ones past the in-flight limit, get an `error` reply."""
@@ -538,6 +543,9 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
 
     def on_close(self) -> None:
         """The socket closed: stop following its turns (they are cancelled after the grace window)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
+            recorder().stream_closed("websocket", self.owner)
         for follower, pump in list(getattr(self, "_pumps", {}).values()):
             follower.close()
             pump.cancel()
