@@ -150,7 +150,7 @@ def test_per_tool_success_rates_durations_and_pauses() -> None:
     assert (search["calls"], search["ok"], search["statuses"]) == (3, 2, {"ok": 2, "error": 1})
     assert search["success_rate"] == pytest.approx(2 / 3)
     assert search["duration_ms"]["avg"] == pytest.approx(150)
-    assert close_to(search["duration_ms"]["p50"], 100) and search["duration_ms"]["max"] == 300
+    assert close_to(search["duration_ms"]["p50"], 100) and close_to(search["duration_ms"]["p95"], 300)
     assert search["last_error"] == "error: search broke"
     assert fetch["success_rate"] == 0.5 and fetch["last_error"] == "timeout: fetch broke"
     histogram = rec.summary()["tool_histogram"]
@@ -227,7 +227,7 @@ def test_histogram_quantiles_are_within_the_stated_error(values: list[float], q:
     histogram = LogHistogram()
     for value in values:
         histogram.add(value)
-    exact = sorted(values)[math.floor(q * (len(values) - 1))]
+    exact = sorted(values)[max(math.ceil(q * len(values)) - 1, 0)]  # nearest rank
     estimate = histogram.quantile(q)
     assert estimate is not None and abs(estimate - exact) <= exact * RELATIVE_ERROR * (1 + 1e-9)
 

@@ -41,7 +41,7 @@ def bucket_value(index: int) -> float:
 
 
 class LogHistogram:
-    """Counts of values in logarithmic buckets, plus their exact count, sum and maximum.
+    """Counts of values in logarithmic buckets, plus their exact count, sum, minimum and maximum.
 
     Example:
         >>> h = LogHistogram()
@@ -51,7 +51,7 @@ class LogHistogram:
         True
     """
 
-    __slots__ = ("buckets", "count", "max", "sum", "zeros")
+    __slots__ = ("buckets", "count", "max", "min", "sum", "zeros")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
@@ -64,6 +64,8 @@ class LogHistogram:
         """Their exact sum."""
         self.max = 0.0
         """The largest value added (exact)."""
+        self.min = math.inf
+        """The smallest value above `MIN_VALUE` added (exact; inf when none)."""
 
     def add(self, value: float) -> None:
         """Count one value (values at or below `MIN_VALUE`, negative ones too, count as 0)."""
@@ -74,6 +76,8 @@ class LogHistogram:
         self.sum += value
         if value > self.max:
             self.max = value
+        if value < self.min:
+            self.min = value
         index = math.ceil(math.log(value) / _LOG_GAMMA)
         buckets = self.buckets
         buckets[index] = buckets.get(index, 0) + 1
@@ -84,6 +88,7 @@ class LogHistogram:
         self.zeros += other.zeros
         self.sum += other.sum
         self.max = max(self.max, other.max)
+        self.min = min(self.min, other.min)
         buckets = self.buckets
         for index, count in other.buckets.items():
             buckets[index] = buckets.get(index, 0) + count
@@ -96,21 +101,21 @@ class LogHistogram:
     def quantile(self, q: float) -> float | None:
         """The `q`-quantile (0 ≤ q ≤ 1) within `RELATIVE_ERROR`, or None when empty.
 
-        The rank is ``q · (count - 1)`` rounded down (the lower of two middle values), so
-        the p50 of 1, 2 … 100 is 50.
+        Nearest rank: the value at rank ``⌈q · count⌉`` (1-based), so the p50 of 1, 2 … 100
+        is 50 and the p95 of five values is the largest.
         """
         if not self.count:
             return None
         if not 0 <= q <= 1:
             raise ValueError(f"a quantile is between 0 and 1, not {q}")
-        rank = math.floor(q * (self.count - 1))
+        rank = max(math.ceil(q * self.count) - 1, 0)  # 0-based
         if rank < self.zeros:
             return 0.0
         seen = self.zeros
         for index in sorted(self.buckets):
             seen += self.buckets[index]
             if seen > rank:
-                return min(bucket_value(index), self.max)
+                return max(min(bucket_value(index), self.max), self.min)  # the exact extremes bound it
         return self.max  # unreachable while the counts add up
 
     def __iter__(self) -> Iterator[tuple[float, int]]:
@@ -128,6 +133,7 @@ class LogHistogram:
             "count": self.count,
             "sum": self.sum,
             "max": self.max,
+            "min": self.min if self.min != math.inf else None,
         }
 
     @classmethod
@@ -139,4 +145,5 @@ class LogHistogram:
         histogram.count = int(state["count"])
         histogram.sum = float(state["sum"])
         histogram.max = float(state["max"])
+        histogram.min = math.inf if state["min"] is None else float(state["min"])
         return histogram
