@@ -93,6 +93,7 @@ class PrometheusExporter:
             "streamchat_retries", "Requests a provider retried.", ["gen_ai_provider_name"], registry=registry
         )
         self._error_types: set[str] = set()
+        self._by_model: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
 
     def _error_type(self, code: str) -> str:
         if code in self._error_types:
@@ -106,19 +107,31 @@ class PrometheusExporter:
         """One more active turn."""
         self.active.inc()
 
+    def _children(self, provider: str, model: str, failed: bool) -> tuple[Any, Any, Any, Any]:
+        """The labelled series of one provider and model (looked up once: `labels()` costs microseconds)."""
+        key = (provider, model, failed)
+        children = self._by_model.get(key)
+        if children is None:
+            labels = (OPERATION, provider, model)
+            children = self._by_model[key] = (
+                self.duration.labels(*labels, "error" if failed else ""),
+                self.ttft.labels(*labels),
+                self.tokens.labels(*labels, "input"),
+                self.tokens.labels(*labels, "output"),
+            )
+        return children
+
     def turn_done(self, info: TurnInfo, event: DoneEvent) -> None:
         """Observe the turn's duration, TTFT and tokens; count it by reason."""
         self.active.dec()
-        labels = (OPERATION, info.provider, info.model)
-        self.duration.labels(*labels, "error" if event.reason == "error" else "").observe(
-            event.metrics.duration_ms / 1000
-        )
+        duration, ttft, tokens_in, tokens_out = self._children(info.provider, info.model, event.reason == "error")
+        duration.observe(event.metrics.duration_ms / 1000)
         if event.metrics.ttft_ms is not None:
-            self.ttft.labels(*labels).observe(event.metrics.ttft_ms / 1000)
+            ttft.observe(event.metrics.ttft_ms / 1000)
         if event.usage.prompt_tokens is not None:
-            self.tokens.labels(*labels, "input").observe(event.usage.prompt_tokens)
+            tokens_in.observe(event.usage.prompt_tokens)
         if event.usage.completion_tokens is not None:
-            self.tokens.labels(*labels, "output").observe(event.usage.completion_tokens)
+            tokens_out.observe(event.usage.completion_tokens)
         self.turns.labels(event.reason).inc()
 
     def turn_abandoned(self, info: TurnInfo) -> None:
