@@ -7,6 +7,9 @@ import random
 from typing import Any
 
 import pytest
+from backends.helpers import FAST, run_turn
+from backends.replay import ReplayServer, Reply
+from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
@@ -14,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from streamchat import ChatSession, ScriptedProvider, ToolCall
+from streamchat import ChatSession, OllamaProvider, ScriptedProvider, ToolCall
 from streamchat.analytics import RELATIVE_ERROR, LogHistogram, Recorder, recorder, tracing
 from streamchat.analytics.prometheus import PrometheusExporter
 from streamchat.events import (
@@ -291,3 +294,18 @@ def test_no_tracing_without_a_configured_provider() -> None:
     make_spans = tracing.tracer()
     assert make_spans is not None  # opentelemetry-api is installed here, but no provider is set
     assert make_spans(Recorder().turn(FakeSession()).info) is None
+
+
+async def test_provider_retries_are_counted(replay: ReplayServer) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"gen_ai_provider_name": "ollama"}
+    before = REGISTRY.get_sample_value("streamchat_retries_total", labels) or 0.0
+    before_summary = recorder().summary()["retries"]
+    unavailable = Reply([b'{"error":"server busy"}'], status=503, content_type="application/json")
+    done = ndjson(ollama_chunk("ok"), ollama_done(prompt_eval_count=1, eval_count=1))
+    replay.reset(unavailable, unavailable, Reply([done], content_type="application/x-ndjson"))
+    events = await run_turn(OllamaProvider("m1", base_url=replay.url, settings=FAST))
+    assert events[-1].type == "done" and events[-1].text == "ok"
+    assert REGISTRY.get_sample_value("streamchat_retries_total", labels) == before + 2
+    assert recorder().summary()["retries"] == before_summary + 2
