@@ -191,6 +191,8 @@ class Recorder:
         self.tracer = tracer
         self.version = 0
         """Counts the changes; a reader compares it to know whether anything changed."""
+        self.turns_ended = 0
+        """Counts the turns that reached `done`, in every scope (a cheap "did a turn finish?" for readers)."""
         self._lock = threading.Lock()
         self._process = _Windows()
         self._scopes: OrderedDict[str, _Windows] = OrderedDict()
@@ -300,6 +302,7 @@ class Recorder:
                     stats.tokens_in += usage.prompt_tokens or 0
                     stats.tokens_out += usage.completion_tokens or 0
             self.version += 1
+            self.turns_ended += 1
         for exporter in self.exporters:
             exporter.turn_done(info, event)
         self._changed()

@@ -197,10 +197,9 @@ class Dashboard:
         self._recorder = source
         self._lock = threading.Lock()
         self._last = 0.0
-        self._turns = -1
         self._timer: threading.Timer | None = None
+        self._turns = source.turns_ended
         summary = source.summary()
-        self._turns = summary["windows"][window]["turns"]
         handle = display(render_dashboard(summary, window=window), raw=True, display_id=True)  # type: ignore[no-untyped-call]
         assert isinstance(handle, DisplayHandle)
         self.handle = handle
@@ -215,8 +214,7 @@ class Dashboard:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            turns = self._recorder.summary()["windows"][self.window]["turns"]
-            if wait > 0 and turns == self._turns:
+            if wait > 0 and self._recorder.turns_ended == self._turns:
                 self._timer = threading.Timer(wait, context.run, (self.refresh,))
                 self._timer.daemon = True
                 self._timer.start()
@@ -226,8 +224,8 @@ class Dashboard:
     def refresh(self) -> None:
         """Redraw now."""
         with self._lock:
+            self._turns = self._recorder.turns_ended
             summary = self._recorder.summary()
-            self._turns = summary["windows"][self.window]["turns"]
             self._last = time.monotonic()
             self.handle.update(render_dashboard(summary, window=self.window), raw=True)  # type: ignore[no-untyped-call]
 
