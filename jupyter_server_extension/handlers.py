@@ -375,6 +375,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     _tasks: set[asyncio.Task[None]]
     _client: ClientBuffer
     _last_session: str | None = None
+    _counted = False  # in the recorder's open streams
 
     def set_default_headers(self) -> None:
         """No page headers on a WebSocket upgrade (as jupyter_server's kernel socket)."""
@@ -543,7 +544,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
 
     def on_close(self) -> None:
         """The socket closed: stop following its turns (they are cancelled after the grace window)."""
-        if getattr(self, "_counted", False):
+        if self._counted:
             self._counted = False
             recorder().stream_closed("websocket", self.owner)
         for follower, pump in list(getattr(self, "_pumps", {}).values()):

@@ -27,6 +27,7 @@ error codes; never a session id or user text. Without `prometheus_client` instal
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -164,12 +165,15 @@ _LOCK = threading.Lock()
 
 
 def exporter() -> PrometheusExporter | None:
-    """The process's exporter to the default registry; None without `prometheus_client`."""
+    """The process's exporter to the default registry; None without `prometheus_client` (or if its names are taken)."""
     global _EXPORTER
     with _LOCK:
         if _EXPORTER is None:
             try:
                 _EXPORTER = PrometheusExporter()
             except ImportError:
+                return None
+            except ValueError as exc:  # the names are taken in the default registry: chat on, without metrics
+                logging.getLogger("streamchat").warning("streamchat: no Prometheus metrics: %s", exc)
                 return None
         return _EXPORTER
