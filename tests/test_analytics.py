@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import Any
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from streamchat import ChatSession, OllamaProvider, ScriptedProvider, ToolCall
-from streamchat.analytics import RELATIVE_ERROR, LogHistogram, Recorder, recorder, tracing
+from streamchat.analytics import RELATIVE_ERROR, LogHistogram, Recorder, Stats, recorder, tracing
 from streamchat.analytics.prometheus import PrometheusExporter
 from streamchat.events import (
     DoneEvent,
@@ -309,3 +310,18 @@ async def test_provider_retries_are_counted(replay: ReplayServer) -> None:
     assert events[-1].type == "done" and events[-1].text == "ok"
     assert REGISTRY.get_sample_value("streamchat_retries_total", labels) == before + 2
     assert recorder().summary()["retries"] == before_summary + 2
+
+
+def test_the_state_of_two_processes_merges_into_the_figures_of_one() -> None:
+    """What the Redis store will do: each process's slot state, serialised and added up, equals one recorder's."""
+    clock = FakeClock()
+    one, first, second = Recorder(clock=clock), Recorder(clock=clock), Recorder(clock=clock)
+    for n in range(1, 61):
+        tools = (("search", "ok" if n % 4 else "error", float(n)),)
+        for rec in (one, first if n % 2 else second):
+            play_turn(rec, ttft_ms=n * 3.0, duration_ms=n * 10.0, tools=tools, reason="error" if n % 7 == 0 else "stop")
+        clock.now += 2
+    merged = Stats()
+    for rec in (first, second):
+        merged.merge(Stats.from_dict(json.loads(json.dumps(rec._process.hour.merged(clock.now).to_dict()))))
+    assert merged.summary(3600) == one._process.hour.merged(clock.now).summary(3600)

@@ -64,6 +64,29 @@ class ToolStats:
         if other.last_error is not None and other.last_error_at >= self.last_error_at:
             self.last_error, self.last_error_at = other.last_error, other.last_error_at
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able state that `from_dict` reads back."""
+        return {
+            "calls": self.calls,
+            "statuses": dict(self.statuses),
+            "duration_ms": self.duration_ms.to_dict(),
+            "paused_ms": self.paused_ms,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ToolStats:
+        """The stats `to_dict` described."""
+        return cls(
+            calls=state["calls"],
+            statuses=Counter(state["statuses"]),
+            duration_ms=LogHistogram.from_dict(state["duration_ms"]),
+            paused_ms=state["paused_ms"],
+            last_error=state["last_error"],
+            last_error_at=state["last_error_at"],
+        )
+
     def summary(self, tool: str) -> dict[str, Any]:
         """This tool's row of the per-tool table."""
         ok = self.statuses.get("ok", 0)
@@ -108,6 +131,35 @@ class Stats:
             if mine is None:
                 mine = self.tools[name] = ToolStats()
             mine.merge(tool)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able state that `from_dict` reads back: what another process (or a shared store) merges."""
+        return {
+            "turns": self.turns,
+            "reasons": dict(self.reasons),
+            "errors": dict(self.errors),
+            "ttft_ms": self.ttft_ms.to_dict(),
+            "duration_ms": self.duration_ms.to_dict(),
+            "tokens_per_s": self.tokens_per_s.to_dict(),
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "tools": {name: tool.to_dict() for name, tool in self.tools.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Stats:
+        """The stats `to_dict` described."""
+        return cls(
+            turns=state["turns"],
+            reasons=Counter(state["reasons"]),
+            errors=Counter(state["errors"]),
+            ttft_ms=LogHistogram.from_dict(state["ttft_ms"]),
+            duration_ms=LogHistogram.from_dict(state["duration_ms"]),
+            tokens_per_s=LogHistogram.from_dict(state["tokens_per_s"]),
+            tokens_in=state["tokens_in"],
+            tokens_out=state["tokens_out"],
+            tools={name: ToolStats.from_dict(tool) for name, tool in state["tools"].items()},
+        )
 
     def tool(self, name: str) -> ToolStats:
         """The stats of tool `name` (or of `OTHER` once `MAX_LABELS` tools are kept)."""
