@@ -32,14 +32,15 @@ function axes(c, yLabel, xValues) {
   return [x, y];
 }
 
-function makeChart(key, target, series, yLabel, opts = {}) {
+function makeChart(key, target, series, yLabel, opts = { pad: 30 }) {
   const width = Math.max(240, target.clientWidth);
   const c = colors();
   const chart = new uPlot(
     {
       width,
       height: 180,
-      scales: { x: { time: opts.time !== false }, y: { range: (u, min, max) => [0, Math.max((max || 0) * 1.15, opts.yMin || 1)] } },
+      // half a slot of room at each end, so the first and last bars are whole
+      scales: { x: { time: opts.time !== false, range: (u, min, max) => [min - opts.pad, max + opts.pad] }, y: { range: (u, min, max) => [0, Math.max((max || 0) * 1.15, opts.yMin || 1)] } },
       axes: axes(c, yLabel, opts.xValues),
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
@@ -72,7 +73,7 @@ function buildCharts() {
   };
   makeChart("tools", $("chart-tools"), [
     { label: "calls", color: "accent", paths: bars, fill: true, points: { show: false }, value: (u, v) => fmtNum(v, 0) },
-  ], "calls", { time: false, xValues: (u, splits) => splits.map((i) => (Number.isInteger(i) ? binLabel(i) : "")) });
+  ], "calls", { time: false, pad: 0.5, xValues: (u, splits) => splits.map((i) => (Number.isInteger(i) ? binLabel(i) : "")) });
   if (latest) render(latest);
 }
 
