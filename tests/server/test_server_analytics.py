@@ -237,3 +237,18 @@ async def test_the_dashboard_needs_credentials(base_url: str) -> None:
         page = await anonymous.get("streamchat/dashboard")
         stream = await anonymous.get("api/streamchat/metrics/stream")
     assert page.status_code == 403 and stream.status_code == 403
+
+
+async def test_an_open_websocket_is_counted_until_it_closes(
+    base_url: str, jp_auth_header: dict[str, str], jp_ws_fetch: Any
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url, headers=jp_auth_header, timeout=20) as server:
+        before = (await server.get("api/streamchat/metrics")).json()["open_streams"]["websocket"]
+        socket = await jp_ws_fetch("api", "streamchat", "ws")
+        during = (await server.get("api/streamchat/metrics")).json()["open_streams"]["websocket"]
+        socket.close()
+        async with aconnect_sse(server, "GET", "api/streamchat/metrics/stream") as source:
+            async for sse in source.aiter_sse():  # a summary follows the change: wait for the close to count
+                if json.loads(sse.data)["open_streams"]["websocket"] == before:
+                    break
+    assert during == before + 1
