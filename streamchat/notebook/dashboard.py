@@ -54,6 +54,11 @@ def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:,.1f}"
 
 
+def _axis(top: float) -> str:
+    """The label of a chart's largest value: 84,438 rather than 8.444e+04."""
+    return f"{top:,.0f}" if top >= 100 else f"{top:.3g}"
+
+
 def _line_chart(columns: list[list[float | None]], colors: list[str], *, width: int = 340, height: int = 110) -> str:
     """An SVG line chart of equally spaced points (None: a gap), y from 0 to the largest value."""
     top = max((v for column in columns for v in column if v is not None), default=0.0) or 1.0
@@ -62,7 +67,7 @@ def _line_chart(columns: list[list[float | None]], colors: list[str], *, width: 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" role="img">',
         f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="{_LINE}"/>',
-        f'<text x="2" y="10" font-size="10" fill="{_MUTED}">{html.escape(f"{top:,.4g}")}</text>',
+        f'<text x="2" y="10" font-size="10" fill="{_MUTED}">{_axis(top)}</text>',
         f'<text x="2" y="{height + 12}" font-size="10" fill="{_MUTED}">−60 min</text>',
         f'<text x="{width - 24}" y="{height + 12}" font-size="10" fill="{_MUTED}">now</text>',
     ]
@@ -83,7 +88,7 @@ def _bar_chart(values: list[float], labels: list[str], color: str, *, width: int
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" role="img">',
         f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="{_LINE}"/>',
-        f'<text x="2" y="10" font-size="10" fill="{_MUTED}">{html.escape(f"{top:,.4g}")}</text>',
+        f'<text x="2" y="10" font-size="10" fill="{_MUTED}">{_axis(top)}</text>',
     ]
     for i, value in enumerate(values):
         bar = (value / top) * (height - 14)
