@@ -39,7 +39,7 @@ from streamchat.tools.builtin import BUILTIN_TOOLS
 from streamchat.tools.definition import Tool, tool
 from streamchat.tools.mcp import MCPToolset, mcp_servers
 
-from . import handlers
+from . import dashboard, handlers
 from .service import SERVICE_SETTING, ChatService, Limits
 
 __all__ = ["StreamChat", "load_mcp_servers", "load_object", "load_tools"]
@@ -269,6 +269,7 @@ class StreamChat(ExtensionApp):
     def initialize_handlers(self) -> None:
         """Register the REST, SSE and WebSocket routes under the server's base URL."""
         self.handlers.extend(handlers.routes())
+        self.handlers.extend(dashboard.routes())
 
     async def stop_extension(self) -> None:
         """Cancel running turns and close connections when the server stops."""

@@ -36,6 +36,7 @@ from tornado import web
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from streamchat.analytics import recorder
 from streamchat.errors import (
     ClientMessageError,
     MessageTooLargeError,
@@ -267,6 +268,7 @@ class _SseHandler(ApiHandler):
             encoder = wire.NativeSse(self.retry_ms)
         for name, value in encoder.headers.items():
             self.set_header(name, value)
+        recorder().stream_opened("sse", self.owner)
         try:
             await self.flush()
             while not follower.ended:
@@ -280,6 +282,7 @@ class _SseHandler(ApiHandler):
             pass  # the client left, or fell too far behind: it may resume with Last-Event-ID
         finally:
             follower.close()
+            recorder().stream_closed("sse", self.owner)
         if not self.request.connection.stream.closed():  # type: ignore[union-attr]
             await self.finish(set_content_type="text/event-stream")
 
@@ -384,6 +387,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
     _tasks: set[asyncio.Task[None]]
     _client: ClientBuffer
     _last_session: str | None = None
+    _counted = False  # in the recorder's open streams
 
     def set_default_headers(self) -> None:
         """No page headers on a WebSocket upgrade (as jupyter_server's kernel socket)."""
@@ -407,6 +411,8 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
         super().open(*args, **kwargs)
         self.set_nodelay(True)
         self._client = self.service.client_buffer(unsent=self._unsent, drop=self._drop)
+        recorder().stream_opened("websocket", self.owner)
+        self._counted = True
 
     def on_message(self, message: str | bytes) -> None:
         """Handle a client message in a task; bad ones, and ones past the in-flight limit, get an `error` reply."""
@@ -550,6 +556,9 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
 
     def on_close(self) -> None:
         """The socket closed: stop following its turns (they are cancelled after the grace window)."""
+        if self._counted:
+            self._counted = False
+            recorder().stream_closed("websocket", self.owner)
         for follower, pump in list(getattr(self, "_pumps", {}).values()):
             follower.close()
             pump.cancel()

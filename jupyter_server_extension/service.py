@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from streamchat._version import __version__
+from streamchat.analytics import recorder
 from streamchat.errors import (
     BadRequestError,
     MessageTooLargeError,
@@ -403,7 +404,9 @@ class ChatService:
                 f"the server has the most sessions it keeps ({limits.max_sessions}): try again later, "
                 "or delete a session you no longer need"
             )
-        return await self.store.create(session_id, owner=owner)
+        record = await self.store.create(session_id, owner=owner)
+        recorder().session_created(owner)
+        return record
 
     async def history(self, owner: str, session_id: str) -> list[Message]:
         """The session's history."""
@@ -442,6 +445,7 @@ class ChatService:
             if current is None or not _same_record(current, record):
                 return
             await self.store.delete(session_id)
+            recorder().session_deleted(record.owner)
         finally:
             self._deleting.discard(session_id)
 
@@ -504,6 +508,7 @@ class ChatService:
                 settings=self.settings,
                 history=current.history,
             )
+            chat.analytics_scope = owner  # each user's dashboard shows their own turns
             run = TurnRun(current, chat)
             follower = Follower(self, session_id, run, after=0, client=client)
         except BaseException:

@@ -72,6 +72,7 @@ from .tools import (
 
 if TYPE_CHECKING:
     from .notebook.chat import achat, chat, new_session
+    from .notebook.dashboard import dashboard
     from .notebook.view import ChatView
     from .notebook.widget import ChatWidget
 
@@ -80,6 +81,10 @@ _NOTEBOOK_NAMES = frozenset({"ChatView", "ChatWidget", "achat", "chat", "new_ses
 
 def __getattr__(name: str) -> object:
     """Import the notebook surface (and ipywidgets) only when one of its names is used."""
+    if name == "dashboard":  # its own module: the notebook package's __init__ is not this feature's
+        from .notebook.dashboard import dashboard
+
+        return dashboard
     if name in _NOTEBOOK_NAMES:
         from . import notebook
 
@@ -151,6 +156,7 @@ __all__ = [
     "calculate",
     "chat",
     "choose_provider",
+    "dashboard",
     "get_current_time",
     "get_weather",
     "mcp_servers",

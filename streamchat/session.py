@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypedDict, get_args
 
 from ._text import check_message
+from .analytics import recorder
 from .errors import SessionBusyError, StreamChatError, UsageError
 from .events import Event
 from .messages import Message
@@ -102,6 +103,8 @@ class ChatSession:
         self.session_id = session_id or new_id()
         self._history: list[Message] = list(history)
         self._turn: Turn | None = None
+        self.analytics_scope: str | None = None
+        """Whose figures this session's turns count in besides the process's (the server sets its owner)."""
 
     # -- state ---------------------------------------------------------------------------
 
@@ -172,13 +175,17 @@ class ChatSession:
         self._turn = turn
         turn.start()
         next_event = turn.sink.get
+        observer = recorder().turn(self)  # the metrics of every surface come from here (streamchat.analytics)
+        observe = observer.observe
         try:
             while True:
                 event = await next_event()
+                observe(event)
                 yield event
                 if event.type == "done":
                     break
         finally:
+            observer.close()
             await turn.close()
             self._turn = None
 

@@ -50,13 +50,15 @@ async def test_mcp_progress_fills_the_cards_bar(sent: Recorder, toolset: MCPTool
     assert sent.values(count_card.detail.model_id) == [
         SPINNER + "starting…",
         *[BAR.format(25 * i) + f"step {i} of 4 · {25 * i} %" for i in range(5)],
-        BAR.format(100) + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["count"]:.2f} s · Done: a: counted to 4</span>',
+        BAR.format(100)
+        + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["count"]:.2f} s · Done: a: counted to 4</span>',
     ]
     assert sent.values(spin_card.detail.model_id) == [  # no total: the indeterminate bar
         SPINNER + "starting…",
         SPINNER + "round 1",
         SPINNER + "round 2",
-        BAR.format(100) + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["spin"]:.2f} s · Done: b: spun 2 rounds</span>',
+        BAR.format(100)
+        + f'<span class="streamchat-ok">✓ <b>ok</b> · {duration["spin"]:.2f} s · Done: b: spun 2 rounds</span>',
     ]
 
 

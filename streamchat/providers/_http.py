@@ -32,6 +32,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from ..analytics import recorder
 from ..errors import (
     BackendError,
     BackendResponseError,
@@ -275,6 +276,7 @@ class HttpProvider(Provider):
                     raise
                 delay = self.policy.delay(retry, retry_after)
                 retry += 1
+                recorder().retry(self.name)  # counted in streamchat_retries_total
                 logger.info("%s: %s; retry %d/%d in %.2f s", self.name, exc.message, retry, self.policy.retries, delay)
                 await asyncio.sleep(delay)
 
