@@ -1,9 +1,10 @@
 """`ChatView`: one turn as ipywidgets — streamed Markdown, a card per tool call, metrics.
 
 Bytes sent to the frontend grow linearly with the answer: finished Markdown blocks are
-published once, as display data captured by an `Output` widget, and only the block still
-being written lives in an `HTML` widget that is re-sent when it grows. Like every surface,
-the view only renders events (docs/architecture.md).
+published once, as display data sent to the view's cell (`CellOutput`) and captured there
+by an `Output` widget, and only the block still being written lives in an `HTML` widget that
+is re-sent when it grows. Like every surface, the view only renders events
+(docs/architecture.md).
 
 The parts carry CSS classes (`streamchat-view`, `-status`, `-answer`, `-card`,
 `-card-detail`, `-metrics`) for styling and for the browser tests in `tests/lab`.
@@ -14,10 +15,12 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from typing import Any, Literal, assert_never
+from typing import Any, assert_never
 
 import ipywidgets as widgets
+from ipywidgets.widgets.trait_types import TypedTuple
 from ipywidgets.widgets.widget_string import HTMLStyle
+from traitlets import Dict
 
 from ..events import (
     DoneEvent,
@@ -31,12 +34,10 @@ from ..events import (
 )
 from ..result import ChatResult, ResultCollector
 from ..session import ToolAction
+from .cell import CellOutput
 from .render import finished_prefix, render_markdown
 
-__all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
-
-BlockMode = Literal["display", "widgets"]
-"""How finished Markdown blocks are sent: captured display data, or nested widgets (see `_AnswerPart`)."""
+__all__ = ["ChatView", "ToolCard", "ToolControls"]
 
 ToolControls = Callable[[str, ToolAction], object]
 """Called with (call_id, action) when a tool card's Cancel/Pause/Resume button is clicked: `ChatSession.control_tool`."""
@@ -50,67 +51,50 @@ STATUS_TEXT = {
 }
 
 
-def _publisher() -> tuple[Any, str] | None:
-    """The kernel's display publisher and the current request's msg_id, or None outside a kernel."""
-    try:
-        from IPython.core.getipython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-        return None
-    current: Callable[[], Any] = get_ipython  # typed through Any: IPython 8 is untyped, IPython 9 typed
-    shell = current()
-    kernel = getattr(shell, "kernel", None)
-    if shell is None or kernel is None:
-        return None
-    msg_id = kernel.get_parent().get("header", {}).get("msg_id", "")
-    return shell.display_pub, msg_id
+class _Capture(widgets.Output):  # type: ignore[misc]  # ipywidgets is untyped
+    """An `Output` widget whose captured outputs, synced up by the frontend, are not echoed back down.
+
+    The frontend sends the whole list each time it captures a block: echoing it would make
+    the bytes sent grow with the square of the blocks.
+    """
+
+    outputs = TypedTuple(trait=Dict(), help="The output messages synced from the frontend.").tag(
+        sync=True, echo_update=False
+    )
 
 
 class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """A run of answer text: frozen blocks above, the growing block in an `HTML` below.
 
-    Blocks freeze one of two ways (`BlockMode`):
-    - ``display``: published once as display data that this part's `Output` widget
-      captures. The cheapest, but the frontend only captures output of a request that is
-      still running, so it fits a turn run by a cell (`chat()`, `await achat()`).
-    - ``widgets``: each block becomes an `HTML` widget in a fresh box nested in the
-      previous one, so appending never re-sends a growing children list. Works from a
-      background task (`ChatWidget`), at the cost of two widget opens per block.
+    A block that is complete is frozen: published once, as display data sent to the view's
+    `CellOutput` and captured there by this part's `Output` widget, so appending never
+    re-sends it. With no output to send to (no kernel, or a widget never displayed in a
+    cell) nothing is frozen: the whole part stays in the `HTML` widget.
     """
 
-    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle, blocks: BlockMode) -> None:
-        self.blocks = blocks
-        self._layout = html_layout
-        self._style = html_style
-        self.frozen = widgets.Output(layout=html_layout) if blocks == "display" else widgets.VBox(layout=html_layout)
-        self._chain_tail = self.frozen
+    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle, output: CellOutput) -> None:
+        self.output = output
+        self.frozen = _Capture(layout=html_layout)
         self.live = widgets.HTML(layout=html_layout, style=html_style)
         super().__init__([self.frozen, self.live], layout=html_layout, _dom_classes=("streamchat-answer",))
         self.source = ""
         self.frozen_upto = 0
         self.frozen_html: list[str] = []
-        self.published_bytes = 0
-        """Bytes of display data published for frozen blocks (they are not comm messages)."""
-        self._since_freeze = 3
 
     def append(self, text: str) -> None:
         """Add streamed text; freeze blocks that are complete, re-render the growing one."""
         self.source += text
         tail = self.source[self.frozen_upto :]
-        cut = finished_prefix(tail)
-        # In `widgets` mode a freeze costs one more update: at most one per three appends,
-        # so a view stays within ~1.3 updates per coalesced flush (≤ ~22 a second).
-        self._since_freeze += 1
-        if cut and (self.blocks == "display" or self._since_freeze >= 3):
+        if self.output.connected and (cut := finished_prefix(tail)):
             self._freeze(render_markdown(tail[:cut]))
             self.frozen_upto += cut
             tail = tail[cut:]
-            self._since_freeze = 0
         self.live.value = render_markdown(tail)
 
     def close(self) -> None:
         """Stop capturing into the `Output` widget; the cell's later output goes to the cell."""
-        if self.blocks == "display" and self.frozen.msg_id:
-            self.frozen.msg_id = ""
+        if self.frozen.msg_id:
+            self.output.release(self.frozen)
 
     @property
     def html(self) -> str:
@@ -119,22 +103,7 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _freeze(self, block_html: str) -> None:
         self.frozen_html.append(block_html)
-        if self.blocks == "widgets":
-            tail = widgets.VBox(layout=self._layout)
-            self._chain_tail.children = [widgets.HTML(block_html, layout=self._layout, style=self._style), tail]
-            self._chain_tail = tail
-            return
-        bundle = {"text/html": block_html, "text/plain": ""}
-        self.published_bytes += len(json.dumps(bundle))
-        publisher = _publisher()
-        if publisher is None:  # no kernel, hence no frontend to show it: kept in `frozen_html`
-            return
-        display_pub, msg_id = publisher
-        # The frontend's Output model captures iopub messages whose parent is `msg_id`, so
-        # the block lands inside this part, above the live block, and is sent only once.
-        if self.frozen.msg_id != msg_id:
-            self.frozen.msg_id = msg_id
-        display_pub.publish(data=bundle, metadata={})
+        self.output.capture_into(self.frozen, {"text/html": block_html, "text/plain": ""})
 
 
 class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -225,7 +194,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         controls: ToolControls | None = None,
         on_stop: Callable[[], object] | None = None,
         label: str = "",
-        blocks: BlockMode = "display",
+        output: CellOutput | None = None,
     ) -> None:
         self.message = message
         """The user's message shown above the turn, if any."""
@@ -244,7 +213,8 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.footer = widgets.HTML(html.escape(label), _dom_classes=("streamchat-metrics",))
         self._label = label
         self.controls = controls
-        self.blocks = blocks
+        self.output = output or CellOutput.current()
+        """Where finished Markdown blocks are sent (by default, the cell running when the view was made)."""
         self.cards: dict[str, ToolCard] = {}
         """Tool cards by call id."""
         self.result: ChatResult | None = None
@@ -273,11 +243,6 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def html(self) -> str:
         """The answer as rendered HTML, all parts in order."""
         return "".join(part.html for part in self._parts)
-
-    @property
-    def published_bytes(self) -> int:
-        """Bytes of display data published for frozen Markdown blocks."""
-        return sum(part.published_bytes for part in self._parts)
 
     # -- events -------------------------------------------------------------------------
 
@@ -321,7 +286,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _on_token(self, event: TokenEvent) -> None:
         if self._answer is None:
-            self._answer = _AnswerPart(self._html_layout, self._html_style, self.blocks)
+            self._answer = _AnswerPart(self._html_layout, self._html_style, self.output)
             self._parts.append(self._answer)
             self.body.children = (*self.body.children, self._answer)
             self.status.value = "✎ Answering…"
