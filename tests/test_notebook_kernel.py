@@ -161,6 +161,31 @@ def test_a_finished_chat_leaves_a_document_in_place_of_its_live_view(
     assert document["text/plain"].startswith("[calculate] ✓ ok · ")
     assert "6 * 7 = 42." in document["text/markdown"] and "6 * 7 = 42." in document["text/html"]
     assert "first token " in document["text/plain"].splitlines()[-1]
+    assert "streamchat-transcript" not in json.dumps(
+        [m["content"] for m in messages]
+    )  # the live view left no document of its own
+
+
+def test_a_chat_view_displayed_by_itself_leaves_its_turn_as_a_document(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    _, kc = kernel
+    code = (
+        "from streamchat import ChatSession, ChatView, ScriptedProvider\n"
+        "from streamchat.notebook.chat import consume\n"
+        "view = ChatView('Say it')\n"
+        "display(view)\n"
+        "r = await consume(ChatSession(ScriptedProvider([['It is **said**.']]), tools=[]), 'Say it', view)"
+    )
+    messages = _run(kc, code)
+    shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+    assert [sorted(data) for data in shown] == [
+        ["application/vnd.jupyter.widget-view+json", "text/plain"],
+        ["text/html", "text/markdown", "text/plain"],
+    ]
+    assert shown[1]["text/html"].startswith('<div class="streamchat-transcript"><style>')
+    assert "It is <strong>said</strong>." in shown[1]["text/html"]
+    assert shown[1]["text/markdown"].startswith("**You:** Say it\n\nIt is **said**.")
 
 
 def _run_all(kc: BlockingKernelClient, code: str) -> tuple[str, list[dict[str, Any]]]:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CellOutput"]
+__all__ = ["TRANSCRIPT_STYLE", "CellOutput", "Transcript"]
 
 Send = Callable[[str, dict[str, Any], dict[str, Any]], None]
 """Sends one iopub message: (msg_type, content, parent header)."""
@@ -105,3 +106,63 @@ class CellOutput:
                 del _capturing[self.msg_id]
         if output.msg_id:
             output.msg_id = ""
+
+
+TRANSCRIPT_STYLE = (
+    "<style>"
+    # While the live widget is in this output area, the documents left there are hidden...
+    ".jp-OutputArea:has(:is(.streamchat-widget,.streamchat-view):not(.jupyter-widgets-disconnected))"
+    " .jp-OutputArea-child:has(.streamchat-transcript){display:none}"
+    # ...and once it is gone, what stands in its place is: "model not found", or a disconnected copy.
+    ".jp-OutputArea:has(.streamchat-transcript) .jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets),"
+    ".jp-OutputArea:has(.streamchat-transcript)"
+    " .jp-OutputArea-child:has(:is(.streamchat-widget,.streamchat-view).jupyter-widgets-disconnected)"
+    "{display:none}"
+    "</style>"
+)
+"""Shipped in each document a live widget leaves: shows the documents or the widget, whichever is alive."""
+_EMPTY = {"text/html": '<div class="streamchat-transcript"></div>', "text/plain": ""}
+
+
+class Transcript:
+    """The cells a live widget was displayed in (its homes), and the turn documents it left there.
+
+    A widget's output needs the kernel that made it: reopened later it reads "Error
+    displaying widget: model not found". So each ended turn is also sent to every home as
+    a static document (HTML, Markdown, plain text) with a `display_id`. It stays in the
+    saved notebook, where nbconvert and a Git forge show it; in JupyterLab and Notebook 7
+    `TRANSCRIPT_STYLE` shows either the live widget or the documents, never both.
+    """
+
+    def __init__(self) -> None:
+        self.homes: list[CellOutput] = []
+        """Where the widget was displayed, oldest first (each cell once)."""
+        self.display_ids: list[str] = []
+        """The documents left, oldest first."""
+
+    def displayed(self) -> None:
+        """Record the cell displaying the widget now (call from `_repr_mimebundle_`)."""
+        home = CellOutput.current()
+        if home.connected and all(h.msg_id != home.msg_id for h in self.homes):
+            self.homes.append(home)
+
+    @property
+    def home(self) -> CellOutput:
+        """The cell that displayed the widget last (nowhere if it was never displayed by itself)."""
+        return self.homes[-1] if self.homes else CellOutput()
+
+    def leave(self, document: dict[str, str]) -> None:
+        """Send a turn's document (`turn_document`) to every home, shown once the widget is gone."""
+        if not self.homes:
+            return
+        display_id = f"streamchat-{uuid.uuid4().hex}"
+        self.display_ids.append(display_id)
+        page = f'<div class="streamchat-transcript">{TRANSCRIPT_STYLE}{document["text/html"]}</div>'
+        for home in self.homes:
+            home.display({**document, "text/html": page}, display_id=display_id)
+
+    def clear(self) -> None:
+        """Blank every document left (in the page, and so in the saved notebook)."""
+        for display_id in self.display_ids:
+            self.home.display(_EMPTY, display_id=display_id, update=True)
+        self.display_ids.clear()

@@ -34,7 +34,7 @@ from ..events import (
 )
 from ..result import ChatResult, ResultCollector
 from ..session import ToolAction
-from .cell import CellOutput
+from .cell import CellOutput, Transcript
 from .render import finished_prefix, render_markdown
 
 __all__ = ["ChatView", "ToolCard", "ToolControls"]
@@ -223,6 +223,8 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._parts: list[_AnswerPart] = []
         self._reasoning = ""
         self._collector: ResultCollector | None = None
+        self.transcript = Transcript()
+        """Where this view was displayed by itself; its turn is left there as a document when it ends."""
         super().__init__([self.prompt, header, self.body, self.footer], _dom_classes=("streamchat-view",))
         self._header = header
 
@@ -230,6 +232,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
         if bundle is not None:  # what a frontend without widgets shows instead
             bundle["text/plain"] = "ChatView (a live widget: open this notebook in Jupyter to see it)"
+            self.transcript.displayed()
         return bundle
 
     # -- state for readers and tests ----------------------------------------------------
@@ -283,6 +286,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self.result is None:
             self.status.value = STATUS_TEXT["cancelled"]
             self._header.children = [self.status]
+        self._leave_document()
 
     def _on_token(self, event: TokenEvent) -> None:
         if self._answer is None:
@@ -320,3 +324,11 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if len(self._header.children) > 1:
             self._header.children = [self.status]
         self.footer.value = html.escape(" · ".join(p for p in [self._label, *parts] if p))
+        self._leave_document()
+
+    def _leave_document(self) -> None:
+        """The turn ended: leave it as a document where the view was displayed (see `Transcript`)."""
+        if self.transcript.homes and not self.transcript.display_ids:
+            from .document import turn_document  # document.py builds on this module
+
+            self.transcript.leave(turn_document(self))

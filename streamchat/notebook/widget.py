@@ -26,13 +26,13 @@ two threads (`tests/lab/test_lab_harness.py` shows it). So:
 Answers survive saving. A widget's output needs the kernel that made it: reopened later, it
 reads "Error displaying widget: model not found". So the cell that displays the widget is
 its home (`CellOutput`: its request's parent header, recorded in `_repr_mimebundle_`), and
-every ended turn is sent there as a static document too (`turn_document`: HTML, Markdown
-and plain text, with a `display_id` that Clear blanks). The frontend files it under that
-cell, which it keeps open after the cell finished, so the saved notebook has every turn as
-plain content that nbconvert and a Git forge show. In JupyterLab and Notebook 7, a small
-`<style>` in the documents (`TRANSCRIPT_STYLE`) hides them while the live widget is in the
-same output area, and hides the widget's dead output ("model not found", or a disconnected
-copy from saved widget state) once it is not. Finished Markdown blocks of the live view go
+every ended turn is sent there as a static document too (`Transcript`, `turn_document`:
+HTML, Markdown and plain text, with a `display_id` that Clear blanks). The frontend files
+it under that cell, which it keeps open after the cell finished, so the saved notebook has
+every turn as plain content that nbconvert and a Git forge show. In JupyterLab and Notebook
+7, a small `<style>` in the documents (`TRANSCRIPT_STYLE`) hides them while the live widget
+is in the same output area, and hides the widget's dead output ("model not found", or a
+disconnected copy from saved widget state) once it is not. Finished Markdown blocks of the live view go
 to the home cell the same way (`ChatView`'s `output`), captured by an `Output` widget.
 A widget never displayed by itself (only inside another container) has no home: its turns
 leave no document and its view keeps whole answers in one `HTML` widget.
@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import html
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any, Unpack
 
@@ -54,7 +53,7 @@ from ..errors import StreamChatError, UsageError
 from ..providers.base import Provider
 from ..result import ChatResult
 from ..session import ChatSession, SessionOptions
-from .cell import CellOutput
+from .cell import Transcript
 from .chat import check_one_source, consume, session_now
 from .document import turn_document
 from .view import ChatView
@@ -64,20 +63,6 @@ __all__ = ["ChatWidget"]
 BUSY = "an answer is still streaming: stop it or wait for it first"
 """The notice (and `UsageError` message) for a message sent while a turn is taken."""
 CLEAR_REFUSED = "Stop the answer before clearing."
-
-TRANSCRIPT_STYLE = (
-    "<style>"
-    # While the widget is live in this output area, its turn documents are hidden...
-    ".jp-OutputArea:has(.streamchat-widget:not(.jupyter-widgets-disconnected))"
-    " .jp-OutputArea-child:has(.streamchat-transcript){display:none}"
-    # ...and once it is gone, what stands in its place is: "model not found", or a disconnected copy.
-    ".jp-OutputArea:has(.streamchat-transcript) .jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets),"
-    ".jp-OutputArea:has(.streamchat-transcript) .jp-OutputArea-child:has(.streamchat-widget.jupyter-widgets-disconnected)"
-    "{display:none}"
-    "</style>"
-)
-"""Shipped in each turn document's HTML: shows the documents or the widget, whichever is alive (module docstring)."""
-_EMPTY_TRANSCRIPT = {"text/html": '<div class="streamchat-transcript"></div>', "text/plain": ""}
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -116,8 +101,8 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._lock = threading.Lock()
         self._taken = False  # a submission is taken: its turn is about to start or running
         self._turn_notice = ""  # a notice about the running turn, removed when it ends
-        self._homes: list[CellOutput] = []  # the cells that displayed this widget, oldest first
-        self._transcripts: list[str] = []  # display ids of the turn documents sent to them
+        self.transcript = Transcript()
+        """The cells this widget was displayed in, and the turn documents it left there."""
         self.label = widgets.HTML(f"<small>{html.escape(self.session.provider.describe())}</small>")
         self.conversation = widgets.VBox(_dom_classes=("streamchat-conversation",))
         self.input = widgets.Text(placeholder="Ask something and press Enter", _dom_classes=("streamchat-input",))
@@ -137,9 +122,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
         if bundle is not None:  # what a frontend without widgets shows instead
             bundle["text/plain"] = "ChatWidget (an interactive widget: open this notebook in Jupyter to use it)"
-            home = CellOutput.current()  # displayed now: this cell is a home (see the module docstring)
-            if home.connected and all(h.msg_id != home.msg_id for h in self._homes):
-                self._homes.append(home)
+            self.transcript.displayed()  # this cell is a home (see the module docstring)
         return bundle
 
     # -- actions ------------------------------------------------------------------------
@@ -178,9 +161,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.views.clear()
         self.conversation.children = ()
         self._notify("")
-        for display_id in self._transcripts:  # the saved notebook forgets them too
-            self._homes[-1].display(_EMPTY_TRANSCRIPT, display_id=display_id, update=True)
-        self._transcripts.clear()
+        self.transcript.clear()  # the saved notebook forgets the conversation too
 
     # -- internals: any thread ----------------------------------------------------------
 
@@ -220,7 +201,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _start(self, message: str, *, from_input: bool) -> asyncio.Task[ChatResult | None]:
         try:
             # Finished blocks go to the home cell, whichever request is being handled now.
-            view = ChatView(message, controls=self.session.control_tool, output=self._home())
+            view = ChatView(message, controls=self.session.control_tool, output=self.transcript.home)
             self.views.append(view)
             self.conversation.children = (*self.conversation.children, view)
             if from_input and str(self.input.value).strip() == message:
@@ -258,25 +239,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             error = exc.message
             return None
         finally:
-            self._leave_transcript(view)
+            self.transcript.leave(turn_document(view))
             self._release()
             if error:
                 self._notify(error)
-
-    def _home(self) -> CellOutput:
-        """The cell that displayed this widget last (nowhere if it was never displayed by itself)."""
-        return self._homes[-1] if self._homes else CellOutput()
-
-    def _leave_transcript(self, view: ChatView) -> None:
-        """Send the ended turn as a document to every home cell (shown once the widget is gone)."""
-        if not self._homes:
-            return
-        display_id = f"streamchat-{uuid.uuid4().hex}"
-        self._transcripts.append(display_id)
-        document = turn_document(view)
-        bundle = {
-            **document,
-            "text/html": f'<div class="streamchat-transcript">{TRANSCRIPT_STYLE}{document["text/html"]}</div>',
-        }
-        for home in self._homes:
-            home.display(bundle, display_id=display_id)
