@@ -113,10 +113,13 @@ TRANSCRIPT_STYLE = (
     # While the live widget is in this output area, the documents left there are hidden...
     ".jp-OutputArea:has(:is(.streamchat-widget,.streamchat-view):not(.jupyter-widgets-disconnected))"
     " .jp-OutputArea-child:has(.streamchat-transcript){display:none}"
-    # ...and once it is gone, what stands in its place is: "model not found", or a disconnected copy.
+    # ...and once it is gone, what stands in its place is: "model not found", or a disconnected copy...
     ".jp-OutputArea:has(.streamchat-transcript) .jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets),"
     ".jp-OutputArea:has(.streamchat-transcript)"
-    " .jp-OutputArea-child:has(:is(.streamchat-widget,.streamchat-view).jupyter-widgets-disconnected)"
+    " .jp-OutputArea-child:has(:is(.streamchat-widget,.streamchat-view).jupyter-widgets-disconnected),"
+    # ...or "Loading widget..." (a widget output with no view in it).
+    ".jp-OutputArea:has(.streamchat-transcript)"
+    ' .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]:not(:has(.jupyter-widgets))'
     "{display:none}"
     "</style>"
 )

@@ -48,3 +48,5 @@ def test_run_all_shows_no_error(lab: Lab, path: Path) -> None:
     text = reopened.panel.inner_text()
     assert "model not found" not in text and "Error displaying widget" not in text
     lab.screenshots_both_themes("reopened")
+    text = reopened.panel.inner_text()  # the theme changes re-render every output
+    assert "model not found" not in text and "Error displaying widget" not in text and "Loading widget" not in text
