@@ -117,9 +117,8 @@ TRANSCRIPT_STYLE = (
     ".jp-OutputArea:has(.streamchat-transcript) .jp-OutputArea-child:has(> .jp-OutputArea-output.jupyter-widgets),"
     ".jp-OutputArea:has(.streamchat-transcript)"
     " .jp-OutputArea-child:has(:is(.streamchat-widget,.streamchat-view).jupyter-widgets-disconnected),"
-    # ...or "Loading widget..." (a widget output with no view in it).
-    ".jp-OutputArea:has(.streamchat-transcript)"
-    ' .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]:not(:has(.jupyter-widgets))'
+    # ...or "Loading widget..." (the widget renderer, a panel, with text but no view in it).
+    ".jp-OutputArea:has(.streamchat-transcript) .jp-OutputArea-output.lm-Panel:not(:has(*))"
     "{display:none}"
     "</style>"
 )
