@@ -161,3 +161,93 @@ def test_a_finished_chat_leaves_a_document_in_place_of_its_live_view(
     assert document["text/plain"].startswith("[calculate] ✓ ok · ")
     assert "6 * 7 = 42." in document["text/markdown"] and "6 * 7 = 42." in document["text/html"]
     assert "first token " in document["text/plain"].splitlines()[-1]
+    assert "streamchat-transcript" not in json.dumps(
+        [m["content"] for m in messages]
+    )  # the live view left no document of its own
+
+
+def test_a_chat_view_displayed_by_itself_leaves_its_turn_as_a_document(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    _, kc = kernel
+    code = (
+        "from streamchat import ChatSession, ChatView, ScriptedProvider\n"
+        "from streamchat.notebook.chat import consume\n"
+        "view = ChatView('Say it')\n"
+        "display(view)\n"
+        "r = await consume(ChatSession(ScriptedProvider([['It is **said**.']]), tools=[]), 'Say it', view)"
+    )
+    messages = _run(kc, code)
+    shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+    assert [sorted(data) for data in shown] == [
+        ["application/vnd.jupyter.widget-view+json", "text/plain"],
+        ["text/html", "text/markdown", "text/plain"],
+    ]
+    assert shown[1]["text/html"].startswith('<div class="streamchat-transcript"><style>')
+    assert "It is <strong>said</strong>." in shown[1]["text/html"]
+    assert shown[1]["text/markdown"].startswith("**You:** Say it\n\nIt is **said**.")
+
+
+def _run_all(kc: BlockingKernelClient, code: str) -> tuple[str, list[dict[str, Any]]]:
+    """Execute `code`; return its msg_id and every iopub message (of any parent) until it is idle."""
+    msg_id = kc.execute(code)
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        messages.append(msg)
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+        ):
+            return msg_id, messages
+
+
+WIDGET_SETUP = """
+from streamchat import ChatSession, ChatWidget, ScriptedProvider, ToolCall, calculate
+answer = ["First paragraph.\\n\\n", "- one\\n- two\\n\\n", "Last ", "words."]
+w = ChatWidget(session=ChatSession(ScriptedProvider([[ToolCall("calculate", {"expression": "6 * 7"})], answer], token_delay=0.1),
+               tools=[calculate]))
+w
+"""
+
+
+def test_a_chat_widget_sends_blocks_and_turn_documents_to_the_cell_that_displayed_it(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    _, kc = kernel
+    home, shown = _run_all(kc, WIDGET_SETUP)
+    outputs = [m["msg_type"] for m in shown if m["msg_type"] in ("display_data", "execute_result")]
+    assert outputs == ["execute_result"]  # the widget
+    asked, messages = _run_all(kc, "r = await w.ask('What is 6 * 7?')\nprint(r.text)")
+    by_parent: dict[str, list[dict[str, Any]]] = {}
+    for m in messages:
+        by_parent.setdefault(m["parent_header"].get("msg_id", ""), []).append(m)
+    assert [m["msg_type"] for m in by_parent[asked] if "display" in m["msg_type"]] == []  # nothing in the asking cell
+    to_home = [m for m in by_parent[home] if m["msg_type"] == "display_data"]
+    *blocks, document = to_home
+    # The finished blocks, captured by the answer's Output widget, whose msg_id is the home cell's.
+    assert [b["content"]["data"]["text/html"] for b in blocks] == [
+        "<p>First paragraph.</p>\n",
+        "<ul>\n<li>one</li>\n<li>two</li>\n</ul>\n",
+    ]
+    capture_ids = [
+        m["content"]["data"]["state"]["msg_id"]
+        for m in messages
+        if m["msg_type"] == "comm_msg" and "msg_id" in m["content"]["data"].get("state", {})
+    ]
+    assert capture_ids == [home, ""]  # set before the first block, unset when the answer ended
+    # The turn as a document, with the style that shows it only when the widget is gone.
+    data = document["content"]["data"]
+    assert sorted(data) == ["text/html", "text/markdown", "text/plain"]
+    assert data["text/html"].startswith('<div class="streamchat-transcript"><style>.jp-OutputArea:has(')
+    assert "Last words." in data["text/html"] and "6 * 7" in data["text/markdown"]
+    assert data["text/plain"].startswith("You: What is 6 * 7?\n[calculate] ✓ ok · ")
+    display_id = document["content"]["transient"]["display_id"]
+
+    _, messages = _run_all(kc, "w.clear()")
+    updates = [m for m in messages if m["msg_type"] == "update_display_data"]
+    assert [(m["parent_header"]["msg_id"], m["content"]["transient"]["display_id"]) for m in updates] == [
+        (home, display_id)
+    ]
+    assert updates[0]["content"]["data"]["text/plain"] == ""

@@ -1,16 +1,14 @@
 """`chat()` / `await achat()` for notebook cells, with a default session per kernel.
 
 `chat()` never patches the kernel's loop: the turn runs on streamchat's private loop in
-a worker thread (`streamchat._sync`) and its events come back through a thread-safe
-queue to the calling thread, which renders them. Rendering on the cell's own thread
-gives every widget update and every printed line the cell's parent header, so the
-frontend (and nbclient/nbval) attach them to the right cell.
+a worker thread and is rendered on the cell's own thread, so every widget update and
+every printed line carries the cell's parent header and the frontend (and nbclient/nbval)
+attach them to the right cell. `achat()` runs the turn on the kernel's loop. Both go
+through the one `TurnDriver` (`driver.py`, which has the concurrency model).
 """
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import sys
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, TypeAlias, Unpack
@@ -21,29 +19,21 @@ from ..errors import SessionBusyError, UsageError
 from ..events import DoneEvent, Event
 from ..providers import choose_provider
 from ..providers.base import Provider
-from ..result import ChatResult, ResultCollector
+from ..result import ChatResult
 from ..session import ChatOptions, ChatSession, SessionKeywords, SessionOptions
 from ..settings import Settings
-from .render import Coalescer
+from .driver import Renderer, TurnDriver
 
 __all__ = ["DisplayMode", "achat", "chat", "default_session", "new_session"]
 
 DisplayMode: TypeAlias = Literal["auto", "widget", "text"]
 """How a turn is shown: an ipywidgets `ChatView`, CLI-style plain text, or `auto`."""
 
-_END = object()
 _default: ChatSession | None = None
 _default_config: tuple[Any, ...] | None = None
 
 
-class _Renderer(Protocol):
-    merges_progress: bool
-
-    def handle(self, event: Event) -> None: ...
-    def stopped(self) -> None: ...
-
-
-class _CellRenderer(_Renderer, Protocol):
+class _CellRenderer(Renderer, Protocol):
     """What `chat()` and `achat()` show a turn with; `finish` leaves it as a document (see `document.py`)."""
 
     def finish(self) -> None: ...
@@ -214,39 +204,10 @@ def chat(
     chosen, provider, rest = _session_for(session, options)
     chosen = chosen or new_session(provider, **rest)
     view = _turn_view(chosen, message, display, stoppable=False)
-    events: queue.Queue[object] = queue.Queue()
-
-    async def pump() -> None:
-        async for event in chosen.stream(message):
-            events.put(event)
-
-    future = _sync.submit(pump())
-    future.add_done_callback(lambda _: events.put(_END))  # also when cancelled before it ran
-    feed = _Feed(view)
-    interrupted = False
-    while True:
-        try:
-            due = feed.coalescer.due_in()
-            try:
-                item = events.get(timeout=0.2 if due is None else due)
-            except queue.Empty:
-                item = None
-            if not feed.take(item):
-                break
-        except KeyboardInterrupt:
-            if interrupted:  # a second Ctrl-C: stop waiting for a clean end
-                future.cancel()
-                raise
-            interrupted = True
-            if not chosen.cancel():  # the turn had not started yet
-                future.cancel()
-    if interrupted:
-        view.stopped()
-        view.finish()
-        raise KeyboardInterrupt
-    view.finish()
-    future.result()  # re-raises a refused turn (busy session, empty message) here
-    return feed.result.build()
+    try:
+        return TurnDriver(chosen, message, view).run()
+    finally:
+        view.finish()  # also after "stopped": the interrupted turn stays as a document
 
 
 async def achat(
@@ -270,47 +231,6 @@ async def achat(
         view.finish()
 
 
-async def consume(session: ChatSession, message: str, view: _Renderer) -> ChatResult:
-    """Stream one turn of `session` into `view` on the running loop, coalescing tokens."""
-    events: asyncio.Queue[object] = asyncio.Queue()
-
-    async def pump() -> None:
-        async for event in session.stream(message):
-            events.put_nowait(event)
-
-    task = asyncio.get_running_loop().create_task(pump())
-    task.add_done_callback(lambda _: events.put_nowait(_END))
-    feed = _Feed(view)
-    try:
-        while True:
-            try:
-                item = await asyncio.wait_for(events.get(), timeout=feed.coalescer.due_in())
-            except TimeoutError:
-                item = None
-            if not feed.take(item):
-                break
-    except asyncio.CancelledError:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        view.stopped()
-        raise
-    await task  # re-raises a refused turn (busy session, empty message)
-    return feed.result.build()
-
-
-class _Feed:
-    """The turn's events, coalesced, into a view and a `ResultCollector`: what `chat()` and `consume()` share."""
-
-    def __init__(self, view: _Renderer) -> None:
-        self.view = view
-        self.result = ResultCollector()
-        self.coalescer = Coalescer(merge_progress=view.merges_progress)
-
-    def take(self, item: object) -> bool:
-        """Show what `item` brings (None: the wait for one timed out); False once the events have ended."""
-        ended = item is _END
-        events = self.coalescer.flush() if item is None or ended else self.coalescer.push(item)  # type: ignore[arg-type]
-        for event in events:
-            self.result.add(event)
-            self.view.handle(event)
-        return not ended
+async def consume(session: ChatSession, message: str, view: Renderer) -> ChatResult:
+    """Stream one turn of `session` into `view` on the running loop, coalescing tokens (see `TurnDriver`)."""
+    return await TurnDriver(session, message, view).arun()

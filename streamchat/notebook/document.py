@@ -94,6 +94,7 @@ class LiveDisplay:
         self.view = view
         """The live view."""
         self._handle: Any = display(view, display_id=True)  # type: ignore[no-untyped-call]
+        view.transcript.homes.clear()  # `finish` replaces the view by its document: it leaves none of its own
 
     def handle(self, event: Any) -> None:
         """Render one event in the live view."""

@@ -1,9 +1,10 @@
 """`ChatView`: one turn as ipywidgets — streamed Markdown, a card per tool call, metrics.
 
 Bytes sent to the frontend grow linearly with the answer: finished Markdown blocks are
-published once, as display data captured by an `Output` widget, and only the block still
-being written lives in an `HTML` widget that is re-sent when it grows. Like every surface,
-the view only renders events (docs/architecture.md).
+published once, as display data sent to the view's cell (`CellOutput`) and captured there
+by an `Output` widget, and only the block still being written lives in an `HTML` widget that
+is re-sent when it grows. Like every surface, the view only renders events
+(docs/architecture.md).
 
 The parts carry CSS classes (`streamchat-view`, `-prompt`, `-header`, `-status`,
 `-answer`, `-card`, `-card-header`, `-card-detail`, `-note`, `-metrics`) for the
@@ -17,10 +18,12 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from typing import Any, Literal, assert_never
+from typing import Any, assert_never
 
 import ipywidgets as widgets
+from ipywidgets.widgets.trait_types import TypedTuple
 from ipywidgets.widgets.widget_string import HTMLStyle
+from traitlets import Dict
 
 from ..events import (
     DoneEvent,
@@ -35,13 +38,11 @@ from ..events import (
 from ..result import ChatResult, ResultCollector
 from ..session import ToolAction
 from ..tools.definition import Tool
+from .cell import CellOutput, Transcript
 from .render import finished_prefix, render_markdown
 from .style import MARKDOWN_CLASSES, STYLESHEET, icon
 
-__all__ = ["BlockMode", "ChatView", "ToolCard", "ToolControls"]
-
-BlockMode = Literal["display", "widgets"]
-"""How finished Markdown blocks are sent: captured display data, or nested widgets (see `_AnswerPart`)."""
+__all__ = ["ChatView", "ToolCard", "ToolControls"]
 
 ToolControls = Callable[[str, ToolAction], object]
 """Called with (call_id, action) when a tool card's Cancel/Pause/Resume button is clicked: `ChatSession.control_tool`."""
@@ -55,67 +56,50 @@ STATUS_TEXT = {
 }
 
 
-def _publisher() -> tuple[Any, str] | None:
-    """The kernel's display publisher and the current request's msg_id, or None outside a kernel."""
-    try:
-        from IPython.core.getipython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-        return None
-    current: Callable[[], Any] = get_ipython  # typed through Any: IPython 8 is untyped, IPython 9 typed
-    shell = current()
-    kernel = getattr(shell, "kernel", None)
-    if shell is None or kernel is None:
-        return None
-    msg_id = kernel.get_parent().get("header", {}).get("msg_id", "")
-    return shell.display_pub, msg_id
+class _Capture(widgets.Output):  # type: ignore[misc]  # ipywidgets is untyped
+    """An `Output` widget whose captured outputs, synced up by the frontend, are not echoed back down.
+
+    The frontend sends the whole list each time it captures a block: echoing it would make
+    the bytes sent grow with the square of the blocks.
+    """
+
+    outputs = TypedTuple(trait=Dict(), help="The output messages synced from the frontend.").tag(
+        sync=True, echo_update=False
+    )
 
 
 class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """A run of answer text: frozen blocks above, the growing block in an `HTML` below.
 
-    Blocks freeze one of two ways (`BlockMode`):
-    - ``display``: published once as display data that this part's `Output` widget
-      captures. The cheapest, but the frontend only captures output of a request that is
-      still running, so it fits a turn run by a cell (`chat()`, `await achat()`).
-    - ``widgets``: each block becomes an `HTML` widget in a fresh box nested in the
-      previous one, so appending never re-sends a growing children list. Works from a
-      background task (`ChatWidget`), at the cost of two widget opens per block.
+    A block that is complete is frozen: published once, as display data sent to the view's
+    `CellOutput` and captured there by this part's `Output` widget, so appending never
+    re-sends it. With no output to send to (no kernel, or a widget never displayed in a
+    cell) nothing is frozen: the whole part stays in the `HTML` widget.
     """
 
-    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle, blocks: BlockMode) -> None:
-        self.blocks = blocks
-        self._layout = html_layout
-        self._style = html_style
-        self.frozen = widgets.Output(layout=html_layout) if blocks == "display" else widgets.VBox(layout=html_layout)
-        self._chain_tail = self.frozen
+    def __init__(self, html_layout: widgets.Layout, html_style: HTMLStyle, output: CellOutput) -> None:
+        self.output = output
+        self.frozen = _Capture(layout=html_layout)
         self.live = widgets.HTML(layout=html_layout, style=html_style, _dom_classes=MARKDOWN_CLASSES)
         super().__init__([self.frozen, self.live], layout=html_layout, _dom_classes=("streamchat-answer",))
         self.source = ""
         self.frozen_upto = 0
         self.frozen_html: list[str] = []
-        self.published_bytes = 0
-        """Bytes of display data published for frozen blocks (they are not comm messages)."""
-        self._since_freeze = 3
 
     def append(self, text: str) -> None:
         """Add streamed text; freeze blocks that are complete, re-render the growing one."""
         self.source += text
         tail = self.source[self.frozen_upto :]
-        cut = finished_prefix(tail)
-        # In `widgets` mode a freeze costs one more update: at most one per three appends,
-        # so a view stays within ~1.3 updates per coalesced flush (≤ ~22 a second).
-        self._since_freeze += 1
-        if cut and (self.blocks == "display" or self._since_freeze >= 3):
+        if self.output.connected and (cut := finished_prefix(tail)):
             self._freeze(render_markdown(tail[:cut]))
             self.frozen_upto += cut
             tail = tail[cut:]
-            self._since_freeze = 0
         self.live.value = render_markdown(tail)
 
     def close(self) -> None:
         """Stop capturing into the `Output` widget; the cell's later output goes to the cell."""
-        if self.blocks == "display" and self.frozen.msg_id:
-            self.frozen.msg_id = ""
+        if self.frozen.msg_id:
+            self.output.release(self.frozen)
 
     @property
     def html(self) -> str:
@@ -124,23 +108,7 @@ class _AnswerPart(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _freeze(self, block_html: str) -> None:
         self.frozen_html.append(block_html)
-        if self.blocks == "widgets":
-            tail = widgets.VBox(layout=self._layout)
-            block = widgets.HTML(block_html, layout=self._layout, style=self._style, _dom_classes=MARKDOWN_CLASSES)
-            self._chain_tail.children = [block, tail]
-            self._chain_tail = tail
-            return
-        bundle = {"text/html": block_html, "text/plain": ""}
-        self.published_bytes += len(json.dumps(bundle))
-        publisher = _publisher()
-        if publisher is None:  # no kernel, hence no frontend to show it: kept in `frozen_html`
-            return
-        display_pub, msg_id = publisher
-        # The frontend's Output model captures iopub messages whose parent is `msg_id`, so
-        # the block lands inside this part, above the live block, and is sent only once.
-        if self.frozen.msg_id != msg_id:
-            self.frozen.msg_id = msg_id
-        display_pub.publish(data=bundle, metadata={})
+        self.output.capture_into(self.frozen, {"text/html": block_html, "text/plain": ""})
 
 
 class ToolCard(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -267,7 +235,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         controls: ToolControls | None = None,
         on_stop: Callable[[], object] | None = None,
         label: str = "",
-        blocks: BlockMode = "display",
+        output: CellOutput | None = None,
     ) -> None:
         self.message = message
         """The user's message shown above the turn, if any."""
@@ -290,7 +258,8 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.footer = widgets.HTML(html.escape(label), _dom_classes=("streamchat-metrics",))
         self._label = label
         self.controls = controls
-        self.blocks = blocks
+        self.output = output or CellOutput.current()
+        """Where finished Markdown blocks are sent (by default, the cell running when the view was made)."""
         self.cards: dict[str, ToolCard] = {}
         """Tool cards by call id."""
         self.result: ChatResult | None = None
@@ -299,6 +268,8 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._parts: list[_AnswerPart] = []
         self._reasoning = ""
         self._collector: ResultCollector | None = None
+        self.transcript = Transcript()
+        """Where this view was displayed by itself; its turn is left there as a document when it ends."""
         parts = [self.prompt, header, self.body, self.footer, self.stylesheet]
         super().__init__(parts, _dom_classes=("streamchat-view",))
         self._header = header
@@ -307,6 +278,7 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
         if bundle is not None:  # what a frontend without widgets shows instead
             bundle["text/plain"] = "ChatView (a live widget: open this notebook in Jupyter to see it)"
+            self.transcript.displayed()
         return bundle
 
     # -- state for readers and tests ----------------------------------------------------
@@ -320,11 +292,6 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def html(self) -> str:
         """The answer as rendered HTML, all parts in order."""
         return "".join(part.html for part in self._parts)
-
-    @property
-    def published_bytes(self) -> int:
-        """Bytes of display data published for frozen Markdown blocks."""
-        return sum(part.published_bytes for part in self._parts)
 
     # -- events -------------------------------------------------------------------------
 
@@ -365,10 +332,11 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self.result is None:
             self.status.value = STATUS_TEXT["cancelled"]
             self._header.children = [self.status]
+        self._leave_document()
 
     def _on_token(self, event: TokenEvent) -> None:
         if self._answer is None:
-            self._answer = _AnswerPart(self._html_layout, self._html_style, self.blocks)
+            self._answer = _AnswerPart(self._html_layout, self._html_style, self.output)
             self._parts.append(self._answer)
             self.body.children = (*self.body.children, self._answer)
             self.status.value = ANSWERING
@@ -402,3 +370,11 @@ class ChatView(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if len(self._header.children) > 1:
             self._header.children = [self.status]
         self.footer.value = html.escape(" · ".join(p for p in [self._label, *parts] if p))
+        self._leave_document()
+
+    def _leave_document(self) -> None:
+        """The turn ended: leave it as a document where the view was displayed (see `Transcript`)."""
+        if self.transcript.homes and not self.transcript.display_ids:
+            from .document import turn_document  # document.py builds on this module
+
+            self.transcript.leave(turn_document(self))

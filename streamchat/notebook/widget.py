@@ -22,6 +22,20 @@ two threads (`tests/lab/test_lab_harness.py` shows it). So:
 - Only Enter (the box's ``submit`` message) and Send submit; leaving the box sends
   nothing. The box syncs its value as the user types (`continuous_update`), so the text
   reaches the kernel before the Enter or the click that sends it.
+
+Answers survive saving. A widget's output needs the kernel that made it: reopened later, it
+reads "Error displaying widget: model not found". So the cell that displays the widget is
+its home (`CellOutput`: its request's parent header, recorded in `_repr_mimebundle_`), and
+every ended turn is sent there as a static document too (`Transcript`, `turn_document`:
+HTML, Markdown and plain text, with a `display_id` that Clear blanks). The frontend files
+it under that cell, which it keeps open after the cell finished, so the saved notebook has
+every turn as plain content that nbconvert and a Git forge show. In JupyterLab and Notebook
+7, a small `<style>` in the documents (`TRANSCRIPT_STYLE`) hides them while the live widget
+is in the same output area, and hides the widget's dead output ("model not found", or a
+disconnected copy from saved widget state) once it is not. Finished Markdown blocks of the live view go
+to the home cell the same way (`ChatView`'s `output`), captured by an `Output` widget.
+A widget never displayed by itself (only inside another container) has no home: its turns
+leave no document and its view keeps whole answers in one `HTML` widget.
 """
 
 from __future__ import annotations
@@ -39,7 +53,9 @@ from ..errors import StreamChatError, UsageError
 from ..providers.base import Provider
 from ..result import ChatResult
 from ..session import ChatSession, SessionOptions
+from .cell import Transcript
 from .chat import check_one_source, consume, session_now
+from .document import turn_document
 from .view import ChatView
 
 __all__ = ["ChatWidget"]
@@ -85,6 +101,8 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._lock = threading.Lock()
         self._taken = False  # a submission is taken: its turn is about to start or running
         self._turn_notice = ""  # a notice about the running turn, removed when it ends
+        self.transcript = Transcript()
+        """The cells this widget was displayed in, and the turn documents it left there."""
         self.label = widgets.HTML(f"<small>{html.escape(self.session.provider.describe())}</small>")
         self.conversation = widgets.VBox(_dom_classes=("streamchat-conversation",))
         self.input = widgets.Text(placeholder="Ask something and press Enter", _dom_classes=("streamchat-input",))
@@ -104,6 +122,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
         if bundle is not None:  # what a frontend without widgets shows instead
             bundle["text/plain"] = "ChatWidget (an interactive widget: open this notebook in Jupyter to use it)"
+            self.transcript.displayed()  # this cell is a home (see the module docstring)
         return bundle
 
     # -- actions ------------------------------------------------------------------------
@@ -142,6 +161,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.views.clear()
         self.conversation.children = ()
         self._notify("")
+        self.transcript.clear()  # the saved notebook forgets the conversation too
 
     # -- internals: any thread ----------------------------------------------------------
 
@@ -180,8 +200,8 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _start(self, message: str, *, from_input: bool) -> asyncio.Task[ChatResult | None]:
         try:
-            # A background task outlives the request that started it, so blocks go into widgets.
-            view = ChatView(message, controls=self.session.control_tool, blocks="widgets")
+            # Finished blocks go to the home cell, whichever request is being handled now.
+            view = ChatView(message, controls=self.session.control_tool, output=self.transcript.home)
             self.views.append(view)
             self.conversation.children = (*self.conversation.children, view)
             if from_input and str(self.input.value).strip() == message:
@@ -219,6 +239,7 @@ class ChatWidget(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             error = exc.message
             return None
         finally:
+            self.transcript.leave(turn_document(view))
             self._release()
             if error:
                 self._notify(error)

@@ -1,4 +1,7 @@
-"""Every demo notebook, Run All in JupyterLab: every cell runs, no error output, nothing in the browser console."""
+"""Every demo notebook, Run All in JupyterLab: every cell runs, no error output, nothing in the browser console.
+
+Then saved, its kernel shut down, and reopened: no widget left dead ("model not found").
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from lab_helpers import REPO, WAIT, Lab
+from playwright.sync_api import expect
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -32,3 +36,17 @@ def test_run_all_shows_no_error(lab: Lab, path: Path) -> None:
     assert "model not found" not in text and "Error displaying widget" not in text
     assert lab.console_errors == []
     lab.screenshot("run-all")
+
+    nb.save()
+    lab.page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+    lab.close_all()
+    lab.server.shutdown_kernels()
+    reopened = lab.reopen(path.name)
+    widgets = reopened.panel.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]')
+    for output in widgets.all():  # each one settled: dead, as the kernel that made it is gone
+        expect(output).to_have_text("Error displaying widget: model not found")
+    text = reopened.panel.inner_text()
+    assert "model not found" not in text and "Error displaying widget" not in text
+    lab.screenshots_both_themes("reopened")
+    text = reopened.panel.inner_text()  # the theme changes re-render every output
+    assert "model not found" not in text and "Error displaying widget" not in text and "Loading widget" not in text
