@@ -33,7 +33,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float, Int, List, TraitType, Type, Unicode, default
 
 from streamchat._sync import loop_running
-from streamchat.errors import ConfigurationError, StreamChatError
+from streamchat.errors import ConfigurationError, StoreUnavailableError, StreamChatError
 from streamchat.providers import ProviderChoice, choose_provider, named_choice
 from streamchat.settings import Settings
 from streamchat.stores import MemoryStore, SessionStore
@@ -240,9 +240,11 @@ class StreamChat(ExtensionApp):
             self._choice = self._named_choice(settings)
             store = self._make_store()
         except StreamChatError as exc:
+            # one line says what to fix; the extension then serves nothing (no handlers, no tasks)
             log = self.serverapp.log if self.serverapp is not None else self.log
             log.error("streamchat: the extension cannot start: %s", exc.message)
-            raise
+            self._refused = True
+            return
         self._probe: asyncio.Task[ProviderChoice] | None = None
         limits = Limits(**{field.name: getattr(self, field.name) for field in dataclasses.fields(Limits)})
         self.service: ChatService = self.service_class(
@@ -251,15 +253,27 @@ class StreamChat(ExtensionApp):
         self.service.log = self.serverapp.log if self.serverapp is not None else self.log
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
-        self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
+        self._expiry = PeriodicCallback(self._expire_idle, sweep_ms)
         self._expiry.start()
         backend = "the automatic choice" if self._choice is None else self._choice.provider.describe()
         self.log.info("streamchat: serving %s with tools %s", backend, [t.name for t in tools])
         if self._choice is None and loop_running():
             self._start_probe()  # else `_start_jupyter_server_extension` starts it, once the loop runs
 
+    _refused = False
+    """Whether the configuration was refused at startup: the extension then serves nothing."""
+
+    async def _expire_idle(self) -> None:
+        """The periodic idle sweep; a store that is down is logged, and swept next time."""
+        try:
+            await self.service.expire_idle()
+        except StoreUnavailableError as exc:
+            self.service.log.warning("streamchat: idle sweep skipped: %s: %s", exc.message, exc.__cause__)
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Probe the backends for the automatic choice as soon as the server's loop runs."""
+        if self._refused:
+            return
         if self._choice is None:
             self._start_probe()
 
@@ -286,8 +300,9 @@ class StreamChat(ExtensionApp):
         return self._choice
 
     def initialize_handlers(self) -> None:
-        """Register the REST, SSE and WebSocket routes under the server's base URL."""
-        self.handlers.extend(handlers.routes())
+        """Register the REST, SSE and WebSocket routes under the server's base URL (none if the configuration was refused)."""
+        if not self._refused:
+            self.handlers.extend(handlers.routes())
 
     async def stop_extension(self) -> None:
         """Cancel running turns and close connections when the server stops."""

@@ -384,6 +384,7 @@ class RemoteFollower(Follower):
         super().__init__(service, session_id, None, after, turn_id=turn_id, client=client)
         self.follower_id = uuid.uuid4().hex
         self._counted_at = -1.0
+        self._waiting_for_store = False
 
     async def register(self) -> None:
         """Count this follower in the store (again before its registration expires)."""
@@ -407,6 +408,7 @@ class RemoteFollower(Follower):
                     self._backlog_read = True
                 else:
                     events = await store.wait_events(self.session_id, self.after, wait)
+                self._waiting_for_store = False
                 events = [event for event in events if event.seq > self.after]
                 if events:
                     if self.turn_id is None:
@@ -426,11 +428,13 @@ class RemoteFollower(Follower):
                     await self.service.end_orphan(self.session_id)
                     continue
             except StoreUnavailableError as exc:
-                self.service.log.warning(
-                    "streamchat: a follower of session %s waits for the store: %s",
-                    self.session_id,
-                    exc.__cause__ or exc,
-                )
+                if not self._waiting_for_store:  # logged once per outage
+                    self.service.log.warning(
+                        "streamchat: a follower of session %s waits for the store: %s",
+                        self.session_id,
+                        exc.__cause__ or exc,
+                    )
+                self._waiting_for_store = True
                 await asyncio.wait({self._closed}, timeout=wait or step)
             if deadline is not None and loop.time() >= deadline:
                 return []
@@ -509,12 +513,18 @@ class ChatService:
 
     async def _control_loop(self) -> None:
         """Act on the control messages for the turns this process runs; resubscribe after a store failure."""
+        lost = False
         while True:
             try:
                 async for message in self.store.control_messages():
+                    if lost:
+                        lost = False
+                        self.log.info("streamchat: the store's control channel is back")
                     self._on_control(message)
             except StoreUnavailableError as exc:
-                self.log.warning("streamchat: control channel lost, resubscribing: %s", exc.__cause__ or exc)
+                if not lost:  # logged once per outage
+                    lost = True
+                    self.log.warning("streamchat: the store's control channel is lost, retrying: %s", exc.__cause__)
                 await asyncio.sleep(0.5)
 
     def _on_control(self, message: ControlMessage) -> None:
