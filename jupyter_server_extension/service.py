@@ -233,6 +233,11 @@ class TurnRun:
         """Held while the lease is renewed or released, so a renewal cannot take it again after the turn ended."""
         self.saved = False
         """Whether the turn's history was written to the store."""
+        self.unwritten: list[Event] = []
+        """Events not yet handed to the store's writer (`ChatService._write_events`)."""
+        self.writer: asyncio.Task[None] | None = None
+        self.write_failure: BaseException | None = None
+        """What the writer failed with, other than the store being unreachable: the turn fails with it."""
         self.released = False
         """Whether the turn's lease was released (the turn is over in the store)."""
         self.finished = False
@@ -732,12 +737,18 @@ class ChatService:
 
     async def _begin_turn(self, session_id: str, message: str) -> bool:
         """Take the session's turn lease, after ending the turn of a process that stopped, if any."""
-        if await self.store.begin_turn(session_id, holder=self.holder, message=message):
-            return True
-        if await self.store.turn_holder(session_id) is not None:
-            return False
-        await self.end_orphan(session_id)
-        return await self.store.begin_turn(session_id, holder=self.holder, message=message)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.store.turn_lease
+        while not await self.store.begin_turn(session_id, holder=self.holder, message=message):
+            holder = await self.store.turn_holder(session_id)
+            if holder is None:
+                await self.end_orphan(session_id)
+                continue
+            running = await self.store.running_turn(session_id)
+            if running is None or running.holder == holder or loop.time() > deadline:
+                return False  # a turn runs
+            await asyncio.sleep(0.02)  # a process is ending an orphaned turn: it frees the session at once
+        return True
 
     async def _renew_leases(self) -> None:
         """Renew the leases of the turns this process runs; a lease another process took means that turn must stop."""
@@ -771,7 +782,11 @@ class ChatService:
             )
 
     async def end_orphan(self, session_id: str) -> None:
-        """End a turn whose process stopped: its partial answer goes to history, its stream gets error + done."""
+        """End a turn whose process stopped: its partial answer goes to history, its stream gets error + done.
+
+        In that order, and the lease freed last: a client told `done` finds the history complete
+        and the session free.
+        """
         orphan = await self.store.claim_orphan(session_id, holder=self.holder)
         if orphan is None:
             return  # none, or another process is ending it
@@ -780,9 +795,19 @@ class ChatService:
                 events = await self.store.events_after(session_id, 0)
             except ReplayGapError:
                 events = []  # its start is no longer buffered: the followers end without a done
-            if events and events[-1].type != "done":
+            if events and events[-1].type == "done":
+                return  # it ended, and saved its history, just before its process stopped
+            text = "".join(event.content for event in events if isinstance(event, TokenEvent))
+            record = await self.store.get(session_id)
+            if record is not None:
+                history = [
+                    *record.history,
+                    Message(role="user", content=orphan.message),
+                    Message(role="assistant", content=text, interrupted=True),
+                ]
+                await self.store.save_history(session_id, trim_history(history, self.limits.max_history_messages))
+            if events:
                 last = events[-1]
-                text = "".join(event.content for event in events if isinstance(event, TokenEvent))
                 error = ErrorEvent(
                     session_id=session_id,
                     turn_id=last.turn_id,
@@ -791,23 +816,11 @@ class ChatService:
                     message="the server running this turn stopped before the answer was complete: send the message again",
                     retryable=True,
                 )
-                await self.store.append_event(session_id, error)
-                await self.store.append_event(
-                    session_id,
-                    DoneEvent(session_id=session_id, turn_id=last.turn_id, seq=last.seq + 2, reason="error", text=text),
+                done = DoneEvent(
+                    session_id=session_id, turn_id=last.turn_id, seq=last.seq + 2, reason="error", text=text
                 )
-            record = await self.store.get(session_id)
-            if record is not None and (not events or events[-1].type != "done"):
-                history = [
-                    *record.history,
-                    Message(role="user", content=orphan.message),
-                    Message(
-                        role="assistant",
-                        content="".join(e.content for e in events if isinstance(e, TokenEvent)),
-                        interrupted=True,
-                    ),
-                ]
-                await self.store.save_history(session_id, trim_history(history, self.limits.max_history_messages))
+                await self.store.append_event(session_id, error)
+                await self.store.append_event(session_id, done)
             self.log.warning("streamchat: ended the turn in session %s: the server running it stopped", session_id)
         finally:
             await self.store.end_turn(session_id, holder=self.holder)
@@ -834,17 +847,27 @@ class ChatService:
                 async for event in events:
                     if isinstance(event, ErrorEvent):
                         event = self._public_error(event)
-                    if event.type == "done":  # history first: a client told `done` may read it at once
+                    if run.write_failure is not None:
+                        raise run.write_failure
+                    if event.type == "done":
+                        # history first, and the session free: a client told `done` may read it and send the
+                        # next message at once, on any process
+                        await self._flush(run)
                         await self._save_history(run)
-                    try:
-                        await self.store.append_event(run.session_id, event)
-                    except StoreUnavailableError as exc:
-                        self._store_failed(run, exc)  # this process's followers still get every event
-                    if event.type == "done":  # and the session free: a client told `done` may send the next message
+                        run.unwritten.append(event)
+                        await self._flush(run)
                         await self._release(run)
+                    else:
+                        run.unwritten.append(event)  # written in batches, while the turn goes on
+                        if run.writer is None or run.writer.done():
+                            run.writer = asyncio.get_running_loop().create_task(
+                                self._write_events(run), context=contextvars.Context()
+                            )
                     run.publish(event)
         finally:
             try:
+                with contextlib.suppress(Exception):
+                    await self._flush(run)  # a write failure already failed the turn
                 await self._save_history(run)
             finally:
                 await self._release(run)
@@ -854,6 +877,26 @@ class ChatService:
                 if self._runs.get(run.session_id) is run:
                     del self._runs[run.session_id]
                 run.notify()
+
+    async def _write_events(self, run: TurnRun) -> None:
+        """Write the turn's events to the store, each batch in one call, until none is left."""
+        while run.unwritten and run.write_failure is None:
+            batch, run.unwritten = run.unwritten, []
+            try:
+                await self.store.append_events(run.session_id, batch)
+            except StoreUnavailableError as exc:
+                self._store_failed(run, exc)  # this process's followers still get every event
+            except Exception as exc:  # the turn's task raises it: one failure, logged once
+                run.write_failure = exc
+
+    async def _flush(self, run: TurnRun) -> None:
+        """Wait until every event of the turn so far is written; raises what the writing failed with."""
+        while run.writer is not None and not run.writer.done():
+            await asyncio.wait({run.writer})
+        if run.unwritten and run.write_failure is None:
+            await self._write_events(run)
+        if run.write_failure is not None:
+            raise run.write_failure
 
     async def _release(self, run: TurnRun) -> None:
         """End the turn in the store and free its lease, once."""

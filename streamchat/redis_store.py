@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ConfigurationError, ReplayGapError, SessionExistsError, StoreUnavailableError
@@ -79,6 +79,14 @@ if ARGV[1] == '' or not current or current == ARGV[1] then
   redis.call('DEL', KEYS[1], KEYS[2])
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
+return 1
+"""
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV, 2 do
+  redis.pcall('XADD', KEYS[2], 'MAXLEN', ARGV[1], ARGV[i], 'e', ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 _CLAIM = """
@@ -166,6 +174,7 @@ class RedisStore(SessionStore):
         self._renew = self._redis.register_script(_RENEW)
         self._end = self._redis.register_script(_END)
         self._claim = self._redis.register_script(_CLAIM)
+        self._append = self._redis.register_script(_APPEND)  # XADD errs only on an id already there: skipped
 
     @classmethod
     def from_url(
@@ -331,20 +340,18 @@ class RedisStore(SessionStore):
 
     # -- the replay buffer: a Redis Stream whose entry ids are the events' seqs ------------
 
-    @_unavailable
     async def append_event(self, session_id: str, event: Event) -> None:
-        key = self._key("events", session_id)
-        if not await self._redis.exists(self._key("session", session_id)):
-            return  # the session was deleted: its stream must not come back
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.xadd(key, {"e": event.model_dump_json()}, id=f"{event.seq}-0", maxlen=self.replay_size, approximate=False)
-        pipe.pexpire(key, self._idle_ms)
-        try:
-            await pipe.execute()
-        except ResponseError as exc:
-            if "equal or smaller" not in str(exc):
-                raise
-            await self._redis.pexpire(key, self._idle_ms)  # already there: an orphan's end written twice
+        await self.append_events(session_id, [event])
+
+    @_unavailable
+    async def append_events(self, session_id: str, events: Sequence[Event]) -> None:
+        """Add the events in one round trip; nothing if the session was deleted, an event already there is skipped."""
+        if not events:
+            return
+        args: list[str | int] = [self.replay_size, self._idle_ms]
+        for event in events:
+            args += [f"{event.seq}-0", event.model_dump_json()]
+        await self._append(keys=[self._key("session", session_id), self._key("events", session_id)], args=args)
 
     @_unavailable
     async def latest_turn_id(self, session_id: str) -> str | None:

@@ -169,6 +169,11 @@ class SessionStore(abc.ABC):
     async def append_event(self, session_id: str, event: Event) -> None:
         """Add an event of the running turn to the replay buffer."""
 
+    async def append_events(self, session_id: str, events: Sequence[Event]) -> None:
+        """Add several events of the running turn, in order (a networked store does it in one round trip)."""
+        for event in events:
+            await self.append_event(session_id, event)
+
     @abc.abstractmethod
     async def latest_turn_id(self, session_id: str) -> str | None:
         """The `turn_id` of the buffered events (the latest turn's); None before its first event."""
