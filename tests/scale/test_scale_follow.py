@@ -1,0 +1,157 @@
+"""Two server processes, one Redis: a turn is followed, resumed, refused, stopped and deleted from either.
+
+Every test here leaves both servers running (`shared_cluster`) and uses sessions of its
+own. The turns come from `scale_provider`'s paced model: ``count N every S`` is a thinking
+event, N tokens ``"1 "`` … ``"N "``, then `done`, so every expected stream is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from scale_helpers import Cluster, SseReader, counted, error_of, new_session_id, seqs, text_of
+from scale_provider import paced
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def stream_url(session_id: str) -> str:
+    """The resumable SSE route of a session."""
+    return f"api/streamchat/sessions/{session_id}/stream"
+
+
+async def test_a_turn_started_on_a_is_followed_on_b_event_for_event(shared_cluster: Cluster) -> None:
+    async with shared_cluster.a.client() as on_a, shared_cluster.b.client() as on_b:
+        from_a = SseReader.open(on_a, "POST", "api/streamchat/chat/stream", json={"message": paced(30, 0.05)})
+        first = (await from_a.wait_for(1))[0].event
+        # B joins the running turn from its start: Last-Event-ID <turn_id>:0
+        from_b = SseReader.open(
+            on_b, "GET", stream_url(first.session_id), headers={"Last-Event-ID": f"{first.turn_id}:0"}
+        )
+        on_a_frames = await from_a.finish()
+        on_b_frames = await from_b.finish()
+    assert [f.name for f in on_a_frames] == ["thinking", *["token"] * 30, "done"]
+    assert [f.id for f in on_a_frames] == [f"{first.turn_id}:{seq}" for seq in range(1, 33)]
+    done = on_a_frames[-1].event
+    assert done.type == "done" and done.reason == "stop" and done.text == counted(30)
+    assert from_b.status == 200, from_b.body
+    # event for event: the same ids, names and data
+    assert [(f.id, f.name, f.data) for f in on_b_frames] == [(f.id, f.name, f.data) for f in on_a_frames]
+
+
+async def test_cut_after_event_k_on_a_and_resumed_on_b_yields_the_rest_exactly_once(shared_cluster: Cluster) -> None:
+    k = 9  # the next id is 10: ids compared as strings ("10" < "9") would lose the rest
+    session_id = new_session_id()
+    async with shared_cluster.a.client() as on_a, shared_cluster.b.client() as on_b:
+        cut = SseReader.open(
+            on_a, "GET", stream_url(session_id), params={"message": paced(40, 0.05)}, stop=lambda f: f.event.seq == k
+        )
+        before = await cut.finish()  # the connection is dropped after event k
+        assert cut.status == 200, cut.body
+        assert seqs(before) == list(range(1, k + 1))
+        resumed = SseReader.open(on_b, "GET", stream_url(session_id), headers={"Last-Event-ID": str(k)})
+        rest = await resumed.finish()
+        assert resumed.status == 200, resumed.body
+        turn_id = before[0].event.turn_id
+        assert [f.id for f in rest] == [f"{turn_id}:{seq}" for seq in range(k + 1, 43)]
+        assert [f.name for f in rest] == [*["token"] * 32, "done"]
+        done = rest[-1].event
+        # B resumed within the disconnect grace: the turn was not cancelled
+        assert done.type == "done" and done.reason == "stop"
+        assert text_of(before + rest) == counted(40) == done.text
+        # resuming after the last event, on either process, sends nothing more
+        for client in (on_a, on_b):
+            after_done = await client.get(stream_url(session_id), headers={"Last-Event-ID": f"{turn_id}:42"})
+            assert after_done.status_code == 204, after_done.text
+        history = (await on_a.get(f"api/streamchat/sessions/{session_id}")).json()["history"]
+        assert [(m["role"], m["content"], m["interrupted"]) for m in history] == [
+            ("user", paced(40, 0.05), False),
+            ("assistant", counted(40), False),
+        ]
+
+
+async def test_a_follower_on_b_keeps_the_turn_going_when_a_s_client_leaves(shared_cluster: Cluster) -> None:
+    session_id = new_session_id()
+    async with shared_cluster.a.client() as on_a, shared_cluster.b.client() as on_b:
+        started = SseReader.open(
+            on_a, "GET", stream_url(session_id), params={"message": paced(60, 0.05)}, stop=lambda f: f.event.seq == 3
+        )
+        turn_id = (await started.finish())[0].event.turn_id  # A's only client is gone after event 3
+        follower = SseReader.open(on_b, "GET", stream_url(session_id), headers={"Last-Event-ID": f"{turn_id}:3"})
+        rest = await follower.finish()  # the turn lasts 3 s: past the 2 s grace, counted on every process
+    assert follower.status == 200, follower.body
+    assert seqs(rest) == list(range(4, 63))
+    assert rest[-1].event.type == "done" and rest[-1].event.reason == "stop"
+
+
+async def test_a_busy_session_answers_409_on_b(shared_cluster: Cluster) -> None:
+    session_id = new_session_id()
+    async with shared_cluster.a.client() as on_a, shared_cluster.b.client() as on_b:
+        running = SseReader.open(on_a, "GET", stream_url(session_id), params={"message": paced(200, 0.05)})
+        await running.wait_for(2)
+        refusals = [
+            await on_b.post("api/streamchat/chat", json={"session_id": session_id, "message": "hi"}),
+            await on_b.post("api/streamchat/chat/stream", json={"session_id": session_id, "message": "hi"}),
+            await on_b.get(stream_url(session_id), params={"message": "hi"}),
+            await on_a.post("api/streamchat/chat", json={"session_id": session_id, "message": "hi"}),
+        ]
+        for refused in refusals:
+            assert refused.status_code == 409, (refused.request.url, refused.text)
+            assert error_of(refused)["code"] == "session_busy"
+        assert (await on_a.delete(f"api/streamchat/sessions/{session_id}")).status_code == 204
+        frames = await running.finish()
+    assert frames[-1].event.type == "done" and frames[-1].event.reason == "cancelled"
+
+
+async def test_stop_sent_to_b_stops_the_turn_on_a_within_a_second(shared_cluster: Cluster) -> None:
+    session_id = new_session_id()
+    b = shared_cluster.b
+    async with shared_cluster.a.client() as on_a, b.client() as on_b:
+        running = SseReader.open(on_a, "GET", stream_url(session_id), params={"message": paced(200, 0.05)})
+        await running.wait_for(3)
+        ws = await websocket_connect(HTTPRequest(b.ws_url(), headers=b.auth))
+        try:
+            sent = time.monotonic()
+            await ws.write_message(json.dumps({"type": "chat.cancel", "session_id": session_id}))
+            frames = await running.finish(timeout=10)
+            done = frames[-1]
+            assert done.event.type == "done" and done.event.reason == "cancelled", [f.name for f in frames[-3:]]
+            assert done.at - sent < 1.0, f"the turn on A stopped {done.at - sent:.2f} s after B was told to stop it"
+            with pytest.raises(TimeoutError):  # B took the stop: no error reply (such as not_running)
+                reply = await asyncio.wait_for(ws.read_message(), 1.0)
+                pytest.fail(f"B answered the stop with {reply!r}")
+        finally:
+            ws.close()
+        assert seqs(frames) == list(range(1, len(frames) + 1))
+        history = (await on_b.get(f"api/streamchat/sessions/{session_id}")).json()["history"]
+        assert [(m["role"], m["interrupted"]) for m in history] == [("user", False), ("assistant", True)]
+        assert history[1]["content"] == text_of(frames) == done.event.text
+
+
+async def test_delete_on_b_removes_the_session_for_a(shared_cluster: Cluster) -> None:
+    async with shared_cluster.a.client() as on_a, shared_cluster.b.client() as on_b:
+        # a finished session
+        answered = await on_a.post("api/streamchat/chat", json={"message": paced(3, 0)})
+        assert answered.status_code == 200, answered.text
+        idle = answered.json()["session_id"]
+        assert (await on_b.delete(f"api/streamchat/sessions/{idle}")).status_code == 204
+        assert (await on_a.get(f"api/streamchat/sessions/{idle}")).status_code == 404
+        again = await on_a.post("api/streamchat/chat", json={"session_id": idle, "message": "hi"})
+        assert again.status_code == 404 and error_of(again)["code"] == "session_not_found"
+
+        # a session whose turn runs on A: the turn stops, and the session stays gone
+        busy = new_session_id()
+        running = SseReader.open(on_a, "GET", stream_url(busy), params={"message": paced(200, 0.05)})
+        await running.wait_for(3)
+        assert (await on_b.delete(f"api/streamchat/sessions/{busy}")).status_code == 204
+        frames = await running.finish(timeout=10)
+        assert frames[-1].event.type == "done" and frames[-1].event.reason == "cancelled"
+        for client in (on_a, on_b):
+            gone = await client.get(f"api/streamchat/sessions/{busy}")
+            assert gone.status_code == 404, gone.text
+        assert (await on_b.delete(f"api/streamchat/sessions/{busy}")).status_code == 404
