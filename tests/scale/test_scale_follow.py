@@ -8,6 +8,7 @@ event, N tokens ``"1 "`` … ``"N "``, then `done`, so every expected stream is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -118,7 +119,13 @@ async def test_stop_sent_to_b_stops_the_turn_on_a_within_a_second(shared_cluster
         try:
             sent = time.monotonic()
             await ws.write_message(json.dumps({"type": "chat.cancel", "session_id": session_id}))
-            frames = await running.finish(timeout=10)
+            try:
+                frames = await running.finish(timeout=5)
+            except TimeoutError:
+                with contextlib.suppress(TimeoutError):
+                    reply = await asyncio.wait_for(ws.read_message(), 1.0)
+                    pytest.fail(f"the turn on A still ran 5 s after B was told to stop it; B answered {reply!r}")
+                pytest.fail("the turn on A still ran 5 s after B was told to stop it; B answered nothing")
             done = frames[-1]
             assert done.event.type == "done" and done.event.reason == "cancelled", [f.name for f in frames[-3:]]
             assert done.at - sent < 1.0, f"the turn on A stopped {done.at - sent:.2f} s after B was told to stop it"
