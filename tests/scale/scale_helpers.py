@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 from redis_helpers import RedisServer, free_port
+from scale_provider import TOOLS
 
 from streamchat import Event, parse_event
 
@@ -54,6 +55,7 @@ def streamchat_config(store_url: str, prefix: str, **more: Any) -> dict[str, Any
     """The `StreamChat` settings of the processes: the paced backend and the Redis store."""
     return {
         "provider_factory": "scale_provider:make_provider",
+        "tools": TOOLS,
         "store_url": store_url,
         "store_prefix": prefix,
         LEASE_TRAIT: LEASE,

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import json
 import time
+from typing import Any
 
 import pytest
-from scale_helpers import Cluster, SseReader, counted, error_of, new_session_id, seqs, text_of
-from scale_provider import paced
+from scale_helpers import DISCONNECT_GRACE, Cluster, SseReader, counted, error_of, new_session_id, seqs, text_of
+from scale_provider import TICK_CALL, paced
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -162,3 +163,74 @@ async def test_delete_on_b_removes_the_session_for_a(shared_cluster: Cluster) ->
             gone = await client.get(f"api/streamchat/sessions/{busy}")
             assert gone.status_code == 404, gone.text
         assert (await on_b.delete(f"api/streamchat/sessions/{busy}")).status_code == 404
+
+
+async def test_tool_controls_sent_to_b_reach_the_tool_call_on_a(shared_cluster: Cluster) -> None:
+    b = shared_cluster.b
+    async with shared_cluster.a.client() as on_a:
+        paused = new_session_id()
+        running = SseReader.open(on_a, "GET", stream_url(paused), params={"message": "tick 40"})
+        await running.wait_for(4)  # thinking, tool_call, two progress reports
+        ws = await websocket_connect(HTTPRequest(b.ws_url(), headers=b.auth))
+        try:
+            # pause: the tool holds at its next progress report; resume: it goes on to the end
+            await ws.write_message(json.dumps({"type": "tool.pause", "session_id": paused, "call_id": TICK_CALL}))
+            await asyncio.sleep(1.5)
+            held = len(running.frames)
+            await asyncio.sleep(1.0)
+            assert len(running.frames) == held, "the tool went on reporting after B paused it"
+            await ws.write_message(json.dumps({"type": "tool.resume", "session_id": paused, "call_id": TICK_CALL}))
+            frames = await running.finish(timeout=30)
+            names = [f.name for f in frames]
+            assert names[:2] == ["thinking", "tool_call"] and names[-4:] == ["tool_result", "thinking", "token", "done"]
+            steps = [f.event.message for f in frames[2:-4] if f.name == "tool_progress"]  # type: ignore[union-attr]
+            assert len(steps) == len(frames) - 6  # only progress between the call and its result
+            assert [m for m in steps if m.startswith("step ")] == [f"step {i} of 40" for i in range(1, 41)]
+            assert frames[-4].event.status == "ok"  # type: ignore[union-attr]
+
+            # cancel: the call ends as cancelled on A, and the turn goes on to its answer
+            cancelled = new_session_id()
+            running = SseReader.open(on_a, "GET", stream_url(cancelled), params={"message": "tick 400"})
+            await running.wait_for(4)
+            sent = time.monotonic()
+            await ws.write_message(json.dumps({"type": "tool.cancel", "session_id": cancelled, "call_id": TICK_CALL}))
+            frames = await running.finish(timeout=30)
+            result = next(f for f in frames if f.name == "tool_result")
+            assert result.event.status == "cancelled", result.data  # type: ignore[union-attr]
+            assert result.at - sent < 1.0, f"the call on A was cancelled {result.at - sent:.2f} s after B was told"
+            assert frames[-1].event.type == "done" and frames[-1].event.reason == "stop"
+            with pytest.raises(TimeoutError):  # B took every control: no error reply (such as not_running)
+                reply = await asyncio.wait_for(ws.read_message(), 1.0)
+                pytest.fail(f"B answered a tool control with {reply!r}")
+        finally:
+            ws.close()
+
+
+async def test_the_turn_stops_once_its_last_follower_on_any_process_has_left(shared_cluster: Cluster) -> None:
+    session_id = new_session_id()
+    async with shared_cluster.a.client() as on_a, shared_cluster.b.client() as on_b:
+        started = SseReader.open(
+            on_a, "GET", stream_url(session_id), params={"message": paced(400, 0.05)}, stop=lambda f: f.event.seq == 3
+        )
+        turn_id = (await started.finish())[0].event.turn_id  # A's client leaves; B's follows
+        follower = SseReader.open(
+            on_b,
+            "GET",
+            stream_url(session_id),
+            headers={"Last-Event-ID": f"{turn_id}:3"},
+            stop=lambda f: f.event.seq == 60,
+        )
+        await follower.finish()  # B's client leaves too, after 60 events (3 s: the turn outlived A's client)
+        assert seqs(follower.frames) == list(range(4, 61))
+        # after the disconnect grace, the owner cancels the turn; its partial answer is kept, interrupted
+        deadline = time.monotonic() + DISCONNECT_GRACE + 10
+        history: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            history = (await on_b.get(f"api/streamchat/sessions/{session_id}")).json()["history"]
+            if len(history) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert [(m["role"], m["interrupted"]) for m in history] == [("user", False), ("assistant", True)], history
+        assert counted(400).startswith(history[1]["content"]) and len(history[1]["content"]) < len(counted(400))
+        answered = await on_b.post("api/streamchat/chat", json={"session_id": session_id, "message": paced(1, 0)})
+        assert answered.status_code == 200, answered.text
