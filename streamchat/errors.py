@@ -7,7 +7,7 @@
   answered an error, stalled). Usually worth a retry or a look at the server.
 - `ToolError`: raised by a tool's author to report a failure the model should see as a
   clean message instead of a traceback.
-- The session store's errors (`SessionExistsError`, `ReplayGapError`) and the server
+- The session store's errors (`SessionExistsError`, `ReplayGapError`, `StoreUnavailableError`) and the server
   API's errors (`ApiError` and its subclasses: a request the server refuses).
 
 Every error has a stable `code` (used in `error` events and in the server's JSON errors),
@@ -35,6 +35,7 @@ __all__ = [
     "SessionBusyError",
     "SessionExistsError",
     "SessionNotFoundError",
+    "StoreUnavailableError",
     "StreamChatError",
     "TooManyInFlightError",
     "TooManySessionsError",
@@ -181,6 +182,13 @@ class ReplayGapError(StreamChatError, code="replay_gap", status=410):
     """The events after the requested one are no longer in the replay buffer.
 
     Code ``replay_gap``, HTTP 410 (the client cannot resume: it should start a new turn).
+    """
+
+
+class StoreUnavailableError(StreamChatError, code="store_unavailable", status=503, retryable=True):
+    """The session store (Redis) cannot be reached or did not answer in time.
+
+    Code ``store_unavailable``, HTTP 503; retryable (the store's client reconnects by itself).
     """
 
 
