@@ -316,11 +316,12 @@ class SseReader:
         return self.frames
 
     async def close(self) -> None:
-        """Drop the connection (if still open)."""
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        """Drop the connection (if still open); a connection that broke meanwhile is no error here."""
+        if self.task is None:
+            return
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            await self.task
 
 
 def seqs(frames: list[Frame]) -> list[int]:
