@@ -67,9 +67,9 @@ async def test_cut_after_event_k_on_a_and_resumed_on_b_yields_the_rest_exactly_o
         assert done.type == "done" and done.reason == "stop"
         assert text_of(before + rest) == counted(40) == done.text
         # resuming after the last event, on either process, sends nothing more
-        for client in (on_a, on_b):
+        for name, client in (("A", on_a), ("B", on_b)):
             after_done = await client.get(stream_url(session_id), headers={"Last-Event-ID": f"{turn_id}:42"})
-            assert after_done.status_code == 204, after_done.text
+            assert after_done.status_code == 204, (name, after_done.status_code, after_done.text)
         history = (await on_a.get(f"api/streamchat/sessions/{session_id}")).json()["history"]
         assert [(m["role"], m["content"], m["interrupted"]) for m in history] == [
             ("user", paced(40, 0.05), False),
