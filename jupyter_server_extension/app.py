@@ -9,7 +9,9 @@ Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
 Unset settings (None) fall back to streamchat's environment variables and defaults.
 ``service_class`` and ``store_class`` swap the session manager and its store for
 subclasses of `ChatService` and `SessionStore`; the handlers use whatever service the
-app puts in the Tornado settings.
+app puts in the Tornado settings. ``store_url`` (or ``STREAMCHAT_STORE_URL``) puts the
+sessions in Redis instead (`streamchat.redis_store.RedisStore`), so several server
+processes share them; a Redis that does not answer at startup stops the extension.
 
 A named provider is made at startup; with none, the backends are probed once, on the
 server's loop as soon as it runs, and every session gets a provider of the chosen kind
@@ -21,16 +23,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import os
 import typing
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, TraitType, Type, Unicode
+from traitlets import Bool, Float, Int, List, TraitType, Type, Unicode, default
 
 from streamchat._sync import loop_running
-from streamchat.errors import ConfigurationError, StreamChatError
+from streamchat.errors import ConfigurationError, StoreUnavailableError, StreamChatError
 from streamchat.providers import ProviderChoice, choose_provider, named_choice
 from streamchat.settings import Settings
 from streamchat.stores import MemoryStore, SessionStore
@@ -158,6 +161,20 @@ class StreamChat(ExtensionApp):
         0.5, help="Seconds a turn survives without any client before it is cancelled (a resume within it continues)."
     ).tag(config=True)
     replay_buffer_size = Int(2000, help="Events of the latest turn each session keeps for SSE resume.").tag(config=True)
+    store_url = Unicode(
+        help="The Redis (or Valkey) that keeps the sessions, shared by every server process using it: "
+        "redis://host:port/db, rediss://… or unix://path. Empty: this process's memory (store_class). "
+        "Default: the STREAMCHAT_STORE_URL environment variable.",
+    ).tag(config=True)
+    store_prefix = Unicode(
+        "streamchat:", help="The start of every key the Redis store writes, so several deployments share one Redis."
+    ).tag(config=True)
+    turn_lease = Float(
+        5.0,
+        min=0.1,
+        help="Seconds a running turn's lease lasts in the store unless renewed (every third of it): when the process "
+        "running a turn dies, the session is usable again and the turn's followers get an error after about this long.",
+    ).tag(config=True)
     service_class = Type(
         klass=ChatService,
         default_value=ChatService,
@@ -168,8 +185,37 @@ class StreamChat(ExtensionApp):
         klass=SessionStore,
         default_value=MemoryStore,
         config=True,
-        help="The SessionStore class keeping sessions; made with replay_size=replay_buffer_size.",
+        help="The SessionStore class keeping sessions when store_url is empty; made with replay_size, idle_timeout and "
+        "turn_lease (the traits replay_buffer_size, idle_timeout, turn_lease).",
     )
+
+    @default("store_url")
+    def _store_url_default(self) -> str:
+        return os.environ.get("STREAMCHAT_STORE_URL", "")
+
+    def _make_store(self) -> SessionStore:
+        """The configured store: Redis at `store_url` (checked now: it must answer), else a `store_class`."""
+        replay_size, idle_timeout, turn_lease = self.replay_buffer_size, self.idle_timeout, self.turn_lease
+        if not self.store_url:
+            # The trait holds a concrete subclass; mypy types it as the abstract klass (python/mypy#4717).
+            return self.store_class(  # type: ignore[abstract]
+                replay_size=replay_size, idle_timeout=idle_timeout, turn_lease=turn_lease
+            )
+        try:
+            from streamchat.redis_store import RedisStore, check_reachable
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"StreamChat.store_url is set but the Redis client is not installed ({exc}): "
+                "pip install 'streamchat[redis]'"
+            ) from exc
+        check_reachable(self.store_url)
+        return RedisStore.from_url(
+            self.store_url,
+            prefix=self.store_prefix,
+            replay_size=replay_size,
+            idle_timeout=idle_timeout,
+            turn_lease=turn_lease,
+        )
 
     def _settings(self) -> Settings:
         given = {name: getattr(self, name) for name in SERVER_SETTINGS if getattr(self, name) is not None}
@@ -192,29 +238,42 @@ class StreamChat(ExtensionApp):
             settings = self._settings()
             tools = load_tools(list(self.tools))
             self._choice = self._named_choice(settings)
+            store = self._make_store()
         except StreamChatError as exc:
+            # one line says what to fix; the extension then serves nothing (no handlers, no tasks)
             log = self.serverapp.log if self.serverapp is not None else self.log
             log.error("streamchat: the extension cannot start: %s", exc.message)
-            raise
+            self._refused = True
+            return
         self._probe: asyncio.Task[ProviderChoice] | None = None
         limits = Limits(**{field.name: getattr(self, field.name) for field in dataclasses.fields(Limits)})
-        # The trait holds a concrete subclass; mypy types it as the abstract klass (python/mypy#4717).
-        store = self.store_class(replay_size=self.replay_buffer_size)  # type: ignore[abstract]
         self.service: ChatService = self.service_class(
             store, provider_choice=self.provider_choice, tools=tools, settings=settings, limits=limits
         )
         self.service.log = self.serverapp.log if self.serverapp is not None else self.log
         self.settings[SERVICE_SETTING] = self.service
         sweep_ms = max(1000.0, min(60_000.0, self.idle_timeout * 1000 / 4))
-        self._expiry = PeriodicCallback(self.service.expire_idle, sweep_ms)
+        self._expiry = PeriodicCallback(self._expire_idle, sweep_ms)
         self._expiry.start()
         backend = "the automatic choice" if self._choice is None else self._choice.provider.describe()
         self.log.info("streamchat: serving %s with tools %s", backend, [t.name for t in tools])
         if self._choice is None and loop_running():
             self._start_probe()  # else `_start_jupyter_server_extension` starts it, once the loop runs
 
+    _refused = False
+    """Whether the configuration was refused at startup: the extension then serves nothing."""
+
+    async def _expire_idle(self) -> None:
+        """The periodic idle sweep; a store that is down is logged, and swept next time."""
+        try:
+            await self.service.expire_idle()
+        except StoreUnavailableError as exc:
+            self.service.log.warning("streamchat: idle sweep skipped: %s: %s", exc.message, exc.__cause__)
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Probe the backends for the automatic choice as soon as the server's loop runs."""
+        if self._refused:
+            return
         if self._choice is None:
             self._start_probe()
 
@@ -241,8 +300,9 @@ class StreamChat(ExtensionApp):
         return self._choice
 
     def initialize_handlers(self) -> None:
-        """Register the REST, SSE and WebSocket routes under the server's base URL."""
-        self.handlers.extend(handlers.routes())
+        """Register the REST, SSE and WebSocket routes under the server's base URL (none if the configuration was refused)."""
+        if not self._refused:
+            self.handlers.extend(handlers.routes())
 
     async def stop_extension(self) -> None:
         """Cancel running turns and close connections when the server stops."""

@@ -40,6 +40,7 @@ from streamchat.errors import (
     ClientMessageError,
     MessageTooLargeError,
     ReplayGapError,
+    StoreUnavailableError,
     StreamChatError,
     TooManyInFlightError,
 )
@@ -133,6 +134,10 @@ class _StreamChatMixin(JupyterHandler):
         if isinstance(exc, StreamChatError) and exc.status < 500:
             status_code, code, message = exc.status, exc.code, exc.message
             self.set_status(status_code)
+        elif isinstance(exc, StoreUnavailableError):  # its cause names the store's address: logged, not told
+            self.set_status(exc.status)
+            code = exc.code
+            message = f"{exc.message} (request id {self.request_id} in the server log)"
         elif isinstance(exc, web.HTTPError):
             code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
                 status_code, "http_error"
@@ -156,6 +161,15 @@ class _StreamChatMixin(JupyterHandler):
             # %r: the message may quote the client's input (a JSON key holding line breaks…)
             self.log.info(
                 "streamchat: %s %r -> %s %r", self.request.method, self.request.path, value.code, value.message
+            )
+        elif isinstance(value, StoreUnavailableError):
+            self.log.warning(
+                "streamchat: request id %s: %s %r -> 503: %s: %s",
+                self.request_id,
+                self.request.method,
+                self.request.path,
+                value.message,
+                value.__cause__,
             )
         elif not isinstance(value, web.HTTPError):
             self.log.error(
@@ -444,9 +458,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             await service.clear(self.owner, self._session(message.session_id))
         elif isinstance(message, wire.ChatCancel):
             session_id = self._session(message.session_id)
-            await service.open_session(self.owner, session_id)
-            chat = service.running(session_id)
-            if chat is None or not chat.cancel():
+            if not await service.cancel(self.owner, session_id):
                 raise StreamChatError(f"no turn is running in session {session_id!r}", code="not_running")
         else:
             await self._control_tool(message)
@@ -468,8 +480,7 @@ class ChatWebSocketHandler(_StreamChatMixin, WebSocketMixin, WebSocketHandler, J
             case unknown:
                 assert_never(unknown)
         for session_id in sessions:
-            chat = self.service.running(session_id)
-            if chat is not None and chat.control_tool(message.call_id, action):
+            if await self.service.control_tool(session_id, message.call_id, action):
                 return
         raise StreamChatError(f"no running tool call {message.call_id!r} to {action}", code="not_running")
 

@@ -11,6 +11,15 @@ cancelled after `disconnect_grace` seconds (0.5 s by default) unless a client re
 within that window. The tool calls get `CancelledError`, the backend request is closed,
 and the turn still ends with `done(reason="cancelled")` in the buffer and history.
 
+Several processes: with a shared store (`streamchat.redis_store.RedisStore`) the process
+that starts a turn runs it, holds its lease in the store and renews it (one task renews every running turn's);
+a follower on another process is a `RemoteFollower`, reading the turn's events from the
+store. Stop, tool control and delete reach the running process over the store's control
+channel; the disconnect grace counts the followers of every process. A process that dies
+mid-turn stops renewing its lease: the first follower (or new message) to see the lease
+gone claims the orphan, writes its partial answer to history marked interrupted and ends
+its stream with an ``error`` (code ``server_stopped``) and ``done(reason="error")``.
+
 Slow clients: each streaming connection has a `ClientBuffer` counting what waits for it
 (events in its followers' inboxes, bytes its socket has not taken). Past
 `Limits.max_buffered_bytes` the connection is dropped, and its turns go on for the others.
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import re
 import time
@@ -29,7 +39,7 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 from streamchat._version import __version__
 from streamchat.errors import (
@@ -38,17 +48,19 @@ from streamchat.errors import (
     ReplayGapError,
     SessionBusyError,
     SessionNotFoundError,
+    StoreUnavailableError,
     TooManySessionsError,
     TooManyTurnsError,
 )
-from streamchat.events import ErrorEvent, Event
+from streamchat.events import DoneEvent, ErrorEvent, Event, TokenEvent
 from streamchat.messages import Message
 from streamchat.providers import Provider, ProviderChoice
 from streamchat.result import ChatResult, ResultCollector
 from streamchat.session import ChatSession
 from streamchat.settings import Settings
-from streamchat.stores import SessionRecord, SessionStore
+from streamchat.stores import ControlMessage, SessionRecord, SessionStore
 from streamchat.tools.definition import Tool
+from streamchat.turn import ToolAction
 
 __all__ = [
     "SERVICE_SETTING",
@@ -57,6 +69,7 @@ __all__ = [
     "ClientBuffer",
     "Follower",
     "Limits",
+    "RemoteFollower",
     "trim_history",
 ]
 
@@ -205,12 +218,21 @@ class ClientBuffer:
 class TurnRun:
     """One turn running on the server; it lives until `done`, not as long as a connection."""
 
-    def __init__(self, record: SessionRecord, chat: ChatSession) -> None:
+    def __init__(self, record: SessionRecord, chat: ChatSession, *, keep: int) -> None:
         self.session_id = record.session_id
         self.record = record
         """The session the turn runs in: its history goes back there and nowhere else."""
         self.chat = chat
         self.task: asyncio.Task[None] | None = None
+        self.recent: collections.deque[Event] = collections.deque(maxlen=keep)
+        """The turn's latest events (as many as the store's replay buffer): this process's followers read them here,
+        so they lose nothing while the store is unreachable."""
+        self.store_failed = False
+        """Whether writing to the store failed during this turn (logged once)."""
+        self.lease = asyncio.Lock()
+        """Held while the lease is renewed or released, so a renewal cannot take it again after the turn ended."""
+        self.released = False
+        """Whether the turn's lease was released (the turn is over in the store)."""
         self.finished = False
         self.followers: set[Follower] = set()
         self.cancel_timer: asyncio.TimerHandle | None = None
@@ -219,6 +241,7 @@ class TurnRun:
 
     def publish(self, event: Event) -> None:
         """Hand an event to every attached follower (a client over its limit is dropped instead) and wake them."""
+        self.recent.append(event)
         size = 0
         for follower in list(self.followers):
             client = follower.client
@@ -235,6 +258,14 @@ class TurnRun:
         """Wake every follower waiting for a new event."""
         changed, self.changed = self.changed, self._loop.create_future()
         changed.set_result(None)
+
+    def events_after(self, seq: int) -> list[Event]:
+        """The kept events after `seq`; `ReplayGapError` when some of them are no longer kept."""
+        if self.recent and self.recent[0].seq > seq + 1:
+            raise ReplayGapError(
+                f"the events after {seq} are no longer buffered (the buffer keeps {self.recent.maxlen} events)"
+            )
+        return [event for event in self.recent if event.seq > seq]
 
 
 class Follower:
@@ -285,7 +316,10 @@ class Follower:
             changed = run.changed if run is not None else None
             if not self._backlog_read:
                 self._backlog_read = True
-                events = await self.service.store.events_after(self.session_id, self.after)
+                if run is not None:
+                    events = run.events_after(self.after)
+                else:
+                    events = await self.service.store.events_after(self.session_id, self.after)
             else:
                 events = list(self.inbox)
             self.inbox.clear()
@@ -326,8 +360,92 @@ class Follower:
         run.followers.discard(self)
         self.run = None  # a closed follower keeps nothing of the turn alive
         if not run.followers and not run.finished:
-            grace = self.service.limits.disconnect_grace
-            run.cancel_timer = asyncio.get_running_loop().call_later(grace, run.chat.cancel)
+            self.service.start_grace(run)
+
+
+class RemoteFollower(Follower):
+    """A follower of a turn that another process runs: it reads the turn's events from the store.
+
+    While it follows it is counted in the store (so the running process's disconnect grace
+    sees it), and when no event comes it checks the turn's lease: a turn whose process
+    stopped is ended by the first follower that sees it (`ChatService.end_orphan`).
+    A store that cannot be reached is waited for (the caller gets [] on its timeout, as when
+    the turn is quiet).
+    """
+
+    def __init__(
+        self,
+        service: ChatService,
+        session_id: str,
+        after: int,
+        turn_id: str | None = None,
+        client: ClientBuffer | None = None,
+    ) -> None:
+        super().__init__(service, session_id, None, after, turn_id=turn_id, client=client)
+        self.follower_id = uuid.uuid4().hex
+        self._counted_at = -1.0
+        self._waiting_for_store = False
+
+    async def register(self) -> None:
+        """Count this follower in the store (again before its registration expires)."""
+        self._counted_at = asyncio.get_running_loop().time()
+        await self.service.store.add_follower(self.session_id, self.follower_id)
+
+    async def next_events(self, timeout: float | None = None) -> list[Event]:
+        """The next events of the turn, from the store, waiting up to `timeout` seconds ([] on timeout or at the end)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        store = self.service.store
+        step = min(1.0, store.turn_lease / 3)
+        while not self.ended:
+            if self._closed.done():
+                self.ended = True
+                break
+            wait = step if deadline is None else max(0.0, min(step, deadline - loop.time()))
+            try:
+                if not self._backlog_read:
+                    events = await store.events_after(self.session_id, self.after)
+                    self._backlog_read = True
+                else:
+                    events = await store.wait_events(self.session_id, self.after, wait)
+                self._waiting_for_store = False
+                events = [event for event in events if event.seq > self.after]
+                if events:
+                    if self.turn_id is None:
+                        self.turn_id = events[0].turn_id
+                    if events[0].turn_id != self.turn_id:
+                        raise ReplayGapError(f"turn {self.turn_id!r} is over", code="turn_replaced")
+                    self.after = events[-1].seq
+                    self.ended = events[-1].type == "done"
+                    return events
+                if loop.time() - self._counted_at >= step:
+                    await self.register()
+                if await store.turn_holder(self.session_id) is None:
+                    if await store.running_turn(self.session_id) is None:
+                        if not await store.events_after(self.session_id, self.after):
+                            self.ended = True  # the turn is over and this follower has all of it
+                        continue
+                    await self.service.end_orphan(self.session_id)
+                    continue
+            except StoreUnavailableError as exc:
+                if not self._waiting_for_store:  # logged once per outage
+                    self.service.log.warning(
+                        "streamchat: a follower of session %s waits for the store: %s",
+                        self.session_id,
+                        exc.__cause__ or exc,
+                    )
+                self._waiting_for_store = True
+                await asyncio.wait({self._closed}, timeout=wait or step)
+            if deadline is not None and loop.time() >= deadline:
+                return []
+        return []
+
+    def close(self) -> None:
+        """Stop following, and stop being counted (the running process hears of it)."""
+        if self._closed.done():
+            return
+        super().close()
+        self.service.spawn(self.service.follower_left(self.session_id, self.follower_id))
 
 
 class ChatService:
@@ -363,8 +481,99 @@ class ChatService:
         """Where details kept from clients go, under the error id the client is given."""
         self.clients: weakref.WeakSet[ClientBuffer] = weakref.WeakSet()
         """The buffers of the connected streaming clients (SSE responses, WebSockets)."""
+        self.holder = uuid.uuid4().hex
+        """This process's id in the store: the holder of the leases of the turns it runs."""
         self._runs: dict[str, TurnRun] = {}
         self._deleting: set[str] = set()  # no turn may start in these sessions
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run `work` in the background, kept until it ends; a failure is logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except StoreUnavailableError as exc:
+                self.log.warning("streamchat: the session store cannot be reached: %s", exc.__cause__ or exc)
+
+        task = asyncio.get_running_loop().create_task(run(), context=contextvars.Context())  # keeps no request alive
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    def _listen(self) -> None:
+        """Start listening to the store's control channel, once (it needs the running loop)."""
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._control_loop(), name="control channel of streamchat", context=contextvars.Context()
+            )
+            self._listener.add_done_callback(_log_failure)
+
+    async def _control_loop(self) -> None:
+        """Act on the control messages for the turns this process runs; resubscribe after a store failure."""
+        lost = False
+        while True:
+            try:
+                async for message in self.store.control_messages():
+                    if lost:
+                        lost = False
+                        self.log.info("streamchat: the store's control channel is back")
+                    self._on_control(message)
+            except StoreUnavailableError as exc:
+                if not lost:  # logged once per outage
+                    lost = True
+                    self.log.warning("streamchat: the store's control channel is lost, retrying: %s", exc.__cause__)
+                await asyncio.sleep(0.5)
+
+    def _on_control(self, message: ControlMessage) -> None:
+        run = self._runs.get(message.session_id)
+        if run is None:
+            return
+        match message.action:
+            case "cancel":
+                run.chat.cancel()
+            case "tool":
+                if message.call_id is not None and message.tool_action is not None:
+                    run.chat.control_tool(message.call_id, message.tool_action)
+            case "followers":
+                if not run.followers and not run.finished and run.cancel_timer is None:
+                    self.start_grace(run)
+            case unknown:
+                assert_never(unknown)
+
+    def start_grace(self, run: TurnRun) -> None:
+        """Cancel `run` after the disconnect grace unless it has followers then, on any process."""
+        if run.cancel_timer is not None:
+            run.cancel_timer.cancel()
+        grace = self.limits.disconnect_grace
+        run.cancel_timer = asyncio.get_running_loop().call_later(grace, self._check_grace, run)
+
+    def _check_grace(self, run: TurnRun) -> None:
+        self.spawn(self._grace_over(run))
+
+    async def _grace_over(self, run: TurnRun) -> None:
+        run.cancel_timer = None
+        if run.followers or run.finished:
+            return
+        try:
+            remote = await self.store.count_followers(run.session_id)
+        except StoreUnavailableError:
+            remote = 0  # nobody can follow through a store that is down
+        if run.followers or run.finished:
+            return
+        if remote == 0:
+            run.chat.cancel()
+            return
+        # followers on other processes: look again later (one that stopped stops being counted)
+        delay = max(self.limits.disconnect_grace, self.store.turn_lease / 3)
+        run.cancel_timer = asyncio.get_running_loop().call_later(delay, self._check_grace, run)
+
+    async def follower_left(self, session_id: str, follower_id: str) -> None:
+        """Stop counting a remote follower and tell the process running the turn."""
+        await self.store.remove_follower(session_id, follower_id)
+        await self.store.publish_control(ControlMessage(session_id=session_id, action="followers"))
 
     def client_buffer(self, *, unsent: Callable[[], int], drop: Callable[[], None]) -> ClientBuffer:
         """A byte budget of `max_buffered_bytes` for one streaming connection (see `ClientBuffer`)."""
@@ -413,7 +622,7 @@ class ChatService:
     async def clear(self, owner: str, session_id: str) -> None:
         """Forget the session's history; refused while a turn runs."""
         await self.open_session(owner, session_id)
-        if session_id in self._runs:
+        if session_id in self._runs or await self.store.running_turn(session_id) is not None:
             raise SessionBusyError("a turn is running in this session: cancel it before clearing")
         await self.store.save_history(session_id, ())
 
@@ -433,6 +642,8 @@ class ChatService:
             if run is not None and run.task is not None:
                 run.chat.cancel()
                 await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
+            elif await self.store.turn_holder(session_id) is not None:  # running on another process: stop it there
+                await self.store.publish_control(ControlMessage(session_id=session_id, action="cancel"))
             current = await self.store.get(session_id)
             if current is None or not _same_record(current, record):
                 return
@@ -444,7 +655,11 @@ class ChatService:
         """Delete the sessions idle for longer than the idle timeout at `now` (default: the time now); returns their ids."""
         now = time.time() if now is None else now
         expired = await self.store.idle_since(now - self.limits.idle_timeout)
-        expired = [session_id for session_id in expired if session_id not in self._runs]
+        expired = [
+            session_id
+            for session_id in expired
+            if session_id not in self._runs and await self.store.running_turn(session_id) is None
+        ]
         for session_id in expired:
             record = await self.store.get(session_id)
             if record is not None:
@@ -482,7 +697,8 @@ class ChatService:
         record = await self.open_session(owner, session_id, create_missing=create_missing)
         session_id = record.session_id
         self._check_not_deleting(session_id)
-        if not await self.store.begin_turn(session_id):
+        self._listen()
+        if not await self._begin_turn(session_id, message):
             raise SessionBusyError("this session is already answering a message: wait for it or cancel it")
         try:
             # the store may have suspended: the session may be under deletion, or deleted and re-created
@@ -495,15 +711,104 @@ class ChatService:
             chat = ChatSession(
                 provider, tools=self.tools, session_id=session_id, settings=self.settings, history=current.history
             )
-            run = TurnRun(current, chat)
+            run = TurnRun(current, chat, keep=self.store.replay_size)
             follower = Follower(self, session_id, run, after=0, client=client)
         except BaseException:
-            await self.store.end_turn(session_id)  # a turn that never started must not leave the session busy
+            # a turn that never started must not leave the session busy
+            await self.store.end_turn(session_id, holder=self.holder)
             raise
         self._runs[session_id] = run
-        run.task = asyncio.get_running_loop().create_task(self._drive(run, message), name=f"streamchat {session_id}")
+        loop = asyncio.get_running_loop()
+        run.task = loop.create_task(self._drive(run, message), name=f"streamchat {session_id}")
         run.task.add_done_callback(_log_failure)  # nobody else may ever look at a turn's outcome
+        if self._leases is None:
+            self._leases = loop.create_task(
+                self._renew_leases(), name="leases of streamchat turns", context=contextvars.Context()
+            )
+            self._leases.add_done_callback(_log_failure)
         return follower
+
+    async def _begin_turn(self, session_id: str, message: str) -> bool:
+        """Take the session's turn lease, after ending the turn of a process that stopped, if any."""
+        if await self.store.begin_turn(session_id, holder=self.holder, message=message):
+            return True
+        if await self.store.turn_holder(session_id) is not None:
+            return False
+        await self.end_orphan(session_id)
+        return await self.store.begin_turn(session_id, holder=self.holder, message=message)
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of the turns this process runs; a lease another process took means that turn must stop."""
+        while True:
+            await asyncio.sleep(self.store.turn_lease / 3)
+            for run in list(self._runs.values()):
+                async with run.lease:
+                    if run.released:
+                        continue
+                    try:
+                        kept = await self.store.renew_turn(run.session_id, holder=self.holder)
+                    except StoreUnavailableError as exc:
+                        self._store_failed(run, exc)
+                        continue
+                if not kept:
+                    self.log.warning(
+                        "streamchat: the lease of the turn in session %s was taken over: stopping the turn",
+                        run.session_id,
+                    )
+                    run.chat.cancel()
+
+    def _store_failed(self, run: TurnRun, exc: StoreUnavailableError) -> None:
+        """Log, once per turn, that the store cannot be reached while the turn goes on."""
+        if not run.store_failed:
+            run.store_failed = True
+            self.log.warning(
+                "streamchat: the session store cannot be reached during the turn in session %s "
+                "(the turn goes on for this process's followers): %s",
+                run.session_id,
+                exc.__cause__ or exc,
+            )
+
+    async def end_orphan(self, session_id: str) -> None:
+        """End a turn whose process stopped: its partial answer goes to history, its stream gets error + done."""
+        orphan = await self.store.claim_orphan(session_id, holder=self.holder)
+        if orphan is None:
+            return  # none, or another process is ending it
+        try:
+            try:
+                events = await self.store.events_after(session_id, 0)
+            except ReplayGapError:
+                events = []  # its start is no longer buffered: the followers end without a done
+            if events and events[-1].type != "done":
+                last = events[-1]
+                text = "".join(event.content for event in events if isinstance(event, TokenEvent))
+                error = ErrorEvent(
+                    session_id=session_id,
+                    turn_id=last.turn_id,
+                    seq=last.seq + 1,
+                    code="server_stopped",
+                    message="the server running this turn stopped before the answer was complete: send the message again",
+                    retryable=True,
+                )
+                await self.store.append_event(session_id, error)
+                await self.store.append_event(
+                    session_id,
+                    DoneEvent(session_id=session_id, turn_id=last.turn_id, seq=last.seq + 2, reason="error", text=text),
+                )
+            record = await self.store.get(session_id)
+            if record is not None and (not events or events[-1].type != "done"):
+                history = [
+                    *record.history,
+                    Message(role="user", content=orphan.message),
+                    Message(
+                        role="assistant",
+                        content="".join(e.content for e in events if isinstance(e, TokenEvent)),
+                        interrupted=True,
+                    ),
+                ]
+                await self.store.save_history(session_id, trim_history(history, self.limits.max_history_messages))
+            self.log.warning("streamchat: ended the turn in session %s: the server running it stopped", session_id)
+        finally:
+            await self.store.end_turn(session_id, holder=self.holder)
 
     def _check_not_deleting(self, session_id: str) -> None:
         if session_id in self._deleting:
@@ -527,7 +832,10 @@ class ChatService:
                 async for event in events:
                     if isinstance(event, ErrorEvent):
                         event = self._public_error(event)
-                    await self.store.append_event(run.session_id, event)
+                    try:
+                        await self.store.append_event(run.session_id, event)
+                    except StoreUnavailableError as exc:
+                        self._store_failed(run, exc)  # this process's followers still get every event
                     run.publish(event)
         finally:
             try:
@@ -535,8 +843,15 @@ class ChatService:
                 if current is not None and _same_record(current, run.record):  # never into a re-created session
                     history = trim_history(run.chat.history, self.limits.max_history_messages)
                     await self.store.save_history(run.session_id, history)
+            except StoreUnavailableError as exc:
+                self._store_failed(run, exc)
             finally:
-                await self.store.end_turn(run.session_id)
+                async with run.lease:
+                    run.released = True
+                    try:
+                        await self.store.end_turn(run.session_id, holder=self.holder)
+                    except StoreUnavailableError as exc:
+                        self._store_failed(run, exc)  # its lease expires by itself
                 if run.cancel_timer is not None:
                     run.cancel_timer.cancel()
                 run.finished = True
@@ -577,6 +892,26 @@ class ChatService:
         moved on to another turn, or the events are no longer buffered.
         """
         await self.open_session(owner, session_id)
+        run = self._runs.get(session_id)
+        if run is None and await self.store.running_turn(session_id) is not None:
+            try:
+                await self.store.events_after(session_id, last_seq)  # refused now rather than mid-stream
+            except ReplayGapError as exc:
+                raise ReplayGapError(
+                    f"{exc.message}: read the answer in the session's history "
+                    f"(GET api/streamchat/sessions/{session_id})"
+                ) from exc
+            self._listen()
+            remote = RemoteFollower(self, session_id, last_seq, turn_id=turn_id, client=client)
+            await remote.register()
+            if turn_id is not None and await self.store.latest_turn_id(session_id) not in (turn_id, None):
+                remote.close()
+                raise ReplayGapError(
+                    f"turn {turn_id!r} is over and the session has moved on to another turn: read the answer "
+                    f"in the session's history (GET api/streamchat/sessions/{session_id})",
+                    code="turn_replaced",
+                )
+            return remote
         if turn_id is not None and await self.store.latest_turn_id(session_id) != turn_id:
             raise ReplayGapError(
                 f"turn {turn_id!r} is over and the session has moved on to another turn: read the answer "
@@ -584,12 +919,13 @@ class ChatService:
                 code="turn_replaced",
             )
         try:
-            pending = await self.store.events_after(session_id, last_seq)
+            pending = (
+                run.events_after(last_seq) if run is not None else await self.store.events_after(session_id, last_seq)
+            )
         except ReplayGapError as exc:
             raise ReplayGapError(
                 f"{exc.message}: read the answer in the session's history (GET api/streamchat/sessions/{session_id})"
             ) from exc
-        run = self._runs.get(session_id)
         if run is None and not pending:
             return None
         return Follower(self, session_id, run, after=last_seq, turn_id=turn_id, client=client)
@@ -626,6 +962,30 @@ class ChatService:
             )
         return body
 
+    async def cancel(self, owner: str, session_id: str) -> bool:
+        """Stop the session's running turn, on whichever process runs it; False if none runs."""
+        await self.open_session(owner, session_id)
+        run = self._runs.get(session_id)
+        if run is not None:
+            return run.chat.cancel()
+        if await self.store.turn_holder(session_id) is None:
+            return False
+        return await self.store.publish_control(ControlMessage(session_id=session_id, action="cancel")) > 0
+
+    async def control_tool(self, session_id: str, call_id: str, action: ToolAction) -> bool:
+        """Cancel, pause or resume a tool call of the session's running turn, on whichever process runs it.
+
+        The caller checked the session is theirs. True if it acted (for a turn on another process: if the
+        request reached a process, which ignores it when the call is not running).
+        """
+        run = self._runs.get(session_id)
+        if run is not None:
+            return run.chat.control_tool(call_id, action)
+        if await self.store.turn_holder(session_id) is None:
+            return False
+        message = ControlMessage(session_id=session_id, action="tool", call_id=call_id, tool_action=action)
+        return await self.store.publish_control(message) > 0
+
     def running(self, session_id: str) -> ChatSession | None:
         """The chat of the session's running turn, if one runs in this process."""
         run = self._runs.get(session_id)
@@ -637,4 +997,9 @@ class ChatService:
             run.chat.cancel()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        for task in (self._listener, self._leases):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.aclose()

@@ -35,15 +35,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ReplayGapError, SessionExistsError, StoreUnavailableError
+from .errors import ConfigurationError, ReplayGapError, SessionExistsError, StoreUnavailableError
 from .events import Event, parse_event
 from .messages import Message
 from .stores import ControlMessage, RunningTurn, SessionRecord, SessionStore
 
-__all__ = ["DEFAULT_PREFIX", "RedisStore", "describe_url"]
+__all__ = ["DEFAULT_PREFIX", "RedisStore", "check_reachable", "describe_url"]
 
 DEFAULT_PREFIX = "streamchat:"
 """The key prefix of a store made without one."""
@@ -53,6 +53,9 @@ MAX_BLOCK = 1.0
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a Redis command may take before the store reports Redis unavailable."""
+
+UNAVAILABLE = "the session store (Redis) cannot be reached: try again in a moment"
+"""What a `StoreUnavailableError` says; its cause, Redis's own error, names the address."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -96,6 +99,25 @@ def describe_url(url: str) -> str:
     return f"{scheme}://{'***@' if at and credentials else ''}{host}"
 
 
+def check_reachable(url: str, timeout: float = 3.0) -> None:
+    """Check, without an event loop, that the Redis at `url` answers PING; `StoreUnavailableError` says which did not."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except ValueError as exc:
+        raise ConfigurationError(f"StreamChat.store_url: {describe_url(url)!r} is not a Redis URL: {exc}") from exc
+    try:
+        client.ping()
+    except RedisError as exc:
+        raise StoreUnavailableError(
+            f"the session store at {describe_url(url)} does not answer ({exc}): start Redis there, "
+            "or set StreamChat.store_url (STREAMCHAT_STORE_URL) to one that runs"
+        ) from exc
+    finally:
+        client.close()
+
+
 def _unavailable(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn the client's connection failures and timeouts into `StoreUnavailableError`."""
 
@@ -104,11 +126,7 @@ def _unavailable(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Cor
         try:
             return await method(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            store = args[0]
-            assert isinstance(store, RedisStore)
-            raise StoreUnavailableError(
-                f"the session store (Redis at {store.url}) cannot be reached: try again in a moment ({exc})"
-            ) from exc
+            raise StoreUnavailableError(UNAVAILABLE) from exc  # the cause names the address, for the log
 
     return call
 
@@ -397,8 +415,6 @@ class RedisStore(SessionStore):
                     if message is not None and message["type"] == "message":
                         yield ControlMessage.model_validate_json(message["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise StoreUnavailableError(
-                    f"the session store (Redis at {self.url}) cannot be reached: try again in a moment ({exc})"
-                ) from exc
+                raise StoreUnavailableError(UNAVAILABLE) from exc
         finally:
             await pubsub.aclose()

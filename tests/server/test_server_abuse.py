@@ -311,8 +311,8 @@ async def test_odd_last_event_ids_answer_400_json_and_the_session_keeps_working(
 class SlowDeleteStore(MemoryStore):
     """A memory store whose delete takes a round trip, as a networked store's does; the test holds it open."""
 
-    def __init__(self, *, replay_size: int = 2000) -> None:
-        super().__init__(replay_size=replay_size)
+    def __init__(self, **sizes: Any) -> None:
+        super().__init__(**sizes)
         self.deleting = asyncio.Event()
         self.proceed = asyncio.Event()
 

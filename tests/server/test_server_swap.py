@@ -17,8 +17,8 @@ from streamchat.stores import MemoryStore, SessionRecord
 class RecordingStore(MemoryStore):
     """A memory store that remembers every session created through it."""
 
-    def __init__(self, *, replay_size: int = 2000) -> None:
-        super().__init__(replay_size=replay_size)
+    def __init__(self, **sizes: Any) -> None:
+        super().__init__(**sizes)
         self.created: list[tuple[str, str]] = []
 
     async def create(self, session_id: str, *, owner: str) -> SessionRecord:
