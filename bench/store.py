@@ -13,7 +13,7 @@ then prints, in one run:
 3. how many concurrent SSE streams at 20 tokens/s each the servers hold with p99 added
    latency < 50 ms: one process with `MemoryStore`, and two processes sharing Redis (half
    the streams started on each). The method is `bench/server_streams.py`'s: the load grows
-   (25, 50, 100 … up to --max-streams) and stops at the first step over the budget.
+   (5, 10, 25, 50, 100 … up to --max-streams) and stops at the first step over the budget.
 
     python bench/store.py [--tokens 2000] [--repeat 3] [--follow-tokens 400] [--max-streams 800] [--seconds 4]
 
@@ -47,6 +47,8 @@ from server_streams import TOKEN, direct, free_port, raw_sse_stream
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 UNLIMITED = 1_000_000
+LOAD_STEPS = [5, 10, 25, 50, 100, 200, 400, 800, 1600]
+"""Concurrent streams of each load step (`bench/server_streams.py`'s 25, 50 … with smaller first steps for a busy machine)."""
 
 
 # -- the processes ---------------------------------------------------------------------------------
@@ -249,14 +251,12 @@ async def load_step(servers: list[Server], streams: int, seconds: float) -> tupl
 async def capacity(name: str, servers: list[Server], max_streams: int, seconds: float) -> int:
     """Grow the load until p99 added latency reaches 50 ms; the largest step under it."""
     held = 0
-    streams = 25
-    while streams <= max_streams:
+    for streams in [step for step in LOAD_STEPS if step <= max_streams]:
         p50, p99, count = await load_step(servers, streams, seconds)
         print(f"   {name:<30} {streams:8d} {count:8d} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f}")
         if p99 >= 0.050:
             break
         held = streams
-        streams *= 2
     return held
 
 
