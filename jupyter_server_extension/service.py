@@ -231,6 +231,8 @@ class TurnRun:
         """Whether writing to the store failed during this turn (logged once)."""
         self.lease = asyncio.Lock()
         """Held while the lease is renewed or released, so a renewal cannot take it again after the turn ended."""
+        self.saved = False
+        """Whether the turn's history was written to the store."""
         self.released = False
         """Whether the turn's lease was released (the turn is over in the store)."""
         self.finished = False
@@ -832,32 +834,50 @@ class ChatService:
                 async for event in events:
                     if isinstance(event, ErrorEvent):
                         event = self._public_error(event)
+                    if event.type == "done":  # history first: a client told `done` may read it at once
+                        await self._save_history(run)
                     try:
                         await self.store.append_event(run.session_id, event)
                     except StoreUnavailableError as exc:
                         self._store_failed(run, exc)  # this process's followers still get every event
+                    if event.type == "done":  # and the session free: a client told `done` may send the next message
+                        await self._release(run)
                     run.publish(event)
         finally:
             try:
-                current = await self.store.get(run.session_id)
-                if current is not None and _same_record(current, run.record):  # never into a re-created session
-                    history = trim_history(run.chat.history, self.limits.max_history_messages)
-                    await self.store.save_history(run.session_id, history)
-            except StoreUnavailableError as exc:
-                self._store_failed(run, exc)
+                await self._save_history(run)
             finally:
-                async with run.lease:
-                    run.released = True
-                    try:
-                        await self.store.end_turn(run.session_id, holder=self.holder)
-                    except StoreUnavailableError as exc:
-                        self._store_failed(run, exc)  # its lease expires by itself
+                await self._release(run)
                 if run.cancel_timer is not None:
                     run.cancel_timer.cancel()
                 run.finished = True
                 if self._runs.get(run.session_id) is run:
                     del self._runs[run.session_id]
                 run.notify()
+
+    async def _release(self, run: TurnRun) -> None:
+        """End the turn in the store and free its lease, once."""
+        async with run.lease:
+            if run.released:
+                return
+            run.released = True
+            try:
+                await self.store.end_turn(run.session_id, holder=self.holder)
+            except StoreUnavailableError as exc:
+                self._store_failed(run, exc)  # its lease expires by itself
+
+    async def _save_history(self, run: TurnRun) -> None:
+        """Write the turn's history to its session, once (a store that is down is logged, the turn goes on)."""
+        if run.saved:
+            return
+        run.saved = True
+        try:
+            current = await self.store.get(run.session_id)
+            if current is not None and _same_record(current, run.record):  # never into a re-created session
+                history = trim_history(run.chat.history, self.limits.max_history_messages)
+                await self.store.save_history(run.session_id, history)
+        except StoreUnavailableError as exc:
+            self._store_failed(run, exc)
 
     def _public_error(self, event: ErrorEvent) -> ErrorEvent:
         """The error event as clients see it: internals go to the server log under an error id."""
