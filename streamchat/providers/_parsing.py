@@ -9,10 +9,10 @@ whole JSON body (a backend that ignored `stream: true`) as a stream of that one 
 from __future__ import annotations
 
 import abc
-import json
 from typing import Any, ClassVar
 
 from ..errors import BackendStreamError
+from ._framing import loads
 from .base import NoticeDelta, ProviderDelta
 
 __all__ = ["ChunkParser"]
@@ -37,7 +37,7 @@ class ChunkParser(abc.ABC):
     def feed_text(self, text: str | bytes) -> list[ProviderDelta]:
         """The deltas of one chunk's JSON text; text that is not a JSON object is skipped with a notice."""
         try:
-            chunk = json.loads(text)
+            chunk = loads(text)
         except ValueError:  # UnicodeDecodeError is a ValueError too
             head = text[:80]
             preview = head.decode("utf-8", "replace") if isinstance(head, bytes) else head

@@ -9,10 +9,8 @@ line ends the stream with an error. Retries and timeouts live in `_http.HttpProv
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -20,7 +18,8 @@ import httpx
 from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
-from ._http import HttpProvider, function_tools, verify_tls
+from ._framing import LineSplitter
+from ._http import HttpProvider, StreamDecoder, function_tools, verify_tls
 from ._parsing import ChunkParser
 from .base import FinishDelta, ModelRequest, ProviderDelta, TextDelta, ThinkingDelta, ToolCallPart, UsageDelta
 
@@ -182,16 +181,39 @@ class OllamaProvider(HttpProvider):
             body["options"] = options
         return body
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
-        parser = OllamaStreamParser()
-        # `body_lines` splits at LF bytes only: httpx's `aiter_lines()` would also split at
-        # U+0085, U+2028 …, which JSON allows raw inside a string.
-        async with contextlib.aclosing(self.body_lines(response)) as lines:
-            async for line in lines:  # whole lines: a read may end anywhere, even inside a UTF-8 character
-                for delta in parser.feed_line(line):
-                    yield delta
-        for delta in parser.finish():
-            yield delta
+    def stream_decoder(self, response: httpx.Response) -> StreamDecoder:
+        return _NdjsonDecoder(OllamaStreamParser(), LineSplitter(self.policy.max_line_bytes, self.too_long))
+
+
+class _NdjsonDecoder(StreamDecoder):
+    """Ollama's body: one JSON object a line.
+
+    Lines are split at LF bytes only (`LineSplitter`): httpx's `aiter_lines()` would also
+    split at U+0085, U+2028 …, which JSON allows raw inside a string.
+    """
+
+    def __init__(self, parser: OllamaStreamParser, lines: LineSplitter) -> None:
+        self._parser = parser
+        self._lines = lines
+
+    def feed(self, chunk: bytes) -> list[ProviderDelta]:
+        feed_line, splitter = self._parser.feed_line, self._lines
+        lines = splitter.feed(chunk)
+        if len(lines) == 1 and splitter.error is None:  # the usual case: a chunk holds one line
+            return feed_line(lines[0])
+        out: list[ProviderDelta] = []
+        try:
+            for line in lines:
+                out += feed_line(line)
+            if splitter.error is not None:
+                raise splitter.error
+        except BackendStreamError as exc:
+            return self.fail_after(out, exc)
+        return out
+
+    def finish(self) -> list[ProviderDelta]:
+        last = self._lines.end()
+        return [*(() if last is None else self._parser.feed_line(last)), *self._parser.finish()]
 
 
 def _message(message: Message) -> dict[str, Any]:
