@@ -10,8 +10,9 @@ chunk, as model servers send them) stays a few bytes operations. A line or event
 than the limit sets `error` (the one the caller supplies), before it is all read; `feed`
 still gives what came before it, and nothing after.
 
-`loads` is the JSON decoder of the hot path: orjson where its answer is exactly the
-standard library's, `json.loads` otherwise.
+`loads` is the JSON decoder of the hot path: orjson, and `json.loads` for what orjson
+refuses. Their values are equal except for integers past 64 bits, which orjson reads as
+floats: a `ChunkParser` reads again with `json.loads` a chunk whose numbers it uses.
 """
 
 from __future__ import annotations
@@ -26,24 +27,18 @@ import orjson
 __all__ = ["LineSplitter", "SseDecoder", "loads"]
 
 _SSE_LINE_END = re.compile(rb"\r\n?|\n")  # SSE lines end in CRLF, LF or CR
-_LONG_DIGITS = re.compile(rb"\d{19}")  # orjson reads integers past 64 bits as floats; json keeps them exact
-_LONG_DIGITS_STR = re.compile(r"\d{19}")
 
 
 def loads(text: str | bytes) -> Any:
-    """`json.loads(text)`, faster: orjson reads it unless it may hold an integer past 64 bits.
+    """`json.loads(text)`, faster, except that an integer past 64 bits comes as a float.
 
-    What orjson refuses (lone surrogates, NaN, a byte order mark, other encodings, numbers
-    it would round) goes to `json.loads`, so the value or the error is the standard
-    library's.
+    What orjson refuses (lone surrogates, NaN, infinite numbers, a byte order mark, other
+    encodings) goes to `json.loads`, so the value or the error is the standard library's.
     """
-    long_digits = _LONG_DIGITS.search(text) if isinstance(text, bytes) else _LONG_DIGITS_STR.search(text)
-    if long_digits is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class LineSplitter:
@@ -62,7 +57,7 @@ class LineSplitter:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The lines that `chunk` completes, in order (those before a line too long, which sets `error`)."""
-        if self.error is not None:
+        if self.error is not None or not chunk:
             return []
         if self._sse:
             if self._after_cr and chunk.startswith(b"\n"):

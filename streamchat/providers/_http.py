@@ -12,8 +12,8 @@ backend cannot grow the process's memory.
 
 Subclasses only know their wire format: `build_body`, `stream_decoder` (the framing of
 a streamed body, `_framing`, around their `ChunkParser`) and their `parser_class`. The
-body is read here, one chunk at a time, through one generator (`body_chunks`, with one
-stall timer per body rather than one per read): the per-chunk cost matters, as model
+body is read here, one chunk at a time, in `_attempt` itself (no generator in between,
+one stall timer per body rather than one per read): the per-chunk cost matters, as model
 servers send every line in its own HTTP chunk.
 """
 
@@ -266,35 +266,24 @@ class HttpProvider(Provider):
         with_tools = bool(request.tools) and not self._tools_rejected
         if request.tools and not with_tools:
             yield self._tools_notice()
-        # Nested generators are closed explicitly (aclosing), so leaving the stream closes
-        # the HTTP response before `aclose()` returns, not whenever the loop finalizes them.
-        try:
-            async with contextlib.aclosing(
-                self._with_retries(self.build_body(request, with_tools=with_tools))
-            ) as deltas:
-                async for delta in deltas:
-                    yield delta
-            return
-        except _ToolsRejected:
-            self._tools_rejected = True
-        yield self._tools_notice()
-        async with contextlib.aclosing(self._with_retries(self.build_body(request, with_tools=False))) as deltas:
-            async for delta in deltas:
-                yield delta
-
-    def _tools_notice(self) -> ThinkingDelta:
-        return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
-
-    async def _with_retries(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
+        body = self.build_body(request, with_tools=with_tools)
+        # Retries and the fallback without tools are one loop in this one generator: each
+        # generator between the response and the consumer costs a step per delta.
         retry = 0
         while True:
             yielded = False
             try:
+                # Nested generators are closed explicitly (aclosing), so leaving the stream closes
+                # the HTTP response before `aclose()` returns, not whenever the loop finalizes them.
                 async with contextlib.aclosing(self._attempt(body)) as deltas:
                     async for delta in deltas:
                         yielded = True
                         yield delta
                 return
+            except _ToolsRejected:
+                self._tools_rejected = True
+                yield self._tools_notice()
+                body, retry = self.build_body(request, with_tools=False), 0
             except BackendError as exc:
                 if yielded or not exc.retryable or retry >= self.policy.retries:
                     if retry:
@@ -308,6 +297,9 @@ class HttpProvider(Provider):
                 retry += 1
                 logger.info("%s: %s; retry %d/%d in %.2f s", self.name, exc.message, retry, self.policy.retries, delay)
                 await asyncio.sleep(delay)
+
+    def _tools_notice(self) -> ThinkingDelta:
+        return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
 
     async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
         try:
@@ -324,14 +316,31 @@ class HttpProvider(Provider):
                     for delta in self.parse_body(whole):
                         yield delta
                 else:
+                    # The hot loop: one step per network chunk, no generator between httpx and
+                    # this one (each would cost a step per chunk), one stall timer for the body.
                     decoder = self.stream_decoder(response)
-                    feed = decoder.feed
-                    async with contextlib.aclosing(self.body_chunks(response)) as chunks:
-                        async for chunk in chunks:
-                            for delta in feed(chunk):
-                                yield delta
-                            if decoder.complete:
-                                break  # the backend said the stream is over
+                    feed, limit, received = decoder.feed, self.policy.max_response_bytes, 0
+                    watch = _StallWatch(self.policy.stall_timeout)
+                    now = watch.loop.time
+                    try:
+                        async with contextlib.aclosing(_raw_chunks(response)) as chunks:
+                            watch.start()
+                            async for chunk in chunks:
+                                watch.since = None
+                                received += len(chunk)
+                                if received > limit:
+                                    raise self._too_big()
+                                for delta in feed(chunk):
+                                    yield delta
+                                if decoder.complete:
+                                    break  # the backend said the stream is over
+                                watch.since = now()
+                    except asyncio.CancelledError:
+                        if watch.timed_out():
+                            raise self._stalled() from None
+                        raise
+                    finally:
+                        watch.close()
                     for delta in decoder.end():
                         yield delta
         except httpx.ConnectError as exc:
@@ -359,8 +368,14 @@ class HttpProvider(Provider):
             ) from exc
 
     async def _read_all(self, response: httpx.Response) -> bytes:
-        async with contextlib.aclosing(self.body_chunks(response)) as chunks:
-            return b"".join([chunk async for chunk in chunks])
+        limit, received, parts = self.policy.max_response_bytes, 0, []
+        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > limit:
+                    raise self._too_big()
+                parts.append(chunk)
+        return b"".join(parts)
 
     async def _status_error(self, response: httpx.Response, *, tools_sent: bool) -> Exception:
         head = bytearray()
@@ -381,33 +396,11 @@ class HttpProvider(Provider):
         error.retry_after = retry_after_seconds(response.headers.get("retry-after"))
         return error
 
-    async def body_chunks(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
-        """The response body as it arrives, guarded against stalls; past `max_response_bytes`, a `BackendStreamError`."""
-        limit = self.policy.max_response_bytes
-        received = 0
-        # A body sent as is needs no decoder: `aiter_raw` is one generator less per chunk than `aiter_bytes`.
-        identity = response.headers.get("content-encoding", "identity").strip().lower() in ("identity", "")
-        watch = _StallWatch(self.policy.stall_timeout)
-        try:
-            source = response.aiter_raw() if identity else response.aiter_bytes()
-            async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], source)) as chunks:
-                watch.start()
-                async for chunk in chunks:
-                    watch.since = None
-                    received += len(chunk)
-                    if received > limit:
-                        raise BackendStreamError(
-                            f"{self.name} at {self.base_url} sent more than {limit} bytes in one response: "
-                            "ended the turn (the bound is the setting backend_max_response_bytes)"
-                        )
-                    yield chunk
-                    watch.start()
-        except asyncio.CancelledError:
-            if watch.timed_out():
-                raise self._stalled() from None
-            raise
-        finally:
-            watch.close()
+    def _too_big(self) -> BackendStreamError:
+        return BackendStreamError(
+            f"{self.name} at {self.base_url} sent more than {self.policy.max_response_bytes} bytes in one response: "
+            "ended the turn (the bound is the setting backend_max_response_bytes)"
+        )
 
     def too_long(self, what: str = "a line") -> BackendStreamError:
         """The error for a line or event longer than `max_line_bytes`."""
@@ -426,11 +419,12 @@ class HttpProvider(Provider):
         watch = _StallWatch(self.policy.stall_timeout)
         iterator = aiter(items)
         try:
+            now = watch.loop.time
             watch.start()
             async for item in iterator:
                 watch.since = None
                 yield item
-                watch.start()
+                watch.since = now()
         except asyncio.CancelledError:
             if watch.timed_out():
                 raise self._stalled() from None
@@ -446,10 +440,10 @@ class _StallWatch:
     """One timer for a whole body, which cancels the reading task when one read waits longer than `stall` s.
 
     Cheaper than an `asyncio.timeout` around each read (a timer made and cancelled per
-    chunk): a read notes when it starts waiting (`start`) and clears the note when it gets
-    its chunk (`since = None`); the timer, when it fires, checks the note and sets itself
-    again. The cancellation it causes is told from any other by `timed_out`, as
-    `asyncio.timeout` does.
+    chunk): a read notes when it starts waiting (`since = loop.time()`) and clears the note
+    when it gets its chunk (`since = None`); the timer, when it fires, checks the note and
+    sets itself again. The cancellation it causes is told from any other by `timed_out`, as
+    `asyncio.timeout` does. A body is read by one task (the one of the first read, `start`).
     """
 
     def __init__(self, stall: float) -> None:
@@ -463,7 +457,7 @@ class _StallWatch:
         self._handle = self.loop.call_at(self.loop.time() + stall, self._check)
 
     def start(self) -> None:
-        """A read starts waiting, in the current task."""
+        """The first read starts waiting, in the task that reads the body; later ones set `since = loop.time()`."""
         task = self._task = asyncio.current_task()
         if task is not None:
             self._cancelling = task.cancelling()
@@ -486,6 +480,19 @@ class _StallWatch:
     def close(self) -> None:
         """Stop the timer."""
         self._handle.cancel()
+
+
+def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as httpx's transport gives them.
+
+    A body sent as is (no `Content-Encoding`) is read from `response.stream` itself:
+    `aiter_bytes` and `aiter_raw` would each add a generator step per chunk (to decode
+    nothing, and to count bytes this module counts). Any other body is decoded by
+    `aiter_bytes`.
+    """
+    if response.headers.get("content-encoding", "identity").strip().lower() in ("identity", ""):
+        return cast(AsyncGenerator[bytes, None], aiter(cast(httpx.AsyncByteStream, response.stream)))
+    return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
 
 
 def _retire(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:

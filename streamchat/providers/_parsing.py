@@ -9,6 +9,7 @@ whole JSON body (a backend that ignored `stream: true`) as a stream of that one 
 from __future__ import annotations
 
 import abc
+import json
 from typing import Any, ClassVar
 
 from ..errors import BackendStreamError
@@ -31,6 +32,10 @@ class ChunkParser(abc.ABC):
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
 
     @abc.abstractmethod
+    def reads_numbers(self, chunk: dict[str, Any]) -> bool:
+        """Whether `feed` uses a number of `chunk` (token counts, tool arguments): then it is read exactly."""
+
+    @abc.abstractmethod
     def finish(self) -> list[ProviderDelta]:
         """The deltas owed at the end of the stream. Raises `BackendStreamError` if it was cut short."""
 
@@ -38,6 +43,8 @@ class ChunkParser(abc.ABC):
         """The deltas of one chunk's JSON text; text that is not a JSON object is skipped with a notice."""
         try:
             chunk = loads(text)
+            if type(chunk) is dict and self.reads_numbers(chunk):
+                chunk = json.loads(text)  # `loads` reads an integer past 64 bits as a float
         except ValueError:  # UnicodeDecodeError is a ValueError too
             head = text[:80]
             preview = head.decode("utf-8", "replace") if isinstance(head, bytes) else head

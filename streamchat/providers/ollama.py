@@ -49,6 +49,11 @@ class OllamaStreamParser(ChunkParser):
             return self.skipped("a blank line")
         return self.feed_text(text)
 
+    def reads_numbers(self, chunk: dict[str, Any]) -> bool:
+        """The final chunk (token counts, durations), tool calls (arguments) and errors use numbers."""
+        message = chunk.get("message")
+        return "error" in chunk or bool(chunk.get("done")) or (isinstance(message, dict) and "tool_calls" in message)
+
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
         if "error" in chunk:

@@ -76,6 +76,17 @@ class OpenAIStreamParser(ChunkParser):
             return self.finish()
         return self.feed_text(data)
 
+    def reads_numbers(self, chunk: dict[str, Any]) -> bool:
+        """Usage (token counts), tool-call fragments (indexes, arguments) and errors use numbers."""
+        if chunk.get("usage") or chunk.get("error"):
+            return True
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                delta = choice.get("delta") or choice.get("message")
+                if isinstance(delta, dict) and delta.get("tool_calls"):
+                    return True
+        return False
+
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
         if error := chunk.get("error"):
