@@ -6,7 +6,8 @@ the same recorded-style streams of `bench/provider_parse.py`: a 10,000-token Oll
 each line (NDJSON) or event (SSE) in its own HTTP chunk, as a model server sends them.
 Each client reads the whole stream; the runs are interleaved (one of each client per
 round) so that other load on the machine falls on all of them alike, and the median of
-the rounds is printed as tokens/s with the ratios:
+the rounds is printed as tokens/s (wall time; and per CPU-second of this process, which
+the load of other processes disturbs less: the server runs in its own) with the ratios:
 
 - `OllamaProvider.stream` vs `ollama.AsyncClient.chat(stream=True)`,
 - `OpenAIProvider.stream` vs `openai.AsyncOpenAI().chat.completions.create(stream=True)`,
@@ -196,8 +197,8 @@ def pydantic_ai_client(agent: Agent[None, str]) -> Client:
     return run
 
 
-async def measure(url: str, tokens: int, rounds: int) -> dict[str, list[float]]:
-    """Tokens/s of every client in each round (after one warm-up round)."""
+async def measure(url: str, tokens: int, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Tokens per second of every client in each round (after one warm-up round): of wall time, and of CPU time."""
     settings = Settings(backend_retries=0)
     ollama_provider = OllamaProvider("llama3.2", base_url=url, settings=settings)
     openai_provider = OpenAIProvider("m", base_url=f"{url}/v1", api_key="none", settings=settings)
@@ -216,21 +217,23 @@ async def measure(url: str, tokens: int, rounds: int) -> dict[str, list[float]]:
         "ChatSession.stream (ollama)": session_client(ollama_provider),
     }
     rates: dict[str, list[float]] = {name: [] for name in clients}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in clients}
     try:
         for round_ in range(rounds + 1):
             for name, run in clients.items():
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 count = await run()
-                elapsed = time.perf_counter() - start
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
                 if count != tokens:
                     raise SystemExit(f"{name} read {count} tokens, not {tokens}")
                 if round_:  # the first round warms connections and caches
                     rates[name].append(count / elapsed)
+                    cpu_rates[name].append(count / cpu)
     finally:
         await ollama_provider.aclose()
         await openai_provider.aclose()
         await official_openai.close()
-    return rates
+    return rates, cpu_rates
 
 
 async def peak_memory(provider: Provider) -> int:
@@ -272,17 +275,19 @@ def main() -> None:
         f"{args.tokens:,} tokens per stream, each line or event in its own HTTP chunk; median of {args.rounds} rounds"
     )
     with server_process(args.tokens) as url:
-        rates = asyncio.run(measure(url, args.tokens, args.rounds))
+        rates, cpu_rates = asyncio.run(measure(url, args.tokens, args.rounds))
         settings = Settings(backend_retries=0)
         memory = {
             "openai": asyncio.run(peak_memory(OpenAIProvider("m", base_url=f"{url}/v1", settings=settings))),
             "ollama": asyncio.run(peak_memory(OllamaProvider("llama3.2", base_url=url, settings=settings))),
         }
     median = {name: statistics.median(values) for name, values in rates.items()}
+    cpu_median = {name: statistics.median(values) for name, values in cpu_rates.items()}
     print()
+    print(f"  {'client':<30} {'tokens/s':>10}   {'(runs)':<17}   {'tokens per CPU-second':>21}")
     for name, value in median.items():
         low, high = min(rates[name]), max(rates[name])
-        print(f"  {name:<30} {value:>10,.0f} tokens/s   (runs {low:,.0f}–{high:,.0f})")
+        print(f"  {name:<30} {value:>10,.0f}   ({low:,.0f}–{high:,.0f})   {cpu_median[name]:>13,.0f}")
     print()
     comparisons = [
         ("ollama", "OllamaProvider.stream", "ollama.AsyncClient.chat"),
@@ -292,7 +297,10 @@ def main() -> None:
     for goal, ours, theirs in comparisons:
         ratio = median[ours] / median[theirs]
         verdict = "ok" if ratio >= GOALS[goal] else "BELOW GOAL"
-        print(f"  {ours} / {theirs}: {ratio:5.2f}x   (goal ≥ {GOALS[goal]:g}x: {verdict})")
+        cpu_ratio = cpu_median[ours] / cpu_median[theirs]
+        print(
+            f"  {ours} / {theirs}: {ratio:5.2f}x   (goal ≥ {GOALS[goal]:g}x: {verdict}; per CPU-second {cpu_ratio:.2f}x)"
+        )
     print()
     for name, peak in memory.items():
         verdict = "ok" if peak <= 5e6 else "ABOVE 5 MB"

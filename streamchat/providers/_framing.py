@@ -49,8 +49,9 @@ class LineSplitter:
         """Longest line, in bytes."""
         self._too_long = too_long
         self._sse = sse
-        self._pending: list[bytes] = []  # the unfinished line: pieces of chunks
-        self._pending_size = 0
+        self.pending: list[bytes] = []
+        """The unfinished line, in pieces of chunks."""
+        self.pending_size = 0
         self._after_cr = False  # (sse) a CR ended the last chunk: an LF starting the next one belongs to it
         self.error: Exception | None = None
         """Set once a line was too long; the body is not read further."""
@@ -70,28 +71,28 @@ class LineSplitter:
         else:
             parts = chunk.split(b"\n")
         tail = parts.pop()
-        if parts and self._pending:
-            self._pending.append(parts[0])
-            parts[0] = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_size = 0
+        if parts and self.pending:
+            self.pending.append(parts[0])
+            parts[0] = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_size = 0
         limit = self.limit
         for index, line in enumerate(parts):
             if len(line) > limit:
                 self.error = self._too_long()
                 return parts[:index]
         if tail:
-            self._pending.append(tail)
-            self._pending_size += len(tail)
-            if self._pending_size > limit:
+            self.pending.append(tail)
+            self.pending_size += len(tail)
+            if self.pending_size > limit:
                 self.error = self._too_long()
         return parts
 
     def end(self) -> bytes | None:
         """The last line, left without its end when the body ended; None if there is none or it is blank."""
-        line = b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
+        line = b"".join(self.pending)
+        self.pending.clear()
+        self.pending_size = 0
         return line if line.strip() else None
 
 

@@ -12,7 +12,7 @@ backend cannot grow the process's memory.
 
 Subclasses only know their wire format: `build_body`, `stream_decoder` (the framing of
 a streamed body, `_framing`, around their `ChunkParser`) and their `parser_class`. The
-body is read here, one chunk at a time, in `_attempt` itself (no generator in between,
+body is read here, one chunk at a time, in `stream` itself (no generator in between,
 one stall timer per body rather than one per read): the per-chunk cost matters, as model
 servers send every line in its own HTTP chunk.
 """
@@ -267,19 +267,62 @@ class HttpProvider(Provider):
         if request.tools and not with_tools:
             yield self._tools_notice()
         body = self.build_body(request, with_tools=with_tools)
-        # Retries and the fallback without tools are one loop in this one generator: each
-        # generator between the response and the consumer costs a step per delta.
+        # The request, its retries, the fallback without tools and the reading of the body are
+        # one loop in this one generator: each generator between httpx and the consumer would
+        # cost a step per delta.
         retry = 0
         while True:
             yielded = False
             try:
-                # Nested generators are closed explicitly (aclosing), so leaving the stream closes
-                # the HTTP response before `aclose()` returns, not whenever the loop finalizes them.
-                async with contextlib.aclosing(self._attempt(body)) as deltas:
-                    async for delta in deltas:
-                        yielded = True
-                        yield delta
-                return
+                try:
+                    async with self.client().stream("POST", self.path, json=body) as response:
+                        if response.status_code >= 400:
+                            raise await self._status_error(response, tools_sent="tools" in body)
+                        media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+                        if media_type == "application/json":
+                            raw = await self._read_all(response)
+                            try:
+                                whole = json.loads(raw)
+                            except ValueError as exc:
+                                raise BackendStreamError(
+                                    f"{self.name} answered JSON that does not parse: {exc}"
+                                ) from exc
+                            for delta in self.parse_body(whole):
+                                yielded = True
+                                yield delta
+                        else:
+                            # The hot loop: one step per network chunk, no generator between httpx and
+                            # this one (each would cost a step per chunk), one stall timer for the body.
+                            decoder = self.stream_decoder(response)
+                            feed, limit, received = decoder.feed, self.policy.max_response_bytes, 0
+                            watch = _StallWatch(self.policy.stall_timeout)
+                            now = watch.loop.time
+                            try:
+                                async with contextlib.aclosing(_raw_chunks(response)) as chunks:
+                                    watch.start()
+                                    async for chunk in chunks:
+                                        watch.since = None
+                                        received += len(chunk)
+                                        if received > limit:
+                                            raise self._too_big()
+                                        for delta in feed(chunk):
+                                            yielded = True
+                                            yield delta
+                                        if decoder.complete:
+                                            break  # the backend said the stream is over
+                                        watch.since = now()
+                            except asyncio.CancelledError:
+                                if watch.timed_out():
+                                    raise self._stalled() from None
+                                raise
+                            finally:
+                                watch.close()
+                            for delta in decoder.end():
+                                yielded = True
+                                yield delta
+                    return
+                except httpx.TransportError as exc:
+                    raise self._transport_error(exc) from exc
             except _ToolsRejected:
                 self._tools_rejected = True
                 yield self._tools_notice()
@@ -301,71 +344,30 @@ class HttpProvider(Provider):
     def _tools_notice(self) -> ThinkingDelta:
         return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
 
-    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
-        try:
-            async with self.client().stream("POST", self.path, json=body) as response:
-                if response.status_code >= 400:
-                    raise await self._status_error(response, tools_sent="tools" in body)
-                media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-                if media_type == "application/json":
-                    raw = await self._read_all(response)
-                    try:
-                        whole = json.loads(raw)
-                    except ValueError as exc:
-                        raise BackendStreamError(f"{self.name} answered JSON that does not parse: {exc}") from exc
-                    for delta in self.parse_body(whole):
-                        yield delta
-                else:
-                    # The hot loop: one step per network chunk, no generator between httpx and
-                    # this one (each would cost a step per chunk), one stall timer for the body.
-                    decoder = self.stream_decoder(response)
-                    feed, limit, received = decoder.feed, self.policy.max_response_bytes, 0
-                    watch = _StallWatch(self.policy.stall_timeout)
-                    now = watch.loop.time
-                    try:
-                        async with contextlib.aclosing(_raw_chunks(response)) as chunks:
-                            watch.start()
-                            async for chunk in chunks:
-                                watch.since = None
-                                received += len(chunk)
-                                if received > limit:
-                                    raise self._too_big()
-                                for delta in feed(chunk):
-                                    yield delta
-                                if decoder.complete:
-                                    break  # the backend said the stream is over
-                                watch.since = now()
-                    except asyncio.CancelledError:
-                        if watch.timed_out():
-                            raise self._stalled() from None
-                        raise
-                    finally:
-                        watch.close()
-                    for delta in decoder.end():
-                        yield delta
-        except httpx.ConnectError as exc:
-            raise BackendUnreachableError(
+    def _transport_error(self, exc: httpx.TransportError) -> BackendError:
+        """What a failure of the connection means for the user."""
+        if isinstance(exc, httpx.ConnectError):
+            return BackendUnreachableError(
                 f"cannot reach {self.name} at {self.base_url} ({exc}): {self.unreachable_hint()}"
-            ) from exc
-        except httpx.ConnectTimeout as exc:
-            raise BackendUnreachableError(
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return BackendUnreachableError(
                 f"{self.name} at {self.base_url} did not accept a connection within "
                 f"{self.policy.connect_timeout:g} s: {self.unreachable_hint()}"
-            ) from exc
-        except httpx.PoolTimeout as exc:  # every pooled connection is busy with other turns
-            raise BackendTimeoutError(
+            )
+        if isinstance(exc, httpx.PoolTimeout):  # every pooled connection is busy with other turns
+            return BackendTimeoutError(
                 f"every connection to {self.name} at {self.base_url} stayed busy for "
                 f"{self.policy.connect_timeout:g} s: too many turns at once, try again in a moment"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendTimeoutError(
                 f"{self.name} at {self.base_url} did not answer within {self.policy.read_timeout:g} s"
-            ) from exc
-        except httpx.TransportError as exc:  # connection dropped, broken chunked framing…
-            raise BackendStreamError(
-                f"the connection to {self.name} at {self.base_url} broke: {exc or type(exc).__name__}",
-                retryable=True,
-            ) from exc
+            )
+        # connection dropped, broken chunked framing…
+        return BackendStreamError(
+            f"the connection to {self.name} at {self.base_url} broke: {exc or type(exc).__name__}", retryable=True
+        )
 
     async def _read_all(self, response: httpx.Response) -> bytes:
         limit, received, parts = self.policy.max_response_bytes, 0, []

@@ -12,6 +12,8 @@ import abc
 import json
 from typing import Any, ClassVar
 
+import orjson
+
 from ..errors import BackendStreamError
 from ._framing import loads
 from .base import NoticeDelta, ProviderDelta
@@ -51,6 +53,20 @@ class ChunkParser(abc.ABC):
             return self.skipped(f"{self.unit} that is not JSON", repr(preview))
         if not isinstance(chunk, dict):
             return self.skipped(f"{self.unit} that is not an object", f"{chunk!r:.80}")
+        return self.feed(chunk)
+
+    def feed_fast(self, text: bytes) -> list[ProviderDelta] | None:
+        """The deltas of one chunk's JSON text by the shortest path, or None where `feed_text` must read it.
+
+        The shortest path is an object that orjson reads and whose numbers `feed` does not use
+        (a token): the same deltas `feed_text` gives, with less work per chunk.
+        """
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if type(chunk) is not dict or self.reads_numbers(chunk):
+            return None
         return self.feed(chunk)
 
     def feed_body(self, body: Any) -> list[ProviderDelta]:

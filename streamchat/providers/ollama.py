@@ -28,6 +28,9 @@ __all__ = ["DEFAULT_OLLAMA_MODEL", "OllamaProvider", "OllamaStreamParser"]
 DEFAULT_OLLAMA_MODEL = "llama3.2"
 """The model used when none is configured."""
 
+_text_delta = TextDelta.__pydantic_validator__.validate_python
+"""`TextDelta(text=…)` without its `__init__` frame: the same validation, on the hot path."""
+
 TOP_LEVEL_OPTIONS = frozenset({"think", "format", "keep_alive", "options", "tool_choice"})
 """Keyword options sent at the top of the request; every other one goes into `options`."""
 
@@ -66,7 +69,7 @@ class OllamaStreamParser(ChunkParser):
             if thinking := message.get("thinking"):
                 out.append(ThinkingDelta(text=str(thinking)))
             if content := message.get("content"):
-                out.append(TextDelta(text=str(content)))
+                out.append(_text_delta({"text": content if type(content) is str else str(content)}))
             for call in message.get("tool_calls") or ():
                 out.append(self._tool_call(call))
         if chunk.get("done"):
@@ -202,7 +205,17 @@ class _NdjsonDecoder(StreamDecoder):
         self._lines = lines
 
     def feed(self, chunk: bytes) -> list[ProviderDelta]:
-        feed_line, splitter = self._parser.feed_line, self._lines
+        parser, splitter = self._parser, self._lines
+        feed_line = parser.feed_line
+        if (
+            not splitter.pending
+            and splitter.error is None
+            and chunk.endswith(b"\n")
+            and chunk.count(b"\n") == 1
+            and len(chunk) <= splitter.limit
+        ):  # the usual chunk: one whole line (`feed_line` strips its end)
+            fast = parser.feed_fast(chunk)
+            return feed_line(chunk) if fast is None else fast
         lines = splitter.feed(chunk)
         if len(lines) == 1 and splitter.error is None:  # the usual case: a chunk holds one line
             return feed_line(lines[0])

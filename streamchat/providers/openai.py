@@ -32,6 +32,9 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 """Used when no model is configured."""
 
+_text_delta = TextDelta.__pydantic_validator__.validate_python
+"""`TextDelta(text=…)` without its `__init__` frame: the same validation, on the hot path."""
+
 _FINISH: dict[str, Literal["stop", "length", "tool_calls"]] = {
     "length": "length",
     "tool_calls": "tool_calls",
@@ -100,7 +103,7 @@ class OpenAIStreamParser(ChunkParser):
             if reasoning := delta.get("reasoning") or delta.get("reasoning_content"):
                 out.append(ThinkingDelta(text=str(reasoning)))
             if content := delta.get("content"):
-                out.append(TextDelta(text=str(content)))
+                out.append(_text_delta({"text": content if type(content) is str else str(content)}))
             for position, fragment in enumerate(delta.get("tool_calls") or ()):
                 self._add_fragment(fragment, position)
             if reason := choice.get("finish_reason"):
