@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 
 from ..errors import BackendStreamError
 from ..messages import Message
@@ -56,6 +57,25 @@ class OllamaStreamParser(ChunkParser):
         """The final chunk (token counts, durations), tool calls (arguments) and errors use numbers."""
         message = chunk.get("message")
         return "error" in chunk or bool(chunk.get("done")) or (isinstance(message, dict) and "tool_calls" in message)
+
+    def feed_fast(self, text: bytes) -> list[ProviderDelta] | None:
+        """`ChunkParser.feed_fast` for the line Ollama sends most, a piece of answer text, in one step.
+
+        Any other line (thinking, tool calls, the final one, an error, after the end) is left
+        to `feed_line`.
+        """
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if type(chunk) is not dict or self.done or "error" in chunk or chunk.get("done"):
+            return None
+        message = chunk.get("message")
+        if type(message) is not dict or "tool_calls" in message or "thinking" in message:
+            return None
+        if content := message.get("content"):
+            return [_text_delta({"text": content if type(content) is str else str(content)})]
+        return []
 
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
