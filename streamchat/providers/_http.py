@@ -10,8 +10,11 @@ a JSON body answered to a streaming request handled as a one-chunk stream; and b
 what a response may hold (one line or event, the whole body), so a broken or hostile
 backend cannot grow the process's memory.
 
-Subclasses only know their wire format: `build_body`, `parse_stream` (reading the body
-through `body_lines`) and their `parser_class`.
+Subclasses only know their wire format: `build_body`, `stream_decoder` (the framing of
+a streamed body, `_framing`, around their `ChunkParser`) and their `parser_class`. The
+body is read here, one chunk at a time, in `stream` itself (no generator in between,
+one stall timer per body rather than one per read): the per-chunk cost matters, as model
+servers send every line in its own HTTP chunk.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ import email.utils
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import httpx
 
@@ -44,7 +46,7 @@ from ..settings import Settings
 from ._parsing import ChunkParser
 from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta, ToolDefinition
 
-__all__ = ["HttpPolicy", "HttpProvider"]
+__all__ = ["HttpPolicy", "HttpProvider", "StreamDecoder"]
 
 logger = logging.getLogger("streamchat.providers")
 
@@ -63,8 +65,6 @@ TOOLS_REJECTED = (
 """Phrases of the errors servers answer when the model or server cannot take tools."""
 MAX_ERROR_BODY = 64 * 1024
 """Bytes of an error response read for its message; the rest is not read."""
-_LINE_END = re.compile(rb"\n")
-_SSE_LINE_END = re.compile(rb"\r\n?|\n")  # SSE lines end in CRLF, LF or CR
 
 
 def function_tools(tools: Iterable[ToolDefinition]) -> list[dict[str, Any]]:
@@ -127,6 +127,37 @@ class _StatusError(BackendResponseError):
     retry_after: float | None = None
 
 
+class StreamDecoder(abc.ABC):
+    """Turns a streamed body, fed chunk by chunk, into deltas: a backend's framing around its `ChunkParser`."""
+
+    complete = False
+    """True once the backend said the stream is over, or failed: the rest of the body is not read."""
+    failure: BackendError | None = None
+    """An error met after some deltas of a chunk: given by `end`, once those deltas are delivered."""
+
+    @abc.abstractmethod
+    def feed(self, chunk: bytes) -> list[ProviderDelta]:
+        """The deltas of the lines or events that `chunk` completes."""
+
+    @abc.abstractmethod
+    def finish(self) -> list[ProviderDelta]:
+        """The deltas owed when the body ends. Raises `BackendStreamError` if it was cut short."""
+
+    def end(self) -> list[ProviderDelta]:
+        """`finish`, or the failure kept for after the last deltas."""
+        if self.failure is not None:
+            raise self.failure
+        return self.finish()
+
+    def fail_after(self, out: list[ProviderDelta], error: BackendError) -> list[ProviderDelta]:
+        """`out`, with `error` kept for `end` (so the deltas before it are delivered first); raised now if `out` is empty."""
+        if not out:
+            raise error
+        self.failure = error
+        self.complete = True
+        return out
+
+
 class HttpProvider(Provider):
     """Base class of providers that stream a chat completion over HTTP."""
 
@@ -161,8 +192,8 @@ class HttpProvider(Provider):
         """The JSON request body for `request`."""
 
     @abc.abstractmethod
-    def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
-        """Deltas of a streamed response (read it through `body_lines`)."""
+    def stream_decoder(self, response: httpx.Response) -> StreamDecoder:
+        """The decoder of a streamed response's body (raises `BackendStreamError` if the response cannot be one)."""
 
     def parse_body(self, body: Any) -> Iterable[ProviderDelta]:
         """Deltas of a whole JSON response (a backend that ignored `stream: true`)."""
@@ -236,35 +267,67 @@ class HttpProvider(Provider):
         with_tools = bool(request.tools) and not self._tools_rejected
         if request.tools and not with_tools:
             yield self._tools_notice()
-        # Nested generators are closed explicitly (aclosing), so leaving the stream closes
-        # the HTTP response before `aclose()` returns, not whenever the loop finalizes them.
-        try:
-            async with contextlib.aclosing(
-                self._with_retries(self.build_body(request, with_tools=with_tools))
-            ) as deltas:
-                async for delta in deltas:
-                    yield delta
-            return
-        except _ToolsRejected:
-            self._tools_rejected = True
-        yield self._tools_notice()
-        async with contextlib.aclosing(self._with_retries(self.build_body(request, with_tools=False))) as deltas:
-            async for delta in deltas:
-                yield delta
-
-    def _tools_notice(self) -> ThinkingDelta:
-        return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
-
-    async def _with_retries(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
+        body = self.build_body(request, with_tools=with_tools)
+        # The request, its retries, the fallback without tools and the reading of the body are
+        # one loop in this one generator: each generator between httpx and the consumer would
+        # cost a step per delta.
         retry = 0
         while True:
             yielded = False
             try:
-                async with contextlib.aclosing(self._attempt(body)) as deltas:
-                    async for delta in deltas:
-                        yielded = True
-                        yield delta
-                return
+                try:
+                    async with self.client().stream("POST", self.path, json=body) as response:
+                        if response.status_code >= 400:
+                            raise await self._status_error(response, tools_sent="tools" in body)
+                        media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+                        if media_type == "application/json":
+                            raw = await self._read_all(response)
+                            try:
+                                whole = json.loads(raw)
+                            except ValueError as exc:
+                                raise BackendStreamError(
+                                    f"{self.name} answered JSON that does not parse: {exc}"
+                                ) from exc
+                            for delta in self.parse_body(whole):
+                                yielded = True
+                                yield delta
+                        else:
+                            # The hot loop: one step per network chunk, no generator between httpx and
+                            # this one (each would cost a step per chunk), one stall timer for the body.
+                            decoder = self.stream_decoder(response)
+                            feed, limit, received = decoder.feed, self.policy.max_response_bytes, 0
+                            watch = _StallWatch(self.policy.stall_timeout)
+                            now = watch.loop.time
+                            try:
+                                async with contextlib.aclosing(_raw_chunks(response)) as chunks:
+                                    watch.start()
+                                    async for chunk in chunks:
+                                        watch.since = None
+                                        received += len(chunk)
+                                        if received > limit:
+                                            raise self._too_big()
+                                        for delta in feed(chunk):
+                                            yielded = True
+                                            yield delta
+                                        if decoder.complete:
+                                            break  # the backend said the stream is over
+                                        watch.since = now()
+                            except asyncio.CancelledError:
+                                if watch.timed_out():
+                                    raise self._stalled() from None
+                                raise
+                            finally:
+                                watch.close()
+                            for delta in decoder.end():
+                                yielded = True
+                                yield delta
+                    return
+                except httpx.TransportError as exc:
+                    raise self._transport_error(exc) from exc
+            except _ToolsRejected:
+                self._tools_rejected = True
+                yield self._tools_notice()
+                body, retry = self.build_body(request, with_tools=False), 0
             except BackendError as exc:
                 if yielded or not exc.retryable or retry >= self.policy.retries:
                     if retry:
@@ -280,51 +343,43 @@ class HttpProvider(Provider):
                 logger.info("%s: %s; retry %d/%d in %.2f s", self.name, exc.message, retry, self.policy.retries, delay)
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ProviderDelta, None]:
-        try:
-            async with self.client().stream("POST", self.path, json=body) as response:
-                if response.status_code >= 400:
-                    raise await self._status_error(response, tools_sent="tools" in body)
-                media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-                if media_type == "application/json":
-                    raw = await self._read_all(response)
-                    try:
-                        whole = json.loads(raw)
-                    except ValueError as exc:
-                        raise BackendStreamError(f"{self.name} answered JSON that does not parse: {exc}") from exc
-                    for delta in self.parse_body(whole):
-                        yield delta
-                else:
-                    async with contextlib.aclosing(self.parse_stream(response)) as deltas:
-                        async for delta in deltas:
-                            yield delta
-        except httpx.ConnectError as exc:
-            raise BackendUnreachableError(
+    def _tools_notice(self) -> ThinkingDelta:
+        return ThinkingDelta(kind="status", text=f"{self.model} does not support tools: answering without them")
+
+    def _transport_error(self, exc: httpx.TransportError) -> BackendError:
+        """What a failure of the connection means for the user."""
+        if isinstance(exc, httpx.ConnectError):
+            return BackendUnreachableError(
                 f"cannot reach {self.name} at {self.base_url} ({exc}): {self.unreachable_hint()}"
-            ) from exc
-        except httpx.ConnectTimeout as exc:
-            raise BackendUnreachableError(
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return BackendUnreachableError(
                 f"{self.name} at {self.base_url} did not accept a connection within "
                 f"{self.policy.connect_timeout:g} s: {self.unreachable_hint()}"
-            ) from exc
-        except httpx.PoolTimeout as exc:  # every pooled connection is busy with other turns
-            raise BackendTimeoutError(
+            )
+        if isinstance(exc, httpx.PoolTimeout):  # every pooled connection is busy with other turns
+            return BackendTimeoutError(
                 f"every connection to {self.name} at {self.base_url} stayed busy for "
                 f"{self.policy.connect_timeout:g} s: too many turns at once, try again in a moment"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendTimeoutError(
                 f"{self.name} at {self.base_url} did not answer within {self.policy.read_timeout:g} s"
-            ) from exc
-        except httpx.TransportError as exc:  # connection dropped, broken chunked framing…
-            raise BackendStreamError(
-                f"the connection to {self.name} at {self.base_url} broke: {exc or type(exc).__name__}",
-                retryable=True,
-            ) from exc
+            )
+        # connection dropped, broken chunked framing…
+        return BackendStreamError(
+            f"the connection to {self.name} at {self.base_url} broke: {exc or type(exc).__name__}", retryable=True
+        )
 
     async def _read_all(self, response: httpx.Response) -> bytes:
-        async with contextlib.aclosing(self.body_chunks(response)) as chunks:
-            return b"".join([chunk async for chunk in chunks])
+        limit, received, parts = self.policy.max_response_bytes, 0, []
+        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > limit:
+                    raise self._too_big()
+                parts.append(chunk)
+        return b"".join(parts)
 
     async def _status_error(self, response: httpx.Response, *, tools_sent: bool) -> Exception:
         head = bytearray()
@@ -345,94 +400,103 @@ class HttpProvider(Provider):
         error.retry_after = retry_after_seconds(response.headers.get("retry-after"))
         return error
 
-    async def body_chunks(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
-        """The response body as it arrives, guarded against stalls; past `max_response_bytes`, a `BackendStreamError`."""
-        limit = self.policy.max_response_bytes
-        received = 0
-        async with contextlib.aclosing(self.guard_stalls(response.aiter_bytes())) as chunks:
-            async for chunk in chunks:
-                received += len(chunk)
-                if received > limit:
-                    raise BackendStreamError(
-                        f"{self.name} at {self.base_url} sent more than {limit} bytes in one response: "
-                        "ended the turn (the bound is the setting backend_max_response_bytes)"
-                    )
-                yield chunk
+    def _too_big(self) -> BackendStreamError:
+        return BackendStreamError(
+            f"{self.name} at {self.base_url} sent more than {self.policy.max_response_bytes} bytes in one response: "
+            "ended the turn (the bound is the setting backend_max_response_bytes)"
+        )
 
-    async def body_lines(self, response: httpx.Response, *, sse: bool = False) -> AsyncGenerator[bytes, None]:
-        """The body's lines without their ends (LF; with `sse`, also CRLF and CR), read through `body_chunks`.
+    def too_long(self, what: str = "a line") -> BackendStreamError:
+        """The error for a line or event longer than `max_line_bytes`."""
+        return BackendStreamError(
+            f"{self.name} at {self.base_url} sent {what} of more than {self.policy.max_line_bytes} bytes: "
+            "ended the turn (the bound is the setting backend_max_line_bytes)"
+        )
 
-        A line longer than `max_line_bytes` is a `BackendStreamError`, raised before it is all
-        read. A last line without its end is given too, unless it is blank.
-        """
-        line_end = _SSE_LINE_END if sse else _LINE_END
-        line = bytearray()
-        after_cr = False  # a CR ended the last chunk: an LF starting the next one belongs to it
-        async with contextlib.aclosing(self.body_chunks(response)) as chunks:
-            async for chunk in chunks:
-                start = 1 if after_cr and chunk.startswith(b"\n") else 0
-                after_cr = False
-                for end in line_end.finditer(chunk, start):
-                    line += chunk[start : end.start()]
-                    self._check_line(len(line))
-                    yield bytes(line)
-                    line.clear()
-                    start = end.end()
-                    after_cr = end.group() == b"\r" and start == len(chunk)
-                line += chunk[start:]
-                self._check_line(len(line))
-        if line.strip():  # the last line, left without its end
-            yield bytes(line)
-
-    def _check_line(self, size: int, what: str = "a line") -> None:
-        if size > self.policy.max_line_bytes:
-            raise BackendStreamError(
-                f"{self.name} at {self.base_url} sent {what} of more than {self.policy.max_line_bytes} bytes: "
-                "ended the turn (the bound is the setting backend_max_line_bytes)"
-            )
-
-    async def sse_data(self, response: httpx.Response) -> AsyncGenerator[str, None]:
-        """The `data` of each Server-Sent Event of the body (its `data:` lines joined by LF).
-
-        Comments and other fields are skipped; an event left without its blank line at the end
-        of the body is dropped, as the SSE specification says. An event longer than
-        `max_line_bytes` is a `BackendStreamError`.
-        """
-        data: list[bytes] = []
-        size = 0
-        async with contextlib.aclosing(self.body_lines(response, sse=True)) as lines:
-            async for line in lines:
-                if not line:
-                    if data:
-                        yield b"\n".join(data).decode("utf-8", "replace")
-                    data, size = [], 0
-                    continue
-                field, _, value = line.partition(b":")
-                if field == b"data":
-                    data.append(value[1:] if value.startswith(b" ") else value)
-                    size += len(value)
-                    self._check_line(size, "an event")
+    def _stalled(self) -> BackendTimeoutError:
+        return BackendTimeoutError(
+            f"{self.name} at {self.base_url} stopped sending for {self.policy.stall_timeout:g} s: ended the turn"
+        )
 
     async def guard_stalls(self, items: AsyncIterable[T]) -> AsyncGenerator[T, None]:
         """Re-yield `items`, failing with `BackendTimeoutError` if one takes longer than the stall timeout."""
+        watch = _StallWatch(self.policy.stall_timeout)
         iterator = aiter(items)
-        stall = self.policy.stall_timeout
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(stall):
-                        item = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError as exc:
-                    raise BackendTimeoutError(
-                        f"{self.name} at {self.base_url} stopped sending for {stall:g} s: ended the turn"
-                    ) from exc
+            now = watch.loop.time
+            watch.start()
+            async for item in iterator:
+                watch.since = None
                 yield item
+                watch.since = now()
+        except asyncio.CancelledError:
+            if watch.timed_out():
+                raise self._stalled() from None
+            raise
         finally:
+            watch.close()
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()
+
+
+class _StallWatch:
+    """One timer for a whole body, which cancels the reading task when one read waits longer than `stall` s.
+
+    Cheaper than an `asyncio.timeout` around each read (a timer made and cancelled per
+    chunk): a read notes when it starts waiting (`since = loop.time()`) and clears the note
+    when it gets its chunk (`since = None`); the timer, when it fires, checks the note and
+    sets itself again. The cancellation it causes is told from any other by `timed_out`, as
+    `asyncio.timeout` does. A body is read by one task (the one of the first read, `start`).
+    """
+
+    def __init__(self, stall: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stall = stall
+        self.since: float | None = None
+        """When the read in progress started waiting; None between reads."""
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False
+        self._handle = self.loop.call_at(self.loop.time() + stall, self._check)
+
+    def start(self) -> None:
+        """The first read starts waiting, in the task that reads the body; later ones set `since = loop.time()`."""
+        task = self._task = asyncio.current_task()
+        if task is not None:
+            self._cancelling = task.cancelling()
+        self.since = self.loop.time()
+
+    def _check(self) -> None:
+        since, now = self.since, self.loop.time()
+        if since is not None and now - since >= self.stall and self._task is not None:
+            self._expired = True
+            self._task.cancel()
+            return
+        self._handle = self.loop.call_at((now if since is None else since) + self.stall, self._check)
+
+    def timed_out(self) -> bool:
+        """After a `CancelledError`: True if the watch caused it and nothing else cancelled the task (then it is taken back)."""
+        if not self._expired or self._task is None:
+            return False
+        return self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        """Stop the timer."""
+        self._handle.cancel()
+
+
+def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as httpx's transport gives them.
+
+    A body sent as is (no `Content-Encoding`) is read from `response.stream` itself:
+    `aiter_bytes` and `aiter_raw` would each add a generator step per chunk (to decode
+    nothing, and to count bytes this module counts). Any other body is decoded by
+    `aiter_bytes`.
+    """
+    if response.headers.get("content-encoding", "identity").strip().lower() in ("identity", ""):
+        return cast(AsyncGenerator[bytes, None], aiter(cast(httpx.AsyncByteStream, response.stream)))
+    return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
 
 
 def _retire(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:

@@ -12,7 +12,10 @@ import abc
 import json
 from typing import Any, ClassVar
 
+import orjson
+
 from ..errors import BackendStreamError
+from ._framing import loads
 from .base import NoticeDelta, ProviderDelta
 
 __all__ = ["ChunkParser"]
@@ -31,19 +34,39 @@ class ChunkParser(abc.ABC):
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
 
     @abc.abstractmethod
+    def reads_numbers(self, chunk: dict[str, Any]) -> bool:
+        """Whether `feed` uses a number of `chunk` (token counts, tool arguments): then it is read exactly."""
+
+    @abc.abstractmethod
     def finish(self) -> list[ProviderDelta]:
         """The deltas owed at the end of the stream. Raises `BackendStreamError` if it was cut short."""
 
     def feed_text(self, text: str | bytes) -> list[ProviderDelta]:
         """The deltas of one chunk's JSON text; text that is not a JSON object is skipped with a notice."""
         try:
-            chunk = json.loads(text)
+            chunk = loads(text)
+            if type(chunk) is dict and self.reads_numbers(chunk):
+                chunk = json.loads(text)  # `loads` reads an integer past 64 bits as a float
         except ValueError:  # UnicodeDecodeError is a ValueError too
             head = text[:80]
             preview = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
             return self.skipped(f"{self.unit} that is not JSON", repr(preview))
         if not isinstance(chunk, dict):
             return self.skipped(f"{self.unit} that is not an object", f"{chunk!r:.80}")
+        return self.feed(chunk)
+
+    def feed_fast(self, text: bytes) -> list[ProviderDelta] | None:
+        """The deltas of one chunk's JSON text by the shortest path, or None where `feed_text` must read it.
+
+        The shortest path is an object that orjson reads and whose numbers `feed` does not use
+        (a token): the same deltas `feed_text` gives, with less work per chunk.
+        """
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if type(chunk) is not dict or self.reads_numbers(chunk):
+            return None
         return self.feed(chunk)
 
     def feed_body(self, body: Any) -> list[ProviderDelta]:

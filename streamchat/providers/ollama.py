@@ -9,18 +9,18 @@ line ends the stream with an error. Retries and timeouts live in `_http.HttpProv
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+import orjson
 
 from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
-from ._http import HttpProvider, function_tools, verify_tls
+from ._framing import LineSplitter
+from ._http import HttpProvider, StreamDecoder, function_tools, verify_tls
 from ._parsing import ChunkParser
 from .base import FinishDelta, ModelRequest, ProviderDelta, TextDelta, ThinkingDelta, ToolCallPart, UsageDelta
 
@@ -28,6 +28,9 @@ __all__ = ["DEFAULT_OLLAMA_MODEL", "OllamaProvider", "OllamaStreamParser"]
 
 DEFAULT_OLLAMA_MODEL = "llama3.2"
 """The model used when none is configured."""
+
+_text_delta = TextDelta.__pydantic_validator__.validate_python
+"""`TextDelta(text=…)` without its `__init__` frame: the same validation, on the hot path."""
 
 TOP_LEVEL_OPTIONS = frozenset({"think", "format", "keep_alive", "options", "tool_choice"})
 """Keyword options sent at the top of the request; every other one goes into `options`."""
@@ -50,6 +53,30 @@ class OllamaStreamParser(ChunkParser):
             return self.skipped("a blank line")
         return self.feed_text(text)
 
+    def reads_numbers(self, chunk: dict[str, Any]) -> bool:
+        """The final chunk (token counts, durations), tool calls (arguments) and errors use numbers."""
+        message = chunk.get("message")
+        return "error" in chunk or bool(chunk.get("done")) or (isinstance(message, dict) and "tool_calls" in message)
+
+    def feed_fast(self, text: bytes) -> list[ProviderDelta] | None:
+        """`ChunkParser.feed_fast` for the line Ollama sends most, a piece of answer text, in one step.
+
+        Any other line (thinking, tool calls, the final one, an error, after the end) is left
+        to `feed_line`.
+        """
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if type(chunk) is not dict or self.done or "error" in chunk or chunk.get("done"):
+            return None
+        message = chunk.get("message")
+        if type(message) is not dict or "tool_calls" in message or "thinking" in message:
+            return None
+        if content := message.get("content"):
+            return [_text_delta({"text": content if type(content) is str else str(content)})]
+        return []
+
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
         if "error" in chunk:
@@ -62,7 +89,7 @@ class OllamaStreamParser(ChunkParser):
             if thinking := message.get("thinking"):
                 out.append(ThinkingDelta(text=str(thinking)))
             if content := message.get("content"):
-                out.append(TextDelta(text=str(content)))
+                out.append(_text_delta({"text": content if type(content) is str else str(content)}))
             for call in message.get("tool_calls") or ():
                 out.append(self._tool_call(call))
         if chunk.get("done"):
@@ -182,16 +209,49 @@ class OllamaProvider(HttpProvider):
             body["options"] = options
         return body
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
-        parser = OllamaStreamParser()
-        # `body_lines` splits at LF bytes only: httpx's `aiter_lines()` would also split at
-        # U+0085, U+2028 …, which JSON allows raw inside a string.
-        async with contextlib.aclosing(self.body_lines(response)) as lines:
-            async for line in lines:  # whole lines: a read may end anywhere, even inside a UTF-8 character
-                for delta in parser.feed_line(line):
-                    yield delta
-        for delta in parser.finish():
-            yield delta
+    def stream_decoder(self, response: httpx.Response) -> StreamDecoder:
+        return _NdjsonDecoder(OllamaStreamParser(), LineSplitter(self.policy.max_line_bytes, self.too_long))
+
+
+class _NdjsonDecoder(StreamDecoder):
+    """Ollama's body: one JSON object a line.
+
+    Lines are split at LF bytes only (`LineSplitter`): httpx's `aiter_lines()` would also
+    split at U+0085, U+2028 …, which JSON allows raw inside a string.
+    """
+
+    def __init__(self, parser: OllamaStreamParser, lines: LineSplitter) -> None:
+        self._parser = parser
+        self._lines = lines
+
+    def feed(self, chunk: bytes) -> list[ProviderDelta]:
+        parser, splitter = self._parser, self._lines
+        feed_line = parser.feed_line
+        if (
+            not splitter.pending
+            and splitter.error is None
+            and chunk.endswith(b"\n")
+            and chunk.count(b"\n") == 1
+            and len(chunk) <= splitter.limit
+        ):  # the usual chunk: one whole line (`feed_line` strips its end)
+            fast = parser.feed_fast(chunk)
+            return feed_line(chunk) if fast is None else fast
+        lines = splitter.feed(chunk)
+        if len(lines) == 1 and splitter.error is None:  # the usual case: a chunk holds one line
+            return feed_line(lines[0])
+        out: list[ProviderDelta] = []
+        try:
+            for line in lines:
+                out += feed_line(line)
+            if splitter.error is not None:
+                raise splitter.error
+        except BackendStreamError as exc:
+            return self.fail_after(out, exc)
+        return out
+
+    def finish(self) -> list[ProviderDelta]:
+        last = self._lines.end()
+        return [*(() if last is None else self._parser.feed_line(last)), *self._parser.finish()]
 
 
 def _message(message: Message) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`OpenAIProvider` (`provider="openai"`): any OpenAI-compatible `/v1/chat/completions`.
 
 OpenAI, vLLM, llama.cpp's server, LM Studio and Ollama's `/v1` all stream Server-Sent
-Events (read by `HttpProvider.sse_data`, which bounds each event): `data: {chunk}` lines whose `choices[0].delta` carries
+Events (cut by `_framing.SseDecoder`, which bounds each event): `data: {chunk}` lines whose `choices[0].delta` carries
 `content`, `reasoning`/`reasoning_content`, and `tool_calls` fragments (id and name on
 the first fragment of an `index`, `arguments` in pieces), then `finish_reason`, a usage
 chunk with empty `choices` (`stream_options.include_usage`), and `data: [DONE]`.
@@ -10,10 +10,8 @@ Retries and timeouts live in `_http.HttpProvider`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +20,8 @@ import httpx
 from ..errors import BackendStreamError
 from ..messages import Message
 from ..settings import Settings
-from ._http import HttpProvider, function_tools
+from ._framing import SseDecoder
+from ._http import HttpProvider, StreamDecoder, function_tools
 from ._parsing import ChunkParser
 from .base import FinishDelta, ModelRequest, ProviderDelta, TextDelta, ThinkingDelta, ToolCallPart, UsageDelta
 
@@ -32,6 +31,9 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 """Used when neither `base_url=` nor `OPENAI_BASE_URL` is given."""
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 """Used when no model is configured."""
+
+_text_delta = TextDelta.__pydantic_validator__.validate_python
+"""`TextDelta(text=…)` without its `__init__` frame: the same validation, on the hot path."""
 
 _FINISH: dict[str, Literal["stop", "length", "tool_calls"]] = {
     "length": "length",
@@ -77,6 +79,17 @@ class OpenAIStreamParser(ChunkParser):
             return self.finish()
         return self.feed_text(data)
 
+    def reads_numbers(self, chunk: dict[str, Any]) -> bool:
+        """Usage (token counts), tool-call fragments (indexes, arguments) and errors use numbers."""
+        if chunk.get("usage") or chunk.get("error"):
+            return True
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                delta = choice.get("delta") or choice.get("message")
+                if isinstance(delta, dict) and delta.get("tool_calls"):
+                    return True
+        return False
+
     def feed(self, chunk: dict[str, Any]) -> list[ProviderDelta]:
         """The deltas of one parsed chunk. Raises `BackendStreamError` for an `error` chunk."""
         if error := chunk.get("error"):
@@ -90,7 +103,7 @@ class OpenAIStreamParser(ChunkParser):
             if reasoning := delta.get("reasoning") or delta.get("reasoning_content"):
                 out.append(ThinkingDelta(text=str(reasoning)))
             if content := delta.get("content"):
-                out.append(TextDelta(text=str(content)))
+                out.append(_text_delta({"text": content if type(content) is str else str(content)}))
             for position, fragment in enumerate(delta.get("tool_calls") or ()):
                 self._add_fragment(fragment, position)
             if reason := choice.get("finish_reason"):
@@ -210,19 +223,37 @@ class OpenAIProvider(HttpProvider):
             body.pop("tool_choice", None)
         return body
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[ProviderDelta, None]:
-        parser = OpenAIStreamParser()
+    def stream_decoder(self, response: httpx.Response) -> StreamDecoder:
         media_type = response.headers.get("content-type", "").partition(";")[0].strip()
         if media_type != "text/event-stream":
             raise BackendStreamError(f"{self.base_url} answered {media_type or 'no content type'}, not an event stream")
-        async with contextlib.aclosing(self.sse_data(response)) as events:
-            async for data in events:
-                for delta in parser.feed_data(data):
-                    yield delta
+        return _SseDecoder(OpenAIStreamParser(), SseDecoder(self.policy.max_line_bytes, self.too_long))
+
+
+class _SseDecoder(StreamDecoder):
+    """An OpenAI-style body: Server-Sent Events whose `data` is a JSON chunk, then `[DONE]`."""
+
+    def __init__(self, parser: OpenAIStreamParser, events: SseDecoder) -> None:
+        self._parser = parser
+        self._events = events
+
+    def feed(self, chunk: bytes) -> list[ProviderDelta]:
+        parser, events = self._parser, self._events
+        out: list[ProviderDelta] = []
+        try:
+            for data in events.feed(chunk):
+                out += parser.feed_data(data)
                 if parser.done:
-                    return
-        for delta in parser.finish():
-            yield delta
+                    self.complete = True
+                    return out
+            if events.error is not None:
+                raise events.error
+        except BackendStreamError as exc:
+            return self.fail_after(out, exc)
+        return out
+
+    def finish(self) -> list[ProviderDelta]:
+        return self._parser.finish()
 
 
 def _message(message: Message) -> dict[str, Any]:
