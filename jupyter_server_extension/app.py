@@ -24,14 +24,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
-import os
 import typing
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from pydantic import SecretStr
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Dict, Float, Int, List, TraitType, Type, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, TraitType, Type, Unicode
 
 from streamchat._sync import loop_running
 from streamchat.errors import ConfigurationError, StoreUnavailableError, StreamChatError
@@ -179,11 +178,6 @@ class StreamChat(ExtensionApp):
         0.5, help="Seconds a turn survives without any client before it is cancelled (a resume within it continues)."
     ).tag(config=True)
     replay_buffer_size = Int(2000, help="Events of the latest turn each session keeps for SSE resume.").tag(config=True)
-    store_url = Unicode(
-        help="The Redis (or Valkey) that keeps the sessions, shared by every server process using it: "
-        "redis://host:port/db, rediss://… or unix://path. Empty: this process's memory (store_class). "
-        "Default: the STREAMCHAT_STORE_URL environment variable.",
-    ).tag(config=True)
     store_prefix = Unicode(
         "streamchat:", help="The start of every key the Redis store writes, so several deployments share one Redis."
     ).tag(config=True)
@@ -207,14 +201,10 @@ class StreamChat(ExtensionApp):
         "turn_lease (the traits replay_buffer_size, idle_timeout, turn_lease).",
     )
 
-    @default("store_url")
-    def _store_url_default(self) -> str:
-        return os.environ.get("STREAMCHAT_STORE_URL", "")
-
-    def _make_store(self) -> SessionStore:
+    def _make_store(self, store_url: str | None) -> SessionStore:
         """The configured store: Redis at `store_url` (checked now: it must answer), else a `store_class`."""
         replay_size, idle_timeout, turn_lease = self.replay_buffer_size, self.idle_timeout, self.turn_lease
-        if not self.store_url:
+        if not store_url:
             # The trait holds a concrete subclass; mypy types it as the abstract klass (python/mypy#4717).
             return self.store_class(  # type: ignore[abstract]
                 replay_size=replay_size, idle_timeout=idle_timeout, turn_lease=turn_lease
@@ -226,9 +216,9 @@ class StreamChat(ExtensionApp):
                 f"StreamChat.store_url is set but the Redis client is not installed ({exc}): "
                 "pip install 'streamchat[redis]'"
             ) from exc
-        check_reachable(self.store_url)
+        check_reachable(store_url)
         return RedisStore.from_url(
-            self.store_url,
+            store_url,
             prefix=self.store_prefix,
             replay_size=replay_size,
             idle_timeout=idle_timeout,
@@ -257,7 +247,7 @@ class StreamChat(ExtensionApp):
             tools = load_tools(list(self.tools))
             self._toolsets = load_mcp_servers(self.mcp_servers)
             self._choice = self._named_choice(settings)
-            store = self._make_store()
+            store = self._make_store(settings.store_url)
         except StreamChatError as exc:
             # one line says what to fix; the extension then serves nothing (no handlers, no tasks)
             log = self.serverapp.log if self.serverapp is not None else self.log

@@ -78,5 +78,8 @@ class Settings(BaseSettings):
     remote_images: bool = False
     """Let the server's chat page load ``https://`` images from model output (off: no image loads;
     each would load without a click and can leak the conversation in its URL)."""
+    store_url: str | None = None
+    """The Redis (or Valkey) keeping the server extension's sessions, shared by every server process using it:
+    ``redis://host:port/db``, ``rediss://…`` or ``unix://path``; unset: each process's own memory."""
     display: str = "auto"
     """How `chat()` shows a turn: `auto` (a widget in a Jupyter kernel), `widget` or `text`."""
