@@ -10,8 +10,9 @@
 - ``GET streamchat/dashboard``: the page (`static/dashboard.html`), under the chat page's
   strict Content-Security-Policy.
 
-The figures come from the process's recorder (`streamchat.analytics`); the handlers only
-choose the scope and encode.
+The figures come from the process's recorder (`streamchat.analytics`), or with the Redis
+store from every process's (`ChatService.metrics`, a `SharedMetrics`; the live stream then
+also looks again every `SHARED_POLL` seconds); the handlers only choose the scope and encode.
 """
 
 from __future__ import annotations
@@ -40,11 +41,24 @@ A change right after a summary waits this long; 0.45 s leaves the page 50 ms to 
 and draw it, so a dashboard shows a finished turn within 500 ms of its end."""
 
 
+SHARED_POLL = 1.0
+"""With the Redis store, how often the live stream reads the other processes' figures again, in seconds."""
+
+
 class _MetricsMixin(ApiHandler):
-    def summary(self) -> dict[str, Any]:
-        """The caller's summary: their own sessions, or the whole process for the server's own identity."""
+    async def summary(self) -> dict[str, Any]:
+        """The caller's summary: their own sessions, or everything for the server's own identity.
+
+        With the Redis store these are every server process's figures (``partial: true``
+        when Redis cannot be reached and only this process's are in it)."""
         everything = self.owner == SERVER_TOKEN_OWNER
-        body = recorder().summary(None if everything else self.owner)
+        scope = None if everything else self.owner
+        shared = self.service.metrics
+        if shared is not None:
+            body = await shared.summary(scope)
+        else:
+            body = recorder().summary(scope)
+            body["partial"] = False
         body["scope"] = "server" if everything else "user"
         return body
 
@@ -56,7 +70,7 @@ class MetricsHandler(_MetricsMixin):
     @authorized(resource=RESOURCE)
     async def get(self) -> None:
         """The summary as JSON."""
-        await self.finish(json.dumps(self.summary()))
+        await self.finish(json.dumps(await self.summary()))
 
 
 class MetricsStreamHandler(_MetricsMixin):
@@ -90,26 +104,31 @@ class MetricsStreamHandler(_MetricsMixin):
 
         unsubscribe = recorder().subscribe(wake)
         heartbeat = self.service.limits.heartbeat_interval or None
+        # other processes' changes wake nothing here: with shared metrics, look again every `SHARED_POLL`
+        wait = heartbeat if self.service.metrics is None else min(heartbeat or SHARED_POLL, SHARED_POLL)
         sent: str | None = None
-        last = 0.0
+        last = written = 0.0
         try:
             while not self._gone:
                 delay = last + MIN_INTERVAL - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)  # changes meanwhile are in the summary sent next
                 changed.clear()
-                summary = self.summary()
+                summary = await self.summary()
                 # the same figures again (another user's turn, a stream that opened) are not sent
                 content = json.dumps({k: v for k, v in summary.items() if k not in ("version", "now")})
                 if content != sent:
                     self.write(_sse("summary", json.dumps(summary)))
                     await self.flush()
                     sent, last = content, time.monotonic()
+                    written = last
                 try:
-                    await asyncio.wait_for(changed.wait(), heartbeat)
+                    await asyncio.wait_for(changed.wait(), wait)
                 except TimeoutError:
-                    self.write(wire.sse_comment("ping"))
-                    await self.flush()  # the windows roll on: the next summary may differ too
+                    if heartbeat is not None and time.monotonic() - written >= heartbeat - 0.01:
+                        self.write(wire.sse_comment("ping"))
+                        await self.flush()  # the windows roll on: the next summary may differ too
+                        written = time.monotonic()
         except StreamClosedError:
             pass
         finally:

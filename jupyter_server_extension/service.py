@@ -43,6 +43,7 @@ from typing import Any, assert_never, cast
 
 from streamchat._version import __version__
 from streamchat.analytics import recorder
+from streamchat.analytics.shared import SharedMetrics
 from streamchat.errors import (
     BadRequestError,
     MessageTooLargeError,
@@ -496,6 +497,8 @@ class ChatService:
         """The buffers of the connected streaming clients (SSE responses, WebSockets)."""
         self.holder = uuid.uuid4().hex
         """This process's id in the store: the holder of the leases of the turns it runs."""
+        self.metrics = SharedMetrics.for_store(store, holder=self.holder, recorder=recorder())
+        """The deployment's figures, combined in Redis, when the store is a `RedisStore` (None: this process's are all)."""
         self._runs: dict[str, TurnRun] = {}
         self._deleting: set[str] = set()  # no turn may start in these sessions
         self._tasks: set[asyncio.Task[None]] = set()
@@ -517,7 +520,9 @@ class ChatService:
         task.add_done_callback(_log_failure)
 
     def _listen(self) -> None:
-        """Start listening to the store's control channel, once (it needs the running loop)."""
+        """Start listening to the store's control channel (and sharing metrics), once (it needs the running loop)."""
+        if self.metrics is not None:
+            self.metrics.start()
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(
                 self._control_loop(), name="control channel of streamchat", context=contextvars.Context()
@@ -1086,4 +1091,6 @@ class ChatService:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.metrics is not None:
+            await self.metrics.aclose()
         await self.store.aclose()

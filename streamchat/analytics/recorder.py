@@ -17,7 +17,10 @@ recently active dropped first. It forwards them to the exporters: Prometheus met
 `subscribe()` calls back after each change, so a live view redraws without polling.
 
 Everything kept is a sum of counts (`Stats.merge`), so the state of several processes
-can be combined by adding it up: the Redis store can keep the same slots as hashes.
+is combined by adding it up: once `share()` is called the recorder notes which slots
+changed, and `take_changes()` hands them (and the live counts) to
+`streamchat.analytics.shared`, which keeps them in Redis; `summarize()` draws the JSON from
+any windows, this process's or the combined ones.
 
 Thread safety: turns of a notebook run on a private loop thread while the kernel's
 thread reads summaries, so changes and reads take one lock.
@@ -25,6 +28,7 @@ thread reads summaries, so changes and reads take one lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -45,7 +49,17 @@ from ..events import (
 from .histogram import RELATIVE_ERROR
 from .window import MAX_LABELS, OTHER, RollingWindow, Stats
 
-__all__ = ["Exporter", "Recorder", "Transport", "TurnInfo", "TurnObserver", "recorder"]
+__all__ = [
+    "Changes",
+    "Exporter",
+    "Recorder",
+    "Transport",
+    "TurnInfo",
+    "TurnObserver",
+    "Windows",
+    "recorder",
+    "summarize",
+]
 
 Transport: TypeAlias = Literal["sse", "websocket"]
 """The kinds of open streams the server counts."""
@@ -93,20 +107,47 @@ class Exporter(Protocol):
         """An error event."""
 
 
-class _Windows:
+class Windows:
     """The windows of one scope (or of the process), and its live counts."""
 
-    __slots__ = ("active_turns", "hour", "recent", "sessions", "streams")
+    __slots__ = ("active_turns", "hour", "recent", "sessions", "streams", "touched")
 
-    def __init__(self) -> None:
+    def __init__(self, *, track: bool = False) -> None:
         self.recent = RollingWindow(span_s=300, slot_s=10)
         self.hour = RollingWindow(span_s=3600, slot_s=60)
         self.active_turns = 0
         self.sessions = 0
         self.streams: Counter[str] = Counter()
+        self.touched: set[tuple[str, int]] | None = set() if track else None
+        """The (window, slot number) pairs changed since `Recorder.take_changes`; None unless shared."""
 
     def slots(self, now: float) -> tuple[Stats, Stats]:
+        if self.touched is not None:
+            self.touched.add(("5m", math.floor(now / self.recent.slot_s)))
+            self.touched.add(("1h", math.floor(now / self.hour.slot_s)))
         return self.recent.at(now), self.hour.at(now)
+
+    def window(self, name: str) -> RollingWindow:
+        """The window named `name` ("5m" or "1h")."""
+        return self.recent if name == "5m" else self.hour
+
+    def live(self) -> dict[str, Any]:
+        """The live counts, as JSON."""
+        return {"active_turns": self.active_turns, "sessions": self.sessions, "streams": dict(self.streams)}
+
+    def copy(self) -> Windows:
+        """A deep copy (the slots' stats merged into new ones), to read without the lock."""
+        copy = Windows()
+        for mine, theirs in ((copy.recent, self.recent), (copy.hour, self.hour)):
+            for number, stats in theirs.slots.items():
+                mine.slots[number] = Stats()
+                mine.slots[number].merge(stats)
+        copy.active_turns, copy.sessions, copy.streams = self.active_turns, self.sessions, Counter(self.streams)
+        return copy
+
+
+Changes: TypeAlias = tuple[list[tuple[str | None, str, int, dict[str, Any]]], dict[str, Any]]
+"""What `Recorder.take_changes` returns: (scope, window, slot number, `Stats.to_dict()`) per changed slot, and the live counts."""
 
 
 class TurnObserver:
@@ -194,8 +235,10 @@ class Recorder:
         self.turns_ended = 0
         """Counts the turns that reached `done`, in every scope (a cheap "did a turn finish?" for readers)."""
         self._lock = threading.Lock()
-        self._process = _Windows()
-        self._scopes: OrderedDict[str, _Windows] = OrderedDict()
+        self.sharing = False
+        """Whether changed slots are noted for `take_changes` (`share()`)."""
+        self._process = Windows()
+        self._scopes: OrderedDict[str, Windows] = OrderedDict()
         self._listeners: list[Callable[[], None]] = []
         self._retries: Counter[str] = Counter()
 
@@ -272,13 +315,13 @@ class Recorder:
 
     # -- from the observers ----------------------------------------------------------------------
 
-    def _windows(self, scope: str | None) -> list[_Windows]:
+    def _windows(self, scope: str | None) -> list[Windows]:
         """The process's windows and the scope's (made, or marked most recently active); under the lock."""
         if scope is None:
             return [self._process]
         windows = self._scopes.get(scope)
         if windows is None:
-            windows = self._scopes[scope] = _Windows()
+            windows = self._scopes[scope] = Windows(track=self.sharing)
             while len(self._scopes) > self.max_scopes:
                 self._scopes.popitem(last=False)
         else:
@@ -366,25 +409,64 @@ class Recorder:
         """The figures of one scope (None: the whole process) as JSON: windows, series, tools, live counts."""
         now = self.clock()
         with self._lock:
-            windows = self._process if scope is None else self._scopes.get(scope, _Windows())
-            recent = windows.recent.merged(now)
-            hour = windows.hour.merged(now)
-            series = windows.hour.series(now)
-            active, streams, sessions = windows.active_turns, dict(windows.streams), windows.sessions
+            windows = self._process if scope is None else self._scopes.get(scope, Windows())
             retries = sum(self._retries.values()) if scope is None else None
-            version = self.version
-        return {
-            "version": version,
-            "now": now,
-            "relative_error": RELATIVE_ERROR,
-            "active_turns": active,
-            "open_streams": {"sse": streams.get("sse", 0), "websocket": streams.get("websocket", 0)},
-            "sessions": sessions,
-            "retries": retries,
-            "windows": {"5m": recent.summary(300), "1h": hour.summary(3600)},
-            "series": _series(series, slot_s=windows.hour.slot_s),
-            "tool_histogram": _tool_histogram(hour),
-        }
+            return summarize(windows, now=now, version=self.version, retries=retries)
+
+    # -- sharing with other processes (`streamchat.analytics.shared`) -----------------------------
+
+    def share(self) -> None:
+        """Note from now on which slots change, for `take_changes`."""
+        with self._lock:
+            self.sharing = True
+            for windows in (self._process, *self._scopes.values()):
+                if windows.touched is None:
+                    windows.touched = set()
+
+    def take_changes(self, *, everything: bool = False) -> Changes:
+        """The slots changed since the last call (`everything`: every slot kept) and the live counts, as JSON."""
+        slots: list[tuple[str | None, str, int, dict[str, Any]]] = []
+        with self._lock:
+            scopes: list[tuple[str | None, Windows]] = [(None, self._process), *self._scopes.items()]
+            for scope, windows in scopes:
+                for name in ("5m", "1h"):
+                    window = windows.window(name)
+                    for number, stats in window.slots.items():
+                        if everything or (windows.touched is not None and (name, number) in windows.touched):
+                            slots.append((scope, name, number, stats.to_dict()))
+                if windows.touched is not None:
+                    windows.touched.clear()
+            live = {
+                "process": self._process.live(),
+                "scopes": {scope: windows.live() for scope, windows in self._scopes.items()},
+                "retries": sum(self._retries.values()),
+            }
+        return slots, live
+
+    def local(self, scope: str | None) -> tuple[Windows, int, int]:
+        """A copy of one scope's windows (None: the process's), the retries and the version, to combine with others'."""
+        with self._lock:
+            windows = self._process if scope is None else self._scopes.get(scope, Windows())
+            return windows.copy(), sum(self._retries.values()), self.version
+
+
+def summarize(windows: Windows, *, now: float, version: int, retries: int | None) -> dict[str, Any]:
+    """The summary JSON the dashboards draw, of `windows` at time `now`."""
+    recent = windows.recent.merged(now)
+    hour = windows.hour.merged(now)
+    streams = windows.streams
+    return {
+        "version": version,
+        "now": now,
+        "relative_error": RELATIVE_ERROR,
+        "active_turns": windows.active_turns,
+        "open_streams": {"sse": streams.get("sse", 0), "websocket": streams.get("websocket", 0)},
+        "sessions": windows.sessions,
+        "retries": retries,
+        "windows": {"5m": recent.summary(300), "1h": hour.summary(3600)},
+        "series": _series(windows.hour.series(now), slot_s=windows.hour.slot_s),
+        "tool_histogram": _tool_histogram(hour),
+    }
 
 
 def _series(slots: list[tuple[float, Stats | None]], *, slot_s: float) -> dict[str, Any]:
