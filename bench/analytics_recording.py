@@ -106,7 +106,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1000, help="tokens per turn")
     parser.add_argument("--stream-tokens", type=int, default=100_000, help="tokens of the end-to-end turn")
     parser.add_argument("--repeat", type=int, default=7, help="runs of each; the best is reported")
+    parser.add_argument(
+        "--shared", action="store_true", help="note changed slots, as a server on the Redis store does (Recorder.share)"
+    )
     args = parser.parse_args()
+    if args.shared:
+        recorder().share()
 
     events = turn_events(args.tokens)
     best = min(observe_cost(events, args.turns) for _ in range(args.repeat))

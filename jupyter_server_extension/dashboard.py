@@ -49,8 +49,8 @@ class _MetricsMixin(ApiHandler):
     async def summary(self) -> dict[str, Any]:
         """The caller's summary: their own sessions, or everything for the server's own identity.
 
-        With the Redis store these are every server process's figures (``partial: true``
-        when Redis cannot be reached and only this process's are in it)."""
+        With the Redis store (``shared: true``) these are every server process's figures
+        (``partial: true`` when Redis cannot be reached and only this process's are in it)."""
         everything = self.owner == SERVER_TOKEN_OWNER
         scope = None if everything else self.owner
         shared = self.service.metrics
@@ -59,6 +59,7 @@ class _MetricsMixin(ApiHandler):
         else:
             body = recorder().summary(scope)
             body["partial"] = False
+        body["shared"] = shared is not None
         body["scope"] = "server" if everything else "user"
         return body
 

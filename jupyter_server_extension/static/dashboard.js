@@ -147,8 +147,10 @@ function render(summary) {
   renderTiles(summary, w);
   renderTable(w);
   renderCharts(summary);
-  const who = summary.scope === "server" ? "every user's sessions in this server process" : "your sessions";
-  setText("note", `Figures of ${who}; percentiles within ${Math.round(summary.relative_error * 100)} %. Updated ${new Date(summary.now * 1000).toLocaleTimeString()}.`);
+  const where = summary.shared && !summary.partial ? "every server process" : "this server process";
+  const who = summary.scope === "server" ? `every user's sessions in ${where}` : `your sessions in ${where}`;
+  const partial = summary.partial ? " The shared store cannot be reached: other processes' figures are missing." : "";
+  setText("note", `Figures of ${who}; percentiles within ${Math.round(summary.relative_error * 100)} %. Updated ${new Date(summary.now * 1000).toLocaleTimeString()}.${partial}`);
   document.body.dataset.version = String(summary.version);
 }
 

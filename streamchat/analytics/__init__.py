@@ -3,6 +3,7 @@
 - `recorder` — the process's `Recorder`, which `ChatSession.stream` feeds every event;
 - `window` — `Stats` and `RollingWindow`: mergeable figures per time slot;
 - `histogram` — `LogHistogram`: mergeable percentiles within a stated 2 % error;
+- `shared` — `SharedMetrics`: every server process's figures combined in Redis;
 - `prometheus` — the metrics jupyter_server's ``/metrics`` shows;
 - `tracing` — OpenTelemetry spans, when installed and configured.
 

@@ -176,8 +176,9 @@ class SharedMetrics:
             await self._add_others(windows, scope, now)
             retries = await self._add_live(windows, scope, now, retries)
         except _redis_errors() as exc:
-            if not self._down:
+            if not self._down:  # logged once: the writer logs when Redis answers again
                 log.warning("streamchat: metrics of other processes cannot be read from Redis: %s", exc)
+                self._down = True
             partial = True
             windows, retries, version = self.recorder.local(scope)
         body = summarize(windows, now=now, version=version, retries=retries if scope is None else None)

@@ -111,6 +111,7 @@ async def test_metrics_json_is_per_user_and_server_wide_for_the_server_token(
         everything = (await server.get("api/streamchat/metrics")).json()
     assert anonymous.status_code == 403
     assert (mine["scope"], others["scope"], everything["scope"]) == ("user", "user", "server")
+    assert (everything["shared"], everything["partial"]) == (False, False)  # the memory store: this process is all
     hour = "1h"
     assert mine["windows"][hour]["turns"] - alice_before["windows"][hour]["turns"] == 2
     assert others["windows"][hour]["turns"] == bob_before["windows"][hour]["turns"]

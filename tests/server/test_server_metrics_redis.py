@@ -64,7 +64,7 @@ async def test_the_metrics_json_of_either_process_shows_both_processes_turns(
 ) -> None:
     assert chat_service.metrics is not None
     before = (await client.get("api/streamchat/metrics")).json()
-    assert before["partial"] is False and before["scope"] == "user"
+    assert before["partial"] is False and before["shared"] is True and before["scope"] == "user"
     for _ in range(2):  # two turns on the server, as alice
         assert (await client.post("api/streamchat/chat", json={"message": "hi"})).status_code == 200
     for n in (100, 200, 300):  # three on the other process, as alice, with a tool call each
