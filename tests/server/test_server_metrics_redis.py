@@ -79,7 +79,9 @@ async def test_the_metrics_json_of_either_process_shows_both_processes_turns(
     assert five_minutes(after)["tool_calls"] - five_minutes(before)["tool_calls"] == 3
     search = {row["tool"]: row for row in five_minutes(after)["tools"]}["search"]
     assert search["ok"] >= 3 and close_to(search["duration_ms"]["max"], 40)
-    assert close_to(five_minutes(after)["ttft_ms"]["max"], 300)  # the other process's slowest first token
+    # the other process's slowest first token, unless one of alice's turns in earlier tests of this process was slower
+    slowest_before = five_minutes(before)["ttft_ms"]["max"] or 0.0
+    assert close_to(five_minutes(after)["ttft_ms"]["max"], max(slowest_before, 300.0))
     assert five_minutes(after)["reasons"]["stop"] - five_minutes(before)["reasons"].get("stop", 0) == 5
 
     async with httpx.AsyncClient(base_url=str(client.base_url), headers=jp_auth_header, timeout=20) as server:
