@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import nbformat
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager
+from kernel_helpers import run_cell, running_kernel
 from nbclient import NotebookClient
 
 from streamchat.analytics import Recorder
@@ -63,30 +63,16 @@ def test_the_rendering_shows_tiles_charts_and_an_escaped_tool_table() -> None:
 
 @pytest.fixture
 def kernel() -> Iterator[BlockingKernelClient]:
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env={**os.environ, "STREAMCHAT_DISPLAY": "text"})
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    try:
+    with running_kernel("text") as (_, kc):
         yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def run(kc: BlockingKernelClient, code: str) -> list[dict[str, Any]]:
     """Execute `code`; the iopub messages of this request until it is idle (an error fails the test)."""
-    msg_id = kc.execute(code)
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=60)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        assert msg["msg_type"] != "error", msg["content"]
-        messages.append(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return messages
+    messages = run_cell(kc, code)
+    errors = [m["content"] for m in messages if m["msg_type"] == "error"]
+    assert not errors, errors
+    return messages
 
 
 def turns_shown(content: dict[str, Any]) -> str:

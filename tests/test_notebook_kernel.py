@@ -12,6 +12,7 @@ import nbformat
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+from kernel_helpers import run_cell, running_kernel
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
@@ -25,31 +26,8 @@ session = ChatSession(ScriptedProvider([words, ["Second ", "answer."]], token_de
 
 @pytest.fixture
 def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env={**os.environ, "STREAMCHAT_DISPLAY": "widget"})
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    try:
-        yield km, kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-
-
-def _run(kc: BlockingKernelClient, code: str, *, on_message: Any = None) -> list[dict[str, Any]]:
-    """Execute `code`; return the iopub messages of this request until it is idle."""
-    msg_id = kc.execute(code)
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=60)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if on_message is not None:
-            on_message(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return messages
+    with running_kernel("widget") as started:
+        yield started
 
 
 def _widget_values(messages: list[dict[str, Any]]) -> list[str]:
@@ -64,7 +42,7 @@ def test_interrupting_chat_in_a_real_kernel_stops_the_turn_and_the_next_chat_wor
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:
     km, kc = kernel
-    assert _run(kc, SETUP)[-1]["content"]["execution_state"] == "idle"
+    assert run_cell(kc, SETUP)[-1]["content"]["execution_state"] == "idle"
     interrupted = []
 
     def interrupt_after_first_tokens(msg: dict[str, Any]) -> None:
@@ -73,7 +51,7 @@ def test_interrupting_chat_in_a_real_kernel_stops_the_turn_and_the_next_chat_wor
             km.interrupt_kernel()
             interrupted.append(True)
 
-    messages = _run(kc, "r = chat('go', session=session)", on_message=interrupt_after_first_tokens)
+    messages = run_cell(kc, "r = chat('go', session=session)", on_message=interrupt_after_first_tokens)
     assert interrupted
     errors = [m["content"]["ename"] for m in messages if m["msg_type"] == "error"]
     assert errors == ["KeyboardInterrupt"]
@@ -81,7 +59,7 @@ def test_interrupting_chat_in_a_real_kernel_stops_the_turn_and_the_next_chat_wor
     assert "■ stopped" in values  # the status line of the cell's ChatView
     assert any(m["msg_type"] == "display_data" for m in messages)  # the view itself, shown in this cell
 
-    check = _run(
+    check = run_cell(
         kc,
         "last = session.history[-1]\n"
         "print(last.role, last.interrupted, last.content.startswith('word0 word1 word2 word3 '), "
@@ -90,7 +68,7 @@ def test_interrupting_chat_in_a_real_kernel_stops_the_turn_and_the_next_chat_wor
     stdout = "".join(m["content"]["text"] for m in check if m["msg_type"] == "stream")
     assert stdout == "assistant True True True False\n"
 
-    after = _run(kc, "r2 = chat('again', session=session)\nprint(repr(r2.text), r2.reason)")
+    after = run_cell(kc, "r2 = chat('again', session=session)\nprint(repr(r2.text), r2.reason)")
     stdout = "".join(m["content"]["text"] for m in after if m["msg_type"] == "stream")
     assert stdout == "'Second answer.' stop\n"
     assert "Second answer." in "".join(_widget_values(after)).replace("<p>", "").replace("</p>", "")
@@ -110,10 +88,10 @@ def test_run_all_twice_in_the_same_kernel(path: Path) -> None:
 
 def test_load_ext_registers_the_chat_magics(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
     _, kc = kernel
-    messages = _run(kc, "%load_ext streamchat\n%chat --text --provider demo What is 6 * 7?")
+    messages = run_cell(kc, "%load_ext streamchat\n%chat --text --provider demo What is 6 * 7?")
     stdout = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
     assert stdout.startswith("[calculate] Evaluating...\n[calculate] Done: 6 * 7 = 42\n6 * 7 = 42.\n")
-    cell = _run(kc, "%%chat --text --provider demo\nWhat is 2 + 3?")
+    cell = run_cell(kc, "%%chat --text --provider demo\nWhat is 2 + 3?")
     stdout = "".join(m["content"]["text"] for m in cell if m["msg_type"] == "stream")
     assert stdout.startswith("[calculate] Evaluating...\n[calculate] Done: 2 + 3 = 5\n2 + 3 = 5.\n")
 
@@ -122,7 +100,7 @@ def test_the_stop_button_of_an_awaited_achat_works_in_a_real_kernel(
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:
     _, kc = kernel
-    _run(kc, SETUP)
+    run_cell(kc, SETUP)
     clicked = []
 
     def click_stop_once_words_show(msg: dict[str, Any]) -> None:
@@ -138,11 +116,11 @@ def test_the_stop_button_of_an_awaited_achat_works_in_a_real_kernel(
 
     stop_ids: list[str] = []
     code = "from streamchat import achat\nr = await achat('go', session=session)"
-    messages = _run(kc, code, on_message=click_stop_once_words_show)
+    messages = run_cell(kc, code, on_message=click_stop_once_words_show)
     assert clicked
     assert not [m for m in messages if m["msg_type"] == "error"]
     assert "■ stopped" in _widget_values(messages)
-    check = _run(kc, "print(r.reason, session.history[-1].interrupted, len(r.text.split()) < 400)")
+    check = run_cell(kc, "print(r.reason, session.history[-1].interrupted, len(r.text.split()) < 400)")
     assert "".join(m["content"]["text"] for m in check if m["msg_type"] == "stream") == "cancelled True True\n"
 
 
@@ -150,7 +128,7 @@ def test_a_finished_chat_leaves_a_document_in_place_of_its_live_view(
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:
     _, kc = kernel
-    messages = _run(kc, "from streamchat import chat\nr = chat('What is 6 * 7?', provider='demo')")
+    messages = run_cell(kc, "from streamchat import chat\nr = chat('What is 6 * 7?', provider='demo')")
     shown = [m for m in messages if m["msg_type"] == "display_data"]
     updated = [m for m in messages if m["msg_type"] == "update_display_data"]
     assert "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]
@@ -177,7 +155,7 @@ def test_a_chat_view_displayed_by_itself_leaves_its_turn_as_a_document(
         "display(view)\n"
         "r = await consume(ChatSession(ScriptedProvider([['It is **said**.']]), tools=[]), 'Say it', view)"
     )
-    messages = _run(kc, code)
+    messages = run_cell(kc, code)
     shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
     assert [sorted(data) for data in shown] == [
         ["application/vnd.jupyter.widget-view+json", "text/plain"],
