@@ -421,6 +421,9 @@ class RemoteFollower(Follower):
                     events = await store.wait_events(self.session_id, self.after, wait)
                 self._waiting_for_store = False
                 events = [event for event in events if event.seq > self.after]
+                # renewed whether or not events came: a follower of a busy turn is counted as long as it reads
+                if loop.time() - self._counted_at >= step:
+                    await self.register()
                 if events:
                     if self.turn_id is None:
                         self.turn_id = events[0].turn_id
@@ -429,8 +432,6 @@ class RemoteFollower(Follower):
                     self.after = events[-1].seq
                     self.ended = events[-1].type == "done"
                     return events
-                if loop.time() - self._counted_at >= step:
-                    await self.register()
                 if await store.turn_holder(self.session_id) is None:
                     if await store.running_turn(self.session_id) is None:
                         if not await store.events_after(self.session_id, self.after):
