@@ -1,85 +1,91 @@
 """Cost of serving the chat through the Jupyter Server extension (loopback only).
 
-Starts `jupyter server` with streamchat in a subprocess on 127.0.0.1 (a scripted model
-that stamps each token with the time it produced it), then prints:
+Starts `jupyter server` with streamchat in a subprocess on 127.0.0.1, its model the
+`StampingModel` of `bench/sse_load.py` (each token says when it was due), the server
+process pinned to one core and this process (the load client) to the other, then prints:
 
-1. time to first token and per-event overhead through SSE and WebSocket, next to calling
-   `ChatSession.stream` directly in this process;
-2. how many concurrent SSE streams at 20 tokens/s each the server process holds while
-   the added latency (client receive time − model produce time) stays under 50 ms at p99.
-   The load grows step by step (25, 50, 100 … up to --max-streams) and stops at the first
-   step over the budget.
+1. time to first token added by SSE over `ChatSession.stream`: --ttft-turns one-token
+   turns each way, interleaved (a turn through POST chat/stream, read by a raw asyncio
+   socket client from writing the request on an open connection to reading the first
+   `token` event; then a turn calling `ChatSession.stream` in this process from the call
+   to the first `token` event); p50 and p99 of each, and the difference of each
+   percentile (goal: ≤ 1 ms at p50, ≤ 3 ms at p99). Then, labelled as such, one turn of
+   --tokens tokens through client libraries (httpx-sse and tornado's WebSocket client),
+   whose own cost is in their figures;
+2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
+   waits an hour before its first token, so each is a running turn with an open SSE
+   response that has sent its head and the `thinking` event, and nothing since); the
+   server process's RSS before and with them, and the cost per stream (goal: 1000
+   streams ≤ 100 MB);
+3. how many concurrent SSE streams at 20 tokens/s each the server process holds while
+   the lateness of every token (client receive time − the time the model had it due)
+   stays under 50 ms at p99. In each step the streams start spread evenly over --ramp
+   seconds (users arrive over time), each --seconds long; every token counts, the first
+   ones included. The steps grow by 250 streams (250, 500, 750, 1000 …) up to
+   --max-streams and stop at the first step over budget (or in which a stream failed or
+   lost tokens). Each row prints the server process's CPU µs per token delivered (psutil;
+   the other engineers' load on a shared machine disturbs it less than the latencies)
+   and the client's CPU use (if it nears a whole core, the client is what limits).
 
-    python bench/server_streams.py [--tokens 2000] [--max-streams 800] [--seconds 4]
+    python bench/server_streams.py [--ttft-turns 200] [--idle 1000] [--max-streams 1500] [--seconds 4] [--ramp 1]
 
-The client side uses raw asyncio sockets for the load test so that it, not the server,
-is the lighter of the two processes; both share this machine's cores.
+`--only ttft|memory|streams` runs one part.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
-import socket
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
+from sse_load import (
+    TOKEN,
+    Cores,
+    SseStream,
+    StampingModel,
+    capacity,
+    cpu_seconds,
+    first_token_seconds,
+    free_port,
+    load_steps,
+    make_provider,
+    open_stream,
+    percentile,
+    rss_bytes,
+    split_cores,
+)
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from streamchat import ChatSession, Settings
-from streamchat.providers.base import FinishDelta, ModelRequest, Provider, ProviderDelta, TextDelta
 
-TOKEN = "bench-token"
+__all__ = ["TOKEN", "StampingModel", "direct", "free_port", "make_provider", "raw_sse_stream", "start_server"]
 
-
-# -- the model the server runs (imported by the server process as server_streams:make_provider) --
-
-
-class StampingModel(Provider):
-    """Answers every request with tokens "<produced at>|<i> ", as many and as fast as the user message asks.
-
-    The message is "N DELAY". One instance serves every session of the server.
-    """
-
-    name = "stamping"
-
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[ProviderDelta, None]:
-        count, delay = request.messages[-1].content.split()
-        for i in range(int(count)):
-            if float(delay):
-                await asyncio.sleep(float(delay))
-            yield TextDelta(text=f"{time.time():.6f}|{i} ")
-        yield FinishDelta(reason="stop")
-
-
-def make_provider(settings: Settings) -> StampingModel:
-    """`StreamChat.provider_factory` of the benchmark server."""
-    return StampingModel("stamping")
+TTFT_GOALS = (0.001, 0.003)
+"""SSE time to first token added over `ChatSession.stream`: at most this at p50, and at p99 (issue 12)."""
+IDLE_GOAL = 100e6
+"""1000 idle SSE streams cost at most this many bytes of the server's RSS (issue 12)."""
+STREAMS_GOAL = 1000
+"""Concurrent streams the server process must hold (issue 12)."""
 
 
 # -- the server --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """`jupyter server` with streamchat and the stamping model, in a subprocess."""
+def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """`jupyter server` with streamchat and the stamping model, in a subprocess (`preexec`: e.g. pin it)."""
     config = {
         "ServerApp": {
             "jpserver_extensions": {"streamchat": True},
@@ -90,7 +96,7 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         },
         "IdentityProvider": {"token": TOKEN},
         "StreamChat": {
-            "provider_factory": "server_streams:make_provider",
+            "provider_factory": "sse_load:make_provider",
             "tools": [],
             "max_sessions": 1_000_000,
             "max_sessions_per_user": 1_000_000,
@@ -107,15 +113,16 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=preexec,
     )
 
 
-async def wait_ready(base: str) -> None:
-    """Wait until the extension answers its health route."""
+async def wait_ready(base: str, path: str = "api/streamchat/health") -> None:
+    """Wait until the server answers `path` (the extension's health route by default)."""
     async with httpx.AsyncClient(headers={"Authorization": f"token {TOKEN}"}) as client:
         for _ in range(300):
             try:
-                if (await client.get(f"{base}api/streamchat/health")).status_code == 200:
+                if (await client.get(f"{base}{path}")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -123,7 +130,7 @@ async def wait_ready(base: str) -> None:
     raise RuntimeError("the server did not start within 30 s")
 
 
-# -- 1. time to first token and per-event cost -----------------------------------------------------
+# -- 1. time to first token -------------------------------------------------------------------------
 
 
 async def direct(tokens: int) -> tuple[float, float]:
@@ -137,8 +144,40 @@ async def direct(tokens: int) -> tuple[float, float]:
     return first, time.perf_counter() - start
 
 
+async def ttft_added(port: int, pid: int, turns: int) -> None:
+    """Print part 1: p50/p99 time to first token, direct and through SSE (raw socket client), and the difference."""
+    for _ in range(10):  # warm both paths up
+        await direct(1)
+        await first_token_seconds(port)
+    directs, sses = [], []
+    server_cpu = 0.0
+    for _ in range(turns):
+        directs.append((await direct(1))[0])
+        before = cpu_seconds(pid)
+        sses.append(await first_token_seconds(port))
+        server_cpu += cpu_seconds(pid) - before
+    directs.sort()
+    sses.sort()
+    print(f"\n1. time to first token, {turns} one-token turns each way, interleaved")
+    print(f"   {'path':<44} {'p50 ms':>8} {'p99 ms':>8}")
+    rows = {
+        "ChatSession.stream (in this process)": directs,
+        "SSE, POST chat/stream (raw socket client)": sses,
+    }
+    for name, values in rows.items():
+        print(f"   {name:<44} {percentile(values, 0.5) * 1e3:8.3f} {percentile(values, 0.99) * 1e3:8.3f}")
+    added = [percentile(sses, share) - percentile(directs, share) for share in (0.5, 0.99)]
+    verdict = "ok" if added[0] <= TTFT_GOALS[0] and added[1] <= TTFT_GOALS[1] else "BELOW GOAL"
+    print(f"   {'added by SSE':<44} {added[0] * 1e3:8.3f} {added[1] * 1e3:8.3f}")
+    print(f"   → goal ≤ {TTFT_GOALS[0] * 1e3:g} ms p50, ≤ {TTFT_GOALS[1] * 1e3:g} ms p99: {verdict}")
+    print(
+        f"   server process CPU per one-token SSE turn (request, auth, session, turn, response): "
+        f"{server_cpu / turns * 1e3:.2f} ms"
+    )
+
+
 async def through_sse(client: httpx.AsyncClient, base: str, tokens: int) -> tuple[float, float]:
-    """(time to first token, total) through POST chat/stream."""
+    """(time to first token, total) through POST chat/stream with httpx-sse."""
     start = time.perf_counter()
     first = 0.0
     async with aconnect_sse(
@@ -169,101 +208,125 @@ async def through_ws(port: int, tokens: int) -> tuple[float, float]:
     return first, elapsed
 
 
+async def raw_total(port: int, tokens: int) -> tuple[float, float]:
+    """(time to first token, total) through POST chat/stream with the raw socket client."""
+    stream = await open_stream(port, f"{tokens} 0")
+    await stream.closed
+    if stream.error or not stream.done:
+        raise RuntimeError(f"the stream failed: {stream.error or 'no done event'}")
+    return stream.first_token_at - stream.sent_at, time.time() - stream.sent_at
+
+
 async def overheads(base: str, port: int, tokens: int, repeat: int) -> None:
-    """Print part 1: time to first token and per-event cost of each path."""
+    """Print part 1b: per-event cost of a long turn, including the client libraries' own."""
     events = tokens + 2  # thinking, tokens, done
     rows = []
     async with httpx.AsyncClient(headers={"Authorization": f"token {TOKEN}"}, timeout=60) as client:
-        for name, run in (
-            ("ChatSession.stream", lambda n: direct(n)),
-            ("SSE (POST chat/stream)", lambda n: through_sse(client, base, n)),
-            ("WebSocket", lambda n: through_ws(port, n)),
-        ):
-            ttft = min([(await run(1))[0] for _ in range(repeat * 5)])
+        paths: list[tuple[str, Callable[[int], Awaitable[tuple[float, float]]]]] = [
+            ("ChatSession.stream", direct),
+            ("SSE, raw socket client", lambda n: raw_total(port, n)),
+            ("SSE, httpx + httpx-sse", lambda n: through_sse(client, base, n)),
+            ("WebSocket, tornado client", lambda n: through_ws(port, n)),
+        ]
+        for name, run in paths:
+            ttft = statistics.median([(await run(1))[0] for _ in range(repeat * 5)])
             total = min([(await run(tokens))[1] for _ in range(repeat)])
             rows.append((name, ttft, total))
     base_total = rows[0][2]
     print(
-        f"\n1. one turn of {tokens} tokens (best of {repeat}; time to first token best of {repeat * 5} one-token turns)"
+        f"\n1b. one turn of {tokens} tokens (best of {repeat}; ttft: median of {repeat * 5} one-token turns), "
+        "the client's own cost included"
     )
-    print(f"   {'path':<24} {'ttft ms':>9} {'total ms':>9} {'µs/event':>9} {'added µs/event':>15}")
+    print(f"   {'path':<28} {'ttft ms':>9} {'total ms':>9} {'µs/event':>9} {'added µs/event':>15}")
     for name, ttft, total in rows:
         added = (total - base_total) / events * 1e6
-        print(f"   {name:<24} {ttft * 1e3:9.2f} {total * 1e3:9.1f} {total / events * 1e6:9.1f} {added:15.1f}")
+        print(f"   {name:<28} {ttft * 1e3:9.2f} {total * 1e3:9.1f} {total / events * 1e6:9.1f} {added:15.1f}")
 
 
-# -- 2. concurrent SSE streams at 20 tokens/s ----------------------------------------------------------
+# -- 2. idle streams' memory ----------------------------------------------------------------------------
+
+
+async def idle_memory(port: int, pid: int, count: int) -> None:
+    """Print part 2: the server's RSS before and with `count` idle SSE streams open."""
+    await asyncio.sleep(1.0)
+    before = rss_bytes(pid)
+    streams: list[SseStream] = []
+    for start in range(0, count, 100):  # a hundred at a time: connecting all at once overflows the listen backlog
+        batch = await asyncio.gather(*(open_stream(port, "1 0 3600") for _ in range(min(100, count - start))))
+        await asyncio.gather(*(stream.head for stream in batch))
+        streams.extend(batch)
+    failed = [stream.error or f"HTTP {stream.parser.status}" for stream in streams if stream.parser.status != 200]
+    await asyncio.sleep(1.0)
+    held = rss_bytes(pid)
+    for stream in streams:
+        stream.close()
+    per_stream = (held - before) / count
+    goal = IDLE_GOAL * count / 1000
+    verdict = "ok" if held - before <= goal else "ABOVE"
+    print(f"\n2. server RSS with {count} idle SSE streams (running turns whose model has not produced a token yet)")
+    print(f"   before {before / 1e6:.1f} MB, with them {held / 1e6:.1f} MB: {per_stream / 1e3:.1f} kB per stream")
+    print(f"   → {(held - before) / 1e6:.1f} MB for {count} (goal ≤ {goal / 1e6:g} MB: {verdict})")
+    if failed:
+        print(f"   {len(failed)} streams were refused: {failed[0]}")
+    await asyncio.sleep(2.0)  # the server cancels the turns after its disconnect grace
+
+
+# -- 3. concurrent streams ------------------------------------------------------------------------------
+
+
+async def concurrency(port: int, pid: int, max_streams: int, seconds: float, ramp: float) -> int:
+    """Print part 3: grow the load until p99 lateness reaches 50 ms; the most streams held."""
+    print(
+        f"\n3. concurrent SSE streams, 20 tokens/s each for {seconds:g} s, started over {ramp:g} s "
+        "(lateness = received − due, every token)"
+    )
+    held, results = await capacity(port, load_steps(max_streams), seconds, ramp, pid)
+    verdict = "ok" if held >= STREAMS_GOAL else "BELOW GOAL"
+    last = results[-1]
+    stop = "" if not last.held else f" (stopped at --max-streams {max_streams})"
+    print(
+        f"   → one server process holds {held} concurrent streams at 20 tokens/s with p99 lateness < 50 ms{stop}"
+        f" (goal ≥ {STREAMS_GOAL}: {verdict})"
+    )
+    return held
 
 
 async def raw_sse_stream(port: int, tokens: int, lateness: list[float]) -> None:
-    """One POST chat/stream over a bare socket; records receive time − produce time per token."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    body = json.dumps({"message": f"{tokens} 0.05"}).encode()
-    writer.write(
-        b"POST /api/streamchat/chat/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        + f"Authorization: token {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
-    await reader.readuntil(b"\r\n\r\n")
-    pending = b""
-    done = False
-    while not done:
-        size = int((await reader.readline()).strip(), 16)
-        if size == 0:
-            break
-        pending += (await reader.readexactly(size + 2))[:-2]  # each chunk ends with CRLF
-        *frames, pending = pending.split(b"\n\n")
-        now = time.time()
-        for frame in frames:
-            if b"event: token" in frame:
-                content = json.loads(frame.split(b"data: ", 1)[1])["content"]
-                lateness.append(now - float(content.split("|", 1)[0]))
-            elif b"event: done" in frame:
-                done = True
-    writer.close()
+    """One POST chat/stream of `tokens` tokens at 20/s over a bare socket; records receive − due time per token."""
+    stream = await open_stream(port, f"{tokens} 0.05", lateness)
+    await stream.closed
 
 
-async def load_step(port: int, streams: int, seconds: float) -> tuple[float, float, int]:
-    """Run `streams` concurrent streams; (p50, p99, tokens received)."""
-    lateness: list[float] = []
-    tokens = int(seconds * 20)
-    await asyncio.gather(*(raw_sse_stream(port, tokens, lateness) for _ in range(streams)))
-    lateness.sort()
-    p99 = lateness[int(len(lateness) * 0.99) - 1]
-    return statistics.median(lateness), p99, len(lateness)
+# -- the run ---------------------------------------------------------------------------------------------
 
 
-async def concurrency(port: int, max_streams: int, seconds: float) -> None:
-    """Print part 2: grow the load until p99 added latency reaches 50 ms."""
-    print(f"\n2. concurrent SSE streams, 20 tokens/s each for {seconds:g} s (latency = received − produced)")
-    print(f"   {'streams':>8} {'tokens':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    held = 0
-    streams = 25
-    while streams <= max_streams:
-        p50, p99, count = await load_step(port, streams, seconds)
-        print(f"   {streams:8d} {count:8d} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f}")
-        if p99 >= 0.050:
-            break
-        held = streams
-        streams *= 2
-    print(
-        f"   → one server process holds {held} concurrent streams at 20 tokens/s with p99 added latency < 50 ms"
-        + ("" if streams <= max_streams else f" (stopped at --max-streams {max_streams})")
-    )
+def versions(*packages: str) -> str:
+    """ "name version" of each package."""
+    found = []
+    for package in packages:
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{package} ?")
+    return ", ".join(found)
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace, cores: Cores) -> None:
     """Start the server, measure, stop the server."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory() as workdir:
-        server = start_server(port, Path(workdir))
+        server = start_server(port, Path(workdir), cores.server_preexec())
         try:
             await wait_ready(base)
-            print(f"jupyter server with streamchat at {base} (pid {server.pid})")
-            await overheads(base, port, args.tokens, args.repeat)
-            await concurrency(port, args.max_streams, args.seconds)
+            print(f"jupyter server with streamchat at {base} (pid {server.pid})", flush=True)
+            if args.only in (None, "ttft"):
+                await ttft_added(port, server.pid, args.ttft_turns)
+                await overheads(base, port, args.tokens, args.repeat)
+            if args.only in (None, "memory"):
+                await idle_memory(port, server.pid, args.idle)
+            if args.only in (None, "streams"):
+                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -272,11 +335,24 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=2000, help="tokens in the overhead turn")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported")
-    parser.add_argument("--max-streams", type=int, default=800, help="largest load step")
+    parser.add_argument("--ttft-turns", type=int, default=200, help="one-token turns each way for part 1")
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens of part 1b's long turn")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each part 1b measurement; the best is reported")
+    parser.add_argument("--idle", type=int, default=1000, help="idle streams of part 2")
+    parser.add_argument("--max-streams", type=int, default=1500, help="largest load step of part 3")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each load step's streams")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which a load step's streams start")
+    parser.add_argument("--only", choices=["ttft", "memory", "streams"], help="run one part only")
+    args = parser.parse_args()
+    cores = split_cores()
+    cores.pin_client()
+    print(f"python {platform.python_version()}, {os.cpu_count()} cores; {cores.note}")
+    print(versions("streamchat", "jupyter_server", "tornado"))
+    print(
+        f"settings: --ttft-turns {args.ttft_turns} --tokens {args.tokens} --repeat {args.repeat} --idle {args.idle} "
+        f"--max-streams {args.max_streams} --seconds {args.seconds:g} --ramp {args.ramp:g}"
+    )
+    asyncio.run(main_async(args, cores))
 
 
 if __name__ == "__main__":
