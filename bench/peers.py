@@ -27,13 +27,17 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ollama
 import openai
@@ -45,6 +49,9 @@ from bench.provider_parse import ollama_stream, openai_stream
 from streamchat import ChatSession, OllamaProvider, OpenAIProvider, Settings
 from streamchat.messages import Message
 from streamchat.providers import ModelRequest, Provider, TextDelta
+
+if TYPE_CHECKING:
+    from sse_load import StepResult
 
 GOALS = {"ollama": 1.5, "openai": 4.0, "session": 5.0}
 """The ratio each comparison must reach (issue 12)."""
@@ -250,6 +257,94 @@ async def peak_memory(provider: Provider) -> int:
         await provider.aclose()
 
 
+# -- serving: the extension's SSE vs FastAPI + sse-starlette ---------------------------------------
+# (bench/server_streams.py and bench/sse_load.py are imported where used: bench/ is this script's
+# directory, so on sys.path, and the providers-only run does not load them)
+
+
+@contextlib.contextmanager
+def serving_process(kind: str, port: int, workdir: Path, http: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The extension's `jupyter server` ("streamchat") or the FastAPI app under uvicorn ("fastapi"), pinned."""
+    from server_streams import start_server
+    from sse_load import split_cores
+
+    preexec = split_cores().server_preexec()
+    if kind == "streamchat":
+        process = start_server(port, workdir, preexec)
+    else:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "starlette_app.py"), "--port", str(port), "--http", http],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=preexec,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def serving_capacity(kind: str, args: argparse.Namespace) -> tuple[int, list[StepResult]]:
+    """Print one server's load steps; (most streams held, the steps' `StepResult`s)."""
+    import httpx
+    from server_streams import wait_ready
+    from sse_load import TOKEN, capacity, first_token_seconds, free_port, load_steps
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory() as workdir, serving_process(kind, port, Path(workdir), args.http) as process:
+        await wait_ready(base)
+        async with httpx.AsyncClient(headers={"Authorization": f"token {TOKEN}"}) as client:
+            health = (await client.get(f"{base}api/streamchat/health")).json()
+        runs_on = f"uvicorn, http {health['http']}, loop {health['loop']}" if kind == "fastapi" else "tornado"
+        print(f"\n  {kind} ({runs_on}, pid {process.pid}):", flush=True)
+        for _ in range(10):  # both servers warmed up alike
+            await first_token_seconds(port)
+        return await capacity(port, load_steps(args.max_streams, args.step), args.seconds, args.ramp, process.pid)
+
+
+def serving(args: argparse.Namespace) -> None:
+    """Print the serving comparison: streams held at 20 tokens/s with p99 lateness < 50 ms, each server alone."""
+    from sse_load import BUDGET, RATE, load_steps, split_cores
+
+    cores = split_cores()
+    affinity = os.sched_getaffinity(0)
+    cores.pin_client()
+    try:
+        print(f"\nserving: {cores.note}")
+        print(
+            f"  fastapi {version('fastapi')}, sse-starlette {version('sse-starlette')}, uvicorn {version('uvicorn')}, "
+            f"starlette {version('starlette')}; tornado {version('tornado')}, jupyter_server {version('jupyter_server')}"
+        )
+        print(
+            f"  the same ChatSession, StampingModel at {RATE} tokens/s per stream for {args.seconds:g} s, streams started "
+            f"over {args.ramp:g} s; steps {', '.join(map(str, load_steps(args.max_streams, args.step)))}; "
+            f"held while p99 lateness < {BUDGET * 1e3:g} ms"
+        )
+        held: dict[str, int] = {}
+        results: dict[str, list[StepResult]] = {}
+        for kind in ("streamchat", "fastapi"):
+            held[kind], results[kind] = asyncio.run(serving_capacity(kind, args))
+        print()
+        ours, theirs = held["streamchat"], held["fastapi"]
+        ratio = f"{ours / theirs:.2f}x" if theirs else "n/a (fastapi held no step)"
+        print(f"  streams held: streamchat {ours}, fastapi + sse-starlette {theirs}: {ratio}")
+        first = [runs[0] for runs in results.values()]
+        cost = [result.server_us_per_token for result in first]
+        print(
+            f"  server CPU per token at {first[0].streams} streams: streamchat {cost[0]:.1f} µs, "
+            f"fastapi + sse-starlette {cost[1]:.1f} µs (fastapi / streamchat {cost[1] / cost[0]:.2f}x; above 1: streamchat "
+            "is the cheaper)"
+        )
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
 def version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -262,9 +357,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds; the median is printed")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["providers", "serving"], help="run one part only (default: both)")
+    serving_options = parser.add_argument_group("serving")
+    serving_options.add_argument("--max-streams", type=int, default=1500, help="largest load step")
+    serving_options.add_argument("--step", type=int, default=250, help="load steps: 50, 100, then multiples of this")
+    serving_options.add_argument("--seconds", type=float, default=4.0, help="length of each load step's streams")
+    serving_options.add_argument("--ramp", type=float, default=1.0, help="seconds over which a step's streams start")
+    serving_options.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(serve(args.tokens))
+        return
+    if args.only != "providers":
+        serving(args)
+    if args.only == "serving":
         return
 
     print(

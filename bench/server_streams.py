@@ -21,7 +21,7 @@ process pinned to one core and this process (the load client) to the other, then
    the lateness of every token (client receive time − the time the model had it due)
    stays under 50 ms at p99. In each step the streams start spread evenly over --ramp
    seconds (users arrive over time), each --seconds long; every token counts, the first
-   ones included. The steps grow by 250 streams (250, 500, 750, 1000 …) up to
+   ones included. The steps are 50, 100, then every 250 streams (250, 500, 750, 1000 …) up to
    --max-streams and stop at the first step over budget (or in which a stream failed or
    lost tokens). Each row prints the server process's CPU µs per token delivered (psutil;
    the other engineers' load on a shared machine disturbs it less than the latencies)

@@ -18,7 +18,8 @@ extension next to a FastAPI + sse-starlette app), and by the server processes th
   socket read, and per token frame only finds the stamp). `load_step` starts the streams
   spread over a ramp (users arrive over time, not all in the same millisecond) and
   records the lateness (receive time − due time) of every token, the first ones
-  included; `capacity` grows the load step by step until p99 lateness reaches the budget.
+  included; `capacity` grows the load step by step (`load_steps`: 50, 100, 250, 500, 750,
+  1000 …) until p99 lateness reaches the budget.
 - `split_cores`: the server process on one core, this (client) process on the other.
 """
 
@@ -445,9 +446,10 @@ async def load_step(port: int, streams: int, seconds: float, ramp: float, server
     return StepResult(streams, streams * tokens, lateness, failed, wall, client_cpu, server_used)
 
 
-def load_steps(max_streams: int, first: int = 250, step: int = 250) -> list[int]:
-    """The streams of each load step: `first`, then `step` more each time, up to `max_streams`."""
-    return list(range(first, max_streams + 1, step)) or [max_streams]
+def load_steps(max_streams: int, step: int = 250, small: Sequence[int] = (50, 100)) -> list[int]:
+    """The streams of each load step: the `small` ones, then every multiple of `step` up to `max_streams`."""
+    steps = [*(streams for streams in small if streams < step), *range(step, max_streams + 1, step)]
+    return [streams for streams in steps if streams <= max_streams] or [max_streams]
 
 
 STEP_HEADER = (
