@@ -51,7 +51,7 @@ from streamchat.messages import Message
 from streamchat.providers import ModelRequest, Provider, TextDelta
 
 if TYPE_CHECKING:
-    from sse_load import StepResult
+    from bench.sse_load import StepResult
 
 GOALS = {"ollama": 1.5, "openai": 4.0, "session": 5.0}
 """The ratio each comparison must reach (issue 12)."""
@@ -258,22 +258,22 @@ async def peak_memory(provider: Provider) -> int:
 
 
 # -- serving: the extension's SSE vs FastAPI + sse-starlette ---------------------------------------
-# (bench/server_streams.py and bench/sse_load.py are imported where used: bench/ is this script's
-# directory, so on sys.path, and the providers-only run does not load them)
+# (bench/server_streams.py and bench/sse_load.py are imported where used: the providers-only run does not load them)
 
 
 @contextlib.contextmanager
 def serving_process(kind: str, port: int, workdir: Path, http: str) -> Iterator[subprocess.Popen[bytes]]:
     """The extension's `jupyter server` ("streamchat") or the FastAPI app under uvicorn ("fastapi"), pinned."""
-    from server_streams import start_server
-    from sse_load import split_cores
+    from bench.server_streams import server_env, start_server
+    from bench.sse_load import split_cores
 
     preexec = split_cores().server_preexec()
     if kind == "streamchat":
         process = start_server(port, workdir, preexec)
     else:
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "starlette_app.py"), "--port", str(port), "--http", http],
+            [sys.executable, "-m", "bench.starlette_app", "--port", str(port), "--http", http],
+            env=server_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=preexec,
@@ -292,8 +292,9 @@ def serving_process(kind: str, port: int, workdir: Path, http: str) -> Iterator[
 async def serving_capacity(kind: str, args: argparse.Namespace) -> tuple[int, list[StepResult]]:
     """Print one server's load steps; (most streams held, the steps' `StepResult`s)."""
     import httpx
-    from server_streams import wait_ready
-    from sse_load import TOKEN, capacity, first_token_seconds, free_port, load_steps
+
+    from bench.server_streams import wait_ready
+    from bench.sse_load import TOKEN, capacity, first_token_seconds, free_port, load_steps
 
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
@@ -310,7 +311,7 @@ async def serving_capacity(kind: str, args: argparse.Namespace) -> tuple[int, li
 
 def serving(args: argparse.Namespace) -> None:
     """Print the serving comparison: streams held at 20 tokens/s with p99 lateness < 50 ms, each server alone."""
-    from sse_load import BUDGET, RATE, load_steps, split_cores
+    from bench.sse_load import BUDGET, RATE, load_steps, split_cores
 
     cores = split_cores()
     affinity = os.sched_getaffinity(0)

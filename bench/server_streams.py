@@ -50,7 +50,10 @@ from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
-from sse_load import (
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from bench.sse_load import (
     TOKEN,
     Cores,
     SseStream,
@@ -66,9 +69,6 @@ from sse_load import (
     rss_bytes,
     split_cores,
 )
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
-
 from streamchat import ChatSession, Settings
 
 __all__ = ["TOKEN", "StampingModel", "direct", "free_port", "make_provider", "raw_sse_stream", "start_server"]
@@ -84,6 +84,16 @@ STREAMS_GOAL = 1000
 # -- the server --------------------------------------------------------------------------------
 
 
+def server_env() -> dict[str, str]:
+    """This environment with the repository root first on PYTHONPATH (the servers import `bench.sse_load`).
+
+    bench/ comes next, for `bench/store.py`'s servers, which import this module as `server_streams`.
+    """
+    bench = Path(__file__).parent
+    path = [str(bench.parent), str(bench), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
     """`jupyter server` with streamchat and the stamping model, in a subprocess (`preexec`: e.g. pin it)."""
     config = {
@@ -96,7 +106,7 @@ def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = 
         },
         "IdentityProvider": {"token": TOKEN},
         "StreamChat": {
-            "provider_factory": "sse_load:make_provider",
+            "provider_factory": "bench.sse_load:make_provider",
             "tools": [],
             "max_sessions": 1_000_000,
             "max_sessions_per_user": 1_000_000,
@@ -107,7 +117,7 @@ def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = 
     }
     path = workdir / "jupyter_server_config.json"
     path.write_text(json.dumps(config))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = server_env()
     return subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", f"--config={path}", f"--ServerApp.root_dir={workdir}"],
         env=env,

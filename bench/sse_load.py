@@ -175,7 +175,7 @@ class SseParser:
         if self.status != 200:
             self.body_error += body
             return []
-        return self._events(body) if body else []
+        return self._events(body) if body or (self.finished and self._text) else []
 
     def _start(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -235,7 +235,7 @@ class SseParser:
         text = self._text + body if self._text else body
         keep = b""
         if b"\r" in text:
-            if text.endswith(b"\r"):  # maybe the first half of "\r\n": wait for the next byte
+            if text.endswith(b"\r") and not self.finished:  # maybe the first half of "\r\n": wait for the next byte
                 text, keep = text[:-1], b"\r"
             text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *blocks, rest = text.split(b"\n\n")

@@ -12,7 +12,7 @@ sse-starlette ends lines with "\\r\\n" and pings every 15 s, as the extension's 
 
 `bench/peers.py` runs it under uvicorn, one process, one worker:
 
-    python bench/starlette_app.py --port PORT [--http auto|h11|httptools]
+    python -m bench.starlette_app --port PORT [--http auto|h11|httptools]
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel
-from sse_load import TOKEN, StampingModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from bench.sse_load import TOKEN, StampingModel
 from streamchat import ChatSession
 
 app = FastAPI()

@@ -1,0 +1,105 @@
+"""The serving benchmarks' load client (bench/sse_load.py) reads what the servers send.
+
+Its parser against framings split at every possible place, then the client against the
+two real servers the benchmarks load: the extension (tornado, lines end in "\\n") and the
+FastAPI + sse-starlette peer (uvicorn, lines end in "\\r\\n"), both in their own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.server_streams import server_env, start_server, wait_ready
+from bench.sse_load import SseParser, free_port, open_stream
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+EVENTS = [
+    (b"thinking", b'{"seq":1}'),
+    (b"token", b'{"content":"1.5|0 "}'),
+    (b"token", b"line one\nline two"),
+    (b"message", b"no event field"),
+    (b"done", b'{"seq":4}'),
+]
+
+
+def framed(newline: bytes) -> bytes:
+    """`EVENTS` as an SSE body with `newline` ending each line, with an id, a comment and a retry among them."""
+    lines = [b"retry: 250", b": ping", b""]
+    for seq, (event, data) in enumerate(EVENTS, 1):
+        lines.append(b"id: t:%d" % seq)
+        if event != b"message":
+            lines.append(b"event: " + event)
+        lines.extend(b"data: " + line for line in data.split(b"\n"))
+        lines.append(b"")
+    return newline.join(lines) + newline
+
+
+@given(
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    chunk_size=st.integers(min_value=1, max_value=64),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
+)
+def test_the_parser_gets_every_event_however_the_bytes_are_chunked_and_split(
+    newline: bytes, chunk_size: int, cuts: list[int]
+) -> None:
+    body = framed(newline)
+    chunks = [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
+    wire = HEAD + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    parser = SseParser()
+    events = []
+    edges = sorted({0, len(wire), *(cut for cut in cuts if cut < len(wire))})
+    for start, end in itertools.pairwise(edges):
+        events.extend(parser.feed(wire[start:end]))
+    assert parser.status == 200
+    assert parser.finished
+    assert events == EVENTS
+
+
+def test_the_parser_reads_a_refusal_whole() -> None:
+    parser = SseParser()
+    assert parser.feed(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 8\r\n\r\nno ") == []
+    assert parser.feed(b"token") == []
+    assert (parser.status, parser.finished, parser.body_error) == (401, True, b"no token")
+
+
+@pytest.fixture(params=["streamchat", "fastapi"])
+async def server_port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
+    """A port where one of the benchmarks' two servers streams `StampingModel` turns."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        if request.param == "streamchat":
+            process = start_server(port, Path(workdir))
+        else:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.starlette_app", "--port", str(port), "--http", "h11"],
+                env=server_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        try:
+            await wait_ready(f"http://127.0.0.1:{port}/")
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+async def test_the_client_reads_every_token_of_each_server_with_its_lateness(server_port: int) -> None:
+    lateness: list[float] = []
+    streams = await asyncio.gather(*(open_stream(server_port, "5 0.01", lateness) for _ in range(3)))
+    await asyncio.gather(*(stream.closed for stream in streams))
+    for stream in streams:
+        assert (stream.error, stream.parser.status, stream.tokens, stream.done) == (None, 200, 5, True)
+    assert len(lateness) == 15
+    # a token is read after the time its model had it due (the processes share the clock)
+    assert min(lateness) > -0.005
