@@ -16,9 +16,18 @@ the load of other processes disturbs less: the server runs in its own) with the 
   same server),
 
 and the peak Python memory (tracemalloc) of a 10k-token answer through `ChatSession`.
+
+Serving: the extension's SSE (`jupyter server`, tornado) next to a FastAPI +
+sse-starlette app (`bench/starlette_app.py`, uvicorn, one process, one worker) that
+streams the same `ChatSession` on the same `StampingModel` (20 tokens/s per stream) with
+the same SSE fields. Each server process runs alone, pinned to one core, the load client
+(`bench/sse_load.py`, the load steps of `bench/server_streams.py`: 50, 100, 250, 500 …
+--max-streams, the streams of a step started over --ramp seconds) pinned to the other;
+for each, the most streams held with p99 lateness (receive − due time, every token)
+< 50 ms, the ratio, and the server's CPU µs per token at the first step.
 The peers come from the `bench` extra: `pip install -e ".[bench]"`.
 
-Run: python bench/peers.py [--tokens 10000] [--rounds 5]
+Run: python bench/peers.py [--tokens 10000] [--rounds 5] [--only providers|serving] [--max-streams 1500]
 """
 
 from __future__ import annotations
@@ -317,7 +326,7 @@ def serving(args: argparse.Namespace) -> None:
     affinity = os.sched_getaffinity(0)
     cores.pin_client()
     try:
-        print(f"\nserving: {cores.note}")
+        print(f"\nserving: python {platform.python_version()}, streamchat {version('streamchat')}; {cores.note}")
         print(
             f"  fastapi {version('fastapi')}, sse-starlette {version('sse-starlette')}, uvicorn {version('uvicorn')}, "
             f"starlette {version('starlette')}; tornado {version('tornado')}, jupyter_server {version('jupyter_server')}"
@@ -334,7 +343,8 @@ def serving(args: argparse.Namespace) -> None:
         print()
         ours, theirs = held["streamchat"], held["fastapi"]
         ratio = f"{ours / theirs:.2f}x" if theirs else "n/a (fastapi held no step)"
-        print(f"  streams held: streamchat {ours}, fastapi + sse-starlette {theirs}: {ratio}")
+        verdict = "ok" if ours > theirs else "BELOW GOAL"
+        print(f"  streams held: streamchat {ours}, fastapi + sse-starlette {theirs}: {ratio} (goal: ahead: {verdict})")
         first = [runs[0] for runs in results.values()]
         cost = [result.server_us_per_token for result in first]
         print(
@@ -369,9 +379,8 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.tokens))
         return
-    if args.only != "providers":
-        serving(args)
     if args.only == "serving":
+        serving(args)
         return
 
     print(
@@ -414,6 +423,8 @@ def main() -> None:
         print(
             f"  peak memory, {args.tokens:,}-token answer through ChatSession ({name}): {peak / 1e6:.2f} MB ({verdict})"
         )
+    if args.only != "providers":
+        serving(args)
 
 
 if __name__ == "__main__":
