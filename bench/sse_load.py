@@ -33,6 +33,7 @@ import socket
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import psutil
 
@@ -297,10 +298,9 @@ class SseStream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
         self.sent_at = time.time()
-        transport.write(self.request)
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -376,6 +376,8 @@ class StepResult:
     wall: float
     client_cpu: float
     server_cpu: float | None
+    client_lag: list[float] = field(repr=False)
+    """Sorted: how late this process's event loop ran a 5 ms timer, sampled all through the step."""
 
     @property
     def received(self) -> int:
@@ -426,8 +428,17 @@ async def load_step(port: int, streams: int, seconds: float, ramp: float, server
         except OSError as exc:
             failed.append(f"connect: {exc}")
 
+    lag: list[float] = []
+
+    async def watch() -> None:  # the client's own lateness: if it nears the budget, the client is what limits
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            lag.append(loop.time() - before - 0.005)
+
     server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
     client_cpu, began = time.process_time(), loop.time()
+    watcher = asyncio.create_task(watch())
     await asyncio.gather(*(start(ramp * i / streams) for i in range(streams)))
     deadline = ramp + seconds + 30 + streams / 100
     pending = [stream.closed for stream in opened]
@@ -435,6 +446,7 @@ async def load_step(port: int, streams: int, seconds: float, ramp: float, server
         await asyncio.wait(pending, timeout=max(1.0, deadline - (loop.time() - began)))
     wall = loop.time() - began
     client_cpu = time.process_time() - client_cpu
+    watcher.cancel()
     server_used = cpu_seconds(server_pid) - server_cpu if server_pid else None
     for stream in opened:
         if not stream.closed.done():
@@ -443,7 +455,8 @@ async def load_step(port: int, streams: int, seconds: float, ramp: float, server
         elif stream.error or not stream.done or stream.tokens != tokens:
             failed.append(stream.error or f"{stream.tokens} of {tokens} tokens, done={stream.done}")
     lateness.sort()
-    return StepResult(streams, streams * tokens, lateness, failed, wall, client_cpu, server_used)
+    lag.sort()
+    return StepResult(streams, streams * tokens, lateness, failed, wall, client_cpu, server_used, lag)
 
 
 def load_steps(max_streams: int, step: int = 250, small: Sequence[int] = (50, 100)) -> list[int]:
@@ -454,7 +467,7 @@ def load_steps(max_streams: int, step: int = 250, small: Sequence[int] = (50, 10
 
 STEP_HEADER = (
     f"   {'streams':>8} {'tokens':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-    f"{'server µs/token':>16} {'client CPU':>11}  failed"
+    f"{'server µs/token':>16} {'client CPU':>11} {'client lag p99':>15}  failed"
 )
 
 
@@ -463,8 +476,8 @@ def step_row(result: StepResult) -> str:
     late = [value * 1e3 for value in (result.p50, result.p99, result.lateness[-1] if result.lateness else math.nan)]
     return (
         f"   {result.streams:8d} {result.received:8d} {late[0]:8.2f} {late[1]:8.2f} {late[2]:8.1f} "
-        f"{result.server_us_per_token:16.1f} {result.client_load:10.0%}  {len(result.failed)}"
-        + (f" ({result.failed[0]})" if result.failed else "")
+        f"{result.server_us_per_token:16.1f} {result.client_load:10.0%} {percentile(result.client_lag, 0.99) * 1e3:12.1f} ms"
+        f"  {len(result.failed)}" + (f" ({result.failed[0]})" if result.failed else "")
     )
 
 
@@ -479,8 +492,12 @@ async def capacity(
         result = await load_step(port, streams, seconds, ramp, server_pid)
         results.append(result)
         print(step_row(result), flush=True)
-        if result.client_load > 0.8:
-            print(f"   (the client used {result.client_load:.0%} of its core: it may be what limits this step)")
+        client_lag = percentile(result.client_lag, 0.99)
+        if result.client_load > 0.8 or client_lag > BUDGET / 2:
+            print(
+                f"   (the client used {result.client_load:.0%} of its core and ran its timers up to "
+                f"{client_lag * 1e3:.0f} ms late (p99): part of this step's lateness may be the client's)"
+            )
         if not result.held:
             break
         held = streams
