@@ -12,7 +12,10 @@ sse-starlette ends lines with "\\r\\n" and pings every 15 s, as the extension's 
 
 `bench/peers.py` runs it under uvicorn, one process, one worker:
 
-    python -m bench.starlette_app --port PORT [--http auto|h11|httptools]
+    python -m bench.starlette_app --port PORT [--http auto|h11|httptools] [--loop asyncio|uvloop|auto]
+
+By default uvicorn parses HTTP with httptools when it is installed (h11 otherwise) and
+runs on asyncio's own event loop, as the Jupyter server does.
 """
 
 from __future__ import annotations
@@ -75,11 +78,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
+    parser.add_argument(
+        "--loop", choices=["auto", "asyncio", "uvloop"], default="asyncio", help="asyncio: the extension's own"
+    )
     args = parser.parse_args()
-    http = args.http
+    http, loop = args.http, args.loop
     if http == "auto":  # uvicorn's own choice, made here so that /health can tell it
         http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     implementations.update(http=http, loop=loop)
     uvicorn.run(app, host="127.0.0.1", port=args.port, http=http, loop=loop, log_level="warning", access_log=False)
 
