@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.metadata
 import os
 import platform
@@ -325,6 +326,7 @@ def serving(args: argparse.Namespace) -> None:
     cores = split_cores()
     affinity = os.sched_getaffinity(0)
     cores.pin_client()
+    gc.freeze()  # this process's objects so far: a full collection of the client need not walk them
     try:
         print(f"\nserving: python {platform.python_version()}, streamchat {version('streamchat')}; {cores.note}")
         print(

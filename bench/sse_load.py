@@ -18,7 +18,8 @@ extension next to a FastAPI + sse-starlette app), and by the server processes th
   socket read, and per token frame only finds the stamp). `load_step` starts the streams
   spread over a ramp (users arrive over time, not all in the same millisecond) and
   records the lateness (receive time − due time) of every token, the first ones
-  included; `capacity` grows the load step by step (`load_steps`: 50, 100, 250, 500, 750,
+  included (this process's garbage collector off meanwhile: its pauses are not the
+  server's); `capacity` grows the load step by step (`load_steps`: 50, 100, 250, 500, 750,
   1000 …) until p99 lateness reaches the budget.
 - `split_cores`: the server process on one core, this (client) process on the other.
 """
@@ -26,6 +27,7 @@ extension next to a FastAPI + sse-starlette app), and by the server processes th
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import os
@@ -277,12 +279,24 @@ def stream_request(message: str, host: str = "127.0.0.1", path: str = STREAM_PAT
 
 
 class SseStream(asyncio.Protocol):
-    """One streamed turn over its own connection: sends the request, parses, records what it is told to."""
+    """Streamed turns over one connection: sends a request, parses its response, records what it is told to.
 
-    def __init__(self, request: bytes, lateness: list[float] | None = None) -> None:
-        self.request = request
+    The connection closes at the end of the response unless `keep_alive`; then `send`
+    writes the next request on it.
+    """
+
+    def __init__(self, request: bytes, lateness: list[float] | None = None, keep_alive: bool = False) -> None:
         self.lateness = lateness
         """Where each token's receive time − due time goes (None: not recorded)."""
+        self.keep_alive = keep_alive
+        self.closed = asyncio.get_running_loop().create_future()
+        """Resolved once the connection is closed."""
+        self.transport: asyncio.Transport | None = None
+        self._reset(request)
+
+    def _reset(self, request: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.request = request
         self.parser = SseParser()
         self.tokens = 0
         self.done = False
@@ -290,12 +304,19 @@ class SseStream(asyncio.Protocol):
         self.sent_at = 0.0
         self.first_token_at = 0.0
         """`time.time()` when the request was written, and when the first token event arrived."""
-        self.head = asyncio.get_running_loop().create_future()
+        self.head = loop.create_future()
         """Resolved once the response's head has arrived (the server accepted the stream)."""
-        self.first_token = asyncio.get_running_loop().create_future()
-        self.closed = asyncio.get_running_loop().create_future()
+        self.first_token = loop.create_future()
+        self.ended = loop.create_future()
+        """Resolved once the whole response has arrived, or the connection closed."""
         self.error: str | None = None
-        self.transport: asyncio.Transport | None = None
+
+    def send(self, request: bytes) -> None:
+        """Write the next request on this kept-alive connection, its response's parsing afresh."""
+        assert self.transport is not None and self.keep_alive and self.ended.done()
+        self._reset(request)
+        self.sent_at = time.time()
+        self.transport.write(request)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
@@ -320,15 +341,18 @@ class SseStream(asyncio.Protocol):
         if parser.finished:
             if parser.status != 200:
                 self.error = f"HTTP {parser.status}: {parser.body_error[:200]!r}"
-            assert self.transport is not None
-            self.transport.close()
+            if not self.keep_alive:
+                self.close()
+            for future in (self.head, self.first_token, self.ended):
+                if not future.done():
+                    future.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and self.error is None:
             self.error = f"{type(exc).__name__}: {exc}"
         elif not self.parser.finished and self.error is None:
             self.error = "the server closed the connection before the end of the response"
-        for future in (self.head, self.first_token, self.closed):
+        for future in (self.head, self.first_token, self.ended, self.closed):
             if not future.done():
                 future.set_result(None)
 
@@ -338,18 +362,28 @@ class SseStream(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_stream(port: int, message: str, lateness: list[float] | None = None) -> SseStream:
+async def open_stream(
+    port: int, message: str, lateness: list[float] | None = None, keep_alive: bool = False
+) -> SseStream:
     """A connected `SseStream` of a turn answering `message`, its request written."""
-    stream = SseStream(stream_request(message), lateness)
+    stream = SseStream(stream_request(message), lateness, keep_alive)
     await asyncio.get_running_loop().create_connection(lambda: stream, "127.0.0.1", port)
     return stream
 
 
-async def first_token_seconds(port: int, message: str = "1 0") -> float:
-    """Seconds from writing the request (connection already open) to reading the first token event; reads to the end."""
-    stream = await open_stream(port, message)
+async def first_token_seconds(port: int, message: str = "1 0", connection: SseStream | None = None) -> float:
+    """Seconds from writing the request to reading the first token event; reads to the end.
+
+    On a new connection (its handshake done before the clock starts), or on `connection`,
+    kept alive, whose previous response has ended.
+    """
+    if connection is None:
+        stream = await open_stream(port, message)
+    else:
+        stream = connection
+        stream.send(stream_request(message))
     await stream.first_token
-    await stream.closed
+    await stream.ended
     if stream.error or not stream.done:
         raise RuntimeError(f"the stream failed: {stream.error or 'no done event'}")
     return stream.first_token_at - stream.sent_at
@@ -436,17 +470,22 @@ async def load_step(port: int, streams: int, seconds: float, ramp: float, server
             await asyncio.sleep(0.005)
             lag.append(loop.time() - before - 0.005)
 
-    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
-    client_cpu, began = time.process_time(), loop.time()
-    watcher = asyncio.create_task(watch())
-    await asyncio.gather(*(start(ramp * i / streams) for i in range(streams)))
-    deadline = ramp + seconds + 30 + streams / 100
-    pending = [stream.closed for stream in opened]
-    if pending:
-        await asyncio.wait(pending, timeout=max(1.0, deadline - (loop.time() - began)))
-    wall = loop.time() - began
-    client_cpu = time.process_time() - client_cpu
-    watcher.cancel()
+    gc.collect()
+    gc.disable()  # a full collection of this process would pause reading every stream at once
+    try:
+        server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+        client_cpu, began = time.process_time(), loop.time()
+        watcher = asyncio.create_task(watch())
+        await asyncio.gather(*(start(ramp * i / streams) for i in range(streams)))
+        deadline = ramp + seconds + 30 + streams / 100
+        pending = [stream.closed for stream in opened]
+        if pending:
+            await asyncio.wait(pending, timeout=max(1.0, deadline - (loop.time() - began)))
+        wall = loop.time() - began
+        client_cpu = time.process_time() - client_cpu
+        watcher.cancel()
+    finally:
+        gc.enable()
     server_used = cpu_seconds(server_pid) - server_cpu if server_pid else None
     for stream in opened:
         if not stream.closed.done():

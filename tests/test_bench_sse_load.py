@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.server_streams import server_env, start_server, wait_ready
-from bench.sse_load import SseParser, free_port, open_stream
+from bench.sse_load import SseParser, first_token_seconds, free_port, open_stream
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 EVENTS = [
@@ -103,3 +103,15 @@ async def test_the_client_reads_every_token_of_each_server_with_its_lateness(ser
     assert len(lateness) == 15
     # a token is read after the time its model had it due (the processes share the clock)
     assert min(lateness) > -0.005
+
+
+async def test_the_client_streams_turn_after_turn_on_a_kept_alive_connection(server_port: int) -> None:
+    connection = await open_stream(server_port, "2 0", keep_alive=True)
+    await connection.ended
+    assert (connection.error, connection.tokens, connection.done) == (None, 2, True)
+    for _ in range(3):
+        assert await first_token_seconds(server_port, "3 0", connection=connection) > 0
+        assert (connection.error, connection.tokens, connection.done) == (None, 3, True)
+    assert not connection.closed.done()
+    connection.close()
+    await connection.closed
