@@ -2,13 +2,13 @@
 
 Starts a `redis-server` on a free port (nothing persisted), one `jupyter server` with the
 in-memory store and two with ``store_url`` pointing at that Redis (all on 127.0.0.1, the
-stamping model of `bench/server_streams.py`: each token carries the time it was made),
+stamping model of `bench/sse_load.py`: each token carries the time it was due),
 then prints, in one run:
 
 1. events/s and per-event cost of one turn through the server with each store (POST
    chat/stream, a model with no delay), next to `ChatSession.stream` in this process; the
    added cost of Redis is the RedisStore row minus the MemoryStore row;
-2. the time for a follower to see an event (received − produced, p50/p99) on the process
+2. the time for a follower to see an event (received − due, p50/p99) on the process
    running the turn and on the other process (which reads the turn from Redis);
 3. how many concurrent SSE streams at 20 tokens/s each the servers hold with p99 added
    latency < 50 ms: one process with `MemoryStore`, and two processes sharing Redis (half
@@ -191,7 +191,7 @@ async def check_uses_redis(url: str, prefix: str) -> None:
 
 
 async def follow(client: httpx.AsyncClient, url: str, headers: dict[str, str], lateness: list[float]) -> None:
-    """Read a session's SSE stream to its end; record received − produced per token."""
+    """Read a session's SSE stream to its end; record received − due per token."""
     async with aconnect_sse(client, "GET", url, headers=headers) as source:
         if source.response.status_code != 200:
             body = (await source.response.aread()).decode(errors="replace")
@@ -228,7 +228,7 @@ async def follower_latency(a: Server, b: Server, tokens: int) -> None:
             await started.wait()
             await follow(client, f"{b.base}{url}", {"Last-Event-ID": "0"}, on_b)
             await owner
-    print(f"\n2. time for a follower to see an event (received − produced; 3 turns of {tokens} tokens at 50/s)")
+    print(f"\n2. time for a follower to see an event (received − due; 3 turns of {tokens} tokens at 50/s)")
     print(f"   {'follower on':<36} {'events':>7} {'p50 ms':>8} {'p99 ms':>8}")
     for name, lateness in (("the turn's process (A)", on_a), ("another process (B, through Redis)", on_b)):
         lateness.sort()
@@ -262,7 +262,7 @@ async def capacity(name: str, servers: list[Server], max_streams: int, seconds: 
 
 async def concurrency(memory: Server, a: Server, b: Server, max_streams: int, seconds: float) -> None:
     """Print part 3."""
-    print(f"\n3. concurrent SSE streams, 20 tokens/s each for {seconds:g} s (latency = received − produced)")
+    print(f"\n3. concurrent SSE streams, 20 tokens/s each for {seconds:g} s (latency = received − due)")
     print(f"   {'servers':<30} {'streams':>8} {'tokens':>8} {'p50 ms':>8} {'p99 ms':>8}")
     one = await capacity("1 process, MemoryStore", [memory], max_streams, seconds)
     two = await capacity("2 processes, RedisStore", [a, b], max_streams, seconds)
