@@ -10,8 +10,9 @@ process pinned to one core and this process (the load client) to the other, then
    socket client (from writing the request to reading the first `token` event), on one
    kept-alive connection as a page's client holds, and on a new connection each turn
    (its handshake done before the clock starts, the server's accepting it not). p50 and
-   p99 of each; SSE's added time is the kept-alive row's percentile minus the direct
-   one's (goal: ≤ 1 ms at p50, ≤ 3 ms at p99). Then, labelled as such, one turn of
+   p99 of each (this process's garbage collector off meanwhile; the server's on); SSE's
+   added time is the kept-alive row's percentile minus the direct one's (goal: ≤ 1 ms
+   at p50, ≤ 3 ms at p99). Then, labelled as such, one turn of
    --tokens tokens through client libraries (httpx-sse and tornado's WebSocket client),
    whose own cost is in their figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
@@ -165,14 +166,21 @@ async def ttft_added(port: int, pid: int, turns: int) -> None:
         await direct(1)
         await first_token_seconds(port, connection=kept)
         await first_token_seconds(port)
-    directs, sses, fresh = [], [], []
+    directs: list[float] = []
+    sses: list[float] = []
+    fresh: list[float] = []
     server_cpu = 0.0
-    for _ in range(turns):
-        directs.append((await direct(1))[0])
-        before = cpu_seconds(pid)
-        sses.append(await first_token_seconds(port, connection=kept))
-        server_cpu += cpu_seconds(pid) - before
-        fresh.append(await first_token_seconds(port))
+    gc.collect()
+    gc.disable()  # this process's collections would land in either column at random: none while measuring
+    try:
+        for _ in range(turns):
+            directs.append((await direct(1))[0])
+            before = cpu_seconds(pid)
+            sses.append(await first_token_seconds(port, connection=kept))
+            server_cpu += cpu_seconds(pid) - before
+            fresh.append(await first_token_seconds(port))
+    finally:
+        gc.enable()
     kept.close()
     print(f"\n1. time to first token, {turns} one-token turns each way, interleaved")
     print(f"   {'path':<50} {'p50 ms':>8} {'p99 ms':>8}")
