@@ -180,6 +180,13 @@ class SseParser:
             return []
         return self._events(body) if body or (self.finished and self._text) else []
 
+    def eof(self) -> list[tuple[bytes, bytes]]:
+        """The connection closed: the end of a body that only its close delimits, and its last events."""
+        if self._mode != "close" or self.finished:
+            return []
+        self.finished = True
+        return self._events(b"") if self.status == 200 and self._text else []
+
     def _start(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
         self.status = int(lines[0].split(b" ", 2)[1])
@@ -324,9 +331,11 @@ class SseStream(asyncio.Protocol):
         self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
-        now = time.time()
+        self._take(self.parser.feed(data), time.time())
+
+    def _take(self, events: list[tuple[bytes, bytes]], now: float) -> None:
         parser = self.parser
-        for event, payload in parser.feed(data):
+        for event, payload in events:
             if event == b"token":
                 if not self.tokens:
                     self.first_token_at = now
@@ -348,6 +357,8 @@ class SseStream(asyncio.Protocol):
                     future.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None and not self.parser.finished:
+            self._take(self.parser.eof(), time.time())
         if exc is not None and self.error is None:
             self.error = f"{type(exc).__name__}: {exc}"
         elif not self.parser.finished and self.error is None:

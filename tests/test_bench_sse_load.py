@@ -65,6 +65,18 @@ def test_the_parser_gets_every_event_however_the_bytes_are_chunked_and_split(
     assert events == EVENTS
 
 
+def test_a_body_that_the_close_delimits_ends_with_the_connection() -> None:
+    parser = SseParser()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    assert parser.feed(head + b"event: token\rdata: a\r\revent: done\rdata: b\r\r") == [(b"token", b"a")]
+    assert not parser.finished  # the last "\r" may be the first half of "\r\n"
+    assert parser.eof() == [(b"done", b"b")]
+    assert parser.finished
+    cut = SseParser()
+    assert cut.feed(head + b"event: token\ndata: a\n") == []
+    assert cut.eof() == []  # an event the close cut short is not dispatched (the SSE spec)
+
+
 def test_the_parser_reads_a_refusal_whole() -> None:
     parser = SseParser()
     assert parser.feed(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 8\r\n\r\nno ") == []
