@@ -12,9 +12,9 @@ process pinned to one core and this process (the load client) to the other, then
    (its handshake done before the clock starts, the server's accepting it not). p50 and
    p99 of each (this process's garbage collector off meanwhile; the server's on); SSE's
    added time is the kept-alive row's percentile minus the direct one's (goal: ≤ 1 ms
-   at p50, ≤ 3 ms at p99). Then, labelled as such, one turn of
-   --tokens tokens through client libraries (httpx-sse and tornado's WebSocket client),
-   whose own cost is in their figures;
+   at p50, ≤ 3 ms at p99), and the server's CPU per such turn. Then, labelled as such,
+   one turn of --tokens tokens through client libraries (httpx-sse and tornado's
+   WebSocket client), whose own cost is in their figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
    waits an hour before its first token, so each is a running turn with an open SSE
    response that has sent its head and the `thinking` event, and nothing since); the
@@ -24,11 +24,13 @@ process pinned to one core and this process (the load client) to the other, then
    the lateness of every token (client receive time − the time the model had it due)
    stays under 50 ms at p99. In each step the streams start spread evenly over --ramp
    seconds (users arrive over time), each --seconds long; every token counts, the first
-   ones included. The steps are 50, 100, then every 250 streams (250, 500, 750, 1000 …) up to
-   --max-streams and stop at the first step over budget (or in which a stream failed or
-   lost tokens). Each row prints the server process's CPU µs per token delivered (psutil;
-   the other engineers' load on a shared machine disturbs it less than the latencies)
-   and the client's CPU use (if it nears a whole core, the client is what limits).
+   ones included. The steps are 50, 100, then every 250 streams (250, 500, 750, 1000 …)
+   up to --max-streams, and stop at the first step over budget (or in which a stream
+   failed or lost tokens). Each row prints the server process's CPU µs per token
+   delivered (psutil; other load on a shared machine disturbs it less than the
+   latencies), and the client's CPU use and event-loop lag (p99 lateness of a 5 ms
+   timer; the client's garbage collector is off during a step): when these near a core
+   or the budget, the client, not the server, limits the step.
 
     python bench/server_streams.py [--ttft-turns 200] [--idle 1000] [--max-streams 1500] [--seconds 4] [--ramp 1]
 
