@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..settings import Settings
 from ._parsing import ChunkParser
+from ._transport import HttpTransport, choose_transport, httpx_error, make_client, transport_errors
 from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta, ToolDefinition
 
 __all__ = ["HttpPolicy", "HttpProvider", "StreamDecoder"]
@@ -181,6 +182,9 @@ class HttpProvider(Provider):
         self.settings = settings or Settings()
         self.policy = HttpPolicy.from_settings(self.settings)
         self._headers = dict(headers or {})
+        self.http_transport: HttpTransport = choose_transport(self.settings.backend_http_transport)
+        """The transport this provider reads its backend with (`_transport`): `aiohttp` or `httpx`."""
+        self._transport_errors = transport_errors(self.http_transport)
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._tools_rejected = False
@@ -235,7 +239,9 @@ class HttpProvider(Provider):
                 write=self.policy.read_timeout,
                 pool=self.policy.connect_timeout,
             )
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout)
+            self._client = make_client(
+                self.http_transport, base_url=self.base_url, headers=self._headers, timeout=timeout
+            )
             self._client_loop = loop
         return self._client
 
@@ -322,8 +328,8 @@ class HttpProvider(Provider):
                                 yielded = True
                                 yield delta
                     return
-                except httpx.TransportError as exc:
-                    raise self._transport_error(exc) from exc
+                except self._transport_errors as exc:
+                    raise self._transport_error(httpx_error(exc)) from exc
             except _ToolsRejected:
                 self._tools_rejected = True
                 yield self._tools_notice()
