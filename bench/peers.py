@@ -41,13 +41,17 @@ from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider as PydanticAIOpenAIProvider
 
+from bench._cores import pin
 from bench.provider_parse import ollama_stream, openai_stream
 from streamchat import ChatSession, OllamaProvider, OpenAIProvider, Settings
 from streamchat.messages import Message
 from streamchat.providers import ModelRequest, Provider, TextDelta
+from streamchat.providers._transport import choose_transport
 
 GOALS = {"ollama": 1.5, "openai": 4.0, "session": 5.0}
 """The ratio each comparison must reach (issue 12)."""
+CLIENT_CORE, SERVER_CORE = 0, 1
+"""The cores (`bench._cores.pin`) of this process, which runs every client, and of the server process."""
 
 
 # -- the server process -------------------------------------------------------------------------
@@ -77,8 +81,8 @@ def responses(tokens: int) -> dict[str, bytes]:
     }
 
 
-async def serve(tokens: int) -> None:
-    """Answer POSTs to `/api/chat` and `/v1/chat/completions` until stdin closes; print the port first."""
+async def serve(tokens: int, core: str) -> None:
+    """Answer POSTs to `/api/chat` and `/v1/chat/completions` until stdin closes; print the port and the core first."""
     answers = responses(tokens)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -99,7 +103,7 @@ async def serve(tokens: int) -> None:
             writer.close()  # the client closed its connection, or the server stops
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
+    print(server.sockets[0].getsockname()[1], core, sep="\t", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # the parent closes stdin (or exits) to stop the server
     server.close()
@@ -107,7 +111,7 @@ async def serve(tokens: int) -> None:
 
 @contextlib.contextmanager
 def server_process(tokens: int) -> Iterator[str]:
-    """The server in its own process; its base URL."""
+    """The server in its own process, on a core of its own (`SERVER_CORE`, printed); its base URL."""
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--tokens", str(tokens)],
         stdin=subprocess.PIPE,
@@ -116,7 +120,8 @@ def server_process(tokens: int) -> Iterator[str]:
     )
     try:
         assert process.stdout is not None
-        port = int(process.stdout.readline())
+        port, core = process.stdout.readline().rstrip("\n").split("\t")
+        print(f"server process (pid {process.pid}): {core}")
         yield f"http://127.0.0.1:{port}"
     finally:
         assert process.stdin is not None
@@ -264,7 +269,8 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.tokens))
+        core = pin(SERVER_CORE)  # first, so that the threads it starts are pinned too
+        asyncio.run(serve(args.tokens, core))
         return
 
     print(
@@ -274,7 +280,13 @@ def main() -> None:
     print(
         f"{args.tokens:,} tokens per stream, each line or event in its own HTTP chunk; median of {args.rounds} rounds"
     )
+    transport = choose_transport(Settings().backend_http_transport)
+    library = (
+        f"httpx-aiohttp {version('httpx-aiohttp')}, aiohttp {version('aiohttp')}" if transport == "aiohttp" else "h11"
+    )
+    print(f"streamchat's providers read on the {transport} transport ({library}); the peers on httpx's own (h11)")
     with server_process(args.tokens) as url:
+        print(f"this process (every client): {pin(CLIENT_CORE)}")  # after the server started, which would inherit it
         rates, cpu_rates = asyncio.run(measure(url, args.tokens, args.rounds))
         settings = Settings(backend_retries=0)
         memory = {
