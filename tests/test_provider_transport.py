@@ -10,19 +10,25 @@ both transports by `test_provider_reliability.py`, `test_provider_ollama.py` and
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 from backends.helpers import FAST, run_turn
+from backends.replay import ReplayServer, Reply
+from backends.transcripts import ndjson, ollama_chunk, ollama_done
 from core_helpers import brief, check_invariants
 from httpx_aiohttp import HttpxAiohttpClient
 
 from streamchat import ConfigurationError, OllamaProvider, OpenAIProvider, Settings
-from streamchat.providers import _transport
+from streamchat.messages import Message
+from streamchat.providers import ModelRequest, TextDelta, _transport
 from streamchat.providers._transport import choose_transport
 
 STATUS = ("thinking", "status", "Thinking…")
+REQUEST = ModelRequest(messages=(Message(role="user", content="hi"),))
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -159,3 +165,46 @@ async def test_a_backend_that_never_answers_ends_the_turn_at_the_read_timeout(
         ("error", "backend_timeout", f"openai at {url}/v1 did not answer within 0.3 s"),
         ("done", "error", ""),
     ]
+
+
+# -- a provider dropped without aclose() ---------------------------------------------------------
+
+
+def _unclosed_reports(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage() or "Unclosed" in str(r.msg)]
+
+
+async def test_an_aiohttp_provider_dropped_unclosed_while_its_loop_runs_closes_its_connections(
+    replay: ReplayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rather than aiohttp's "Unclosed client session" error (httpx's own transport leaves the socket to the collector)."""
+    body = ndjson(ollama_chunk("ok"), ollama_done())
+    replay.reset(Reply([body]))
+    provider = OllamaProvider("m1", base_url=replay.url, settings=FAST)
+    assert provider.http_transport == "aiohttp"
+    assert [d async for d in provider.stream(REQUEST) if isinstance(d, TextDelta)] == [TextDelta(text="ok")]
+    del provider
+    gc.collect()
+    assert await asyncio.to_thread(replay.wait_for_closed_connections, 1)  # closed, not left to the collector
+    gc.collect()
+    assert _unclosed_reports(caplog) == []
+
+
+@pytest.mark.usefixtures("http_transport")
+def test_a_provider_left_on_an_ended_loop_goes_quietly(replay: ReplayServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Its client is retired when the next loop uses it, then dropped: nothing is reported, as with httpx's own."""
+    replay.reset(
+        Reply([ndjson(ollama_chunk("one"), ollama_done())]), Reply([ndjson(ollama_chunk("two"), ollama_done())])
+    )
+    provider = OllamaProvider("m1", base_url=replay.url, settings=FAST)
+
+    async def words(provider: OllamaProvider) -> list[str]:
+        return [d.text async for d in provider.stream(REQUEST) if isinstance(d, TextDelta)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # its sockets were left with the loop, on either transport
+        assert asyncio.run(words(provider)) == ["one"]
+        assert asyncio.run(words(provider)) == ["two"]  # a new loop: the first one's client is dropped
+        del provider
+        gc.collect()
+    assert _unclosed_reports(caplog) == []

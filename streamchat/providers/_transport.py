@@ -21,9 +21,10 @@ ones (a dropped connection becomes a `ConnectTimeout`), and some not at all;
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -68,10 +69,59 @@ def make_client(
 ) -> httpx.AsyncClient:
     """A pooled `httpx.AsyncClient` on `transport` (proxies from the environment, as httpx's own, on both)."""
     if transport == "aiohttp":
-        from httpx_aiohttp import HttpxAiohttpClient
-
-        return HttpxAiohttpClient(base_url=base_url, headers=headers, timeout=timeout)
+        return _aiohttp_client(base_url=base_url, headers=headers, timeout=timeout)
     return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+
+
+def _aiohttp_client(*, base_url: str, headers: dict[str, str], timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """httpx-aiohttp's client, whose aiohttp sessions close with it when it is dropped unclosed.
+
+    An `httpx.AsyncClient` dropped without `aclose()` goes quietly; an aiohttp session
+    logs "Unclosed client session" (and its connector "Unclosed connector") as an error.
+    A provider whose client is dropped (a session never closed, a client retired from an
+    event loop that ended) must not print that: when the client is collected, its sessions
+    are closed on their loop if it still runs, and let go quietly if it has ended, taking
+    their connections with it.
+    """
+    import asyncio
+    import weakref
+
+    import aiohttp
+    from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+
+    loop = asyncio.get_running_loop()
+    transports: list[AiohttpTransport] = []
+
+    class Client(HttpxAiohttpClient):
+        def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+            made = super()._init_transport(*args, **kwargs)
+            if isinstance(made, AiohttpTransport):
+                transports.append(made)
+            return made
+
+        def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+            made = super()._init_proxy_transport(*args, **kwargs)
+            if isinstance(made, AiohttpTransport):
+                transports.append(made)
+            return made
+
+    def release(transports: list[AiohttpTransport], loop: asyncio.AbstractEventLoop) -> None:
+        for made in transports:
+            session = made.client
+            if not isinstance(session, aiohttp.ClientSession) or session.closed:
+                continue
+            if loop.is_closed():  # its sockets went with the loop: only the bookkeeping is left
+                connector = session.connector
+                session.detach()
+                if connector is not None:
+                    with contextlib.suppress(StopIteration):  # on a closed loop, closing finishes at once
+                        connector.close().__await__().send(None)
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(session.close(), loop)
+
+    client = Client(base_url=base_url, headers=headers, timeout=timeout)
+    weakref.finalize(client, release, transports, loop)
+    return client
 
 
 def transport_errors(transport: HttpTransport) -> tuple[type[Exception], ...]:
