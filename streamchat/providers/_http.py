@@ -235,7 +235,7 @@ class HttpProvider(Provider):
         if self._client is None or self._client.is_closed:
             timeout = httpx.Timeout(
                 connect=self.policy.connect_timeout,
-                read=self.policy.read_timeout,
+                read=None,  # `stream` bounds the wait for the response's start, and the stall watch each later one
                 write=self.policy.read_timeout,
                 pool=self.policy.connect_timeout,
             )
@@ -282,7 +282,11 @@ class HttpProvider(Provider):
             yielded = False
             try:
                 try:
-                    async with self.client().stream("POST", self.path, json=body) as response:
+                    # One deadline for the response to start (`read_timeout`), lifted once it has: from then
+                    # on the stall watch bounds each wait, and no timer is set and cancelled per read.
+                    answer = asyncio.timeout(self.policy.read_timeout)
+                    async with answer, self.client().stream("POST", self.path, json=body) as response:
+                        answer.reschedule(None)
                         if response.status_code >= 400:
                             raise await self._status_error(response, tools_sent="tools" in body)
                         media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -330,6 +334,12 @@ class HttpProvider(Provider):
                     return
                 except self._transport_errors as exc:
                     raise self._transport_error(httpx_error(exc)) from exc
+                except TimeoutError:
+                    if not answer.expired():
+                        raise
+                    raise BackendTimeoutError(
+                        f"{self.name} at {self.base_url} did not answer within {self.policy.read_timeout:g} s"
+                    ) from None
             except _ToolsRejected:
                 self._tools_rejected = True
                 yield self._tools_notice()
