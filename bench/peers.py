@@ -16,6 +16,9 @@ the load of other processes disturbs less: the server runs in its own) with the 
   same server),
 
 and the peak Python memory (tracemalloc) of a 10k-token answer through `ChatSession`.
+The server process and this one are each pinned to a core of their own where there are
+two (`bench._cores.pin`); both the cores and the HTTP transport streamchat's providers
+read on (aiohttp's, with the `aiohttp` extra; the peers read on httpx's own) are printed.
 The peers come from the `bench` extra: `pip install -e ".[bench]"`.
 
 Run: python bench/peers.py [--tokens 10000] [--rounds 5]
