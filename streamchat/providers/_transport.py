@@ -80,8 +80,8 @@ def _aiohttp_client(*, base_url: str, headers: dict[str, str], timeout: httpx.Ti
     logs "Unclosed client session" (and its connector "Unclosed connector") as an error.
     A provider whose client is dropped (a session never closed, a client retired from an
     event loop that ended) must not print that: when the client is collected, its sessions
-    are closed on their loop if it still runs, and let go quietly if it has ended, taking
-    their connections with it.
+    are closed on their loop if it still runs, and let go quietly if it has ended (their
+    sockets are then left to the collector, as httpx's own transport leaves them).
     """
     import asyncio
     import weakref
