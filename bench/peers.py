@@ -16,6 +16,9 @@ the load of other processes disturbs less: the server runs in its own) with the 
   same server),
 
 and the peak Python memory (tracemalloc) of a 10k-token answer through `ChatSession`.
+The server process and this one are each pinned to a core of their own where there are
+two (`bench._cores.pin`); both the cores and the HTTP transport streamchat's providers
+read on (aiohttp's by default; the peers read on httpx's own) are printed.
 
 Serving: the extension's SSE (`jupyter server`, tornado) next to a FastAPI +
 sse-starlette app (`bench/starlette_app.py`, uvicorn, one process, one worker) that
@@ -55,16 +58,20 @@ from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider as PydanticAIOpenAIProvider
 
+from bench._cores import pin
 from bench.provider_parse import ollama_stream, openai_stream
 from streamchat import ChatSession, OllamaProvider, OpenAIProvider, Settings
 from streamchat.messages import Message
 from streamchat.providers import ModelRequest, Provider, TextDelta
+from streamchat.providers._transport import choose_transport
 
 if TYPE_CHECKING:
     from bench.sse_load import StepResult
 
 GOALS = {"ollama": 1.5, "openai": 4.0, "session": 5.0}
 """The ratio each comparison must reach (issue 12)."""
+CLIENT_CORE, SERVER_CORE = 0, 1
+"""The cores (`bench._cores.pin`) of this process, which runs every client, and of the server process."""
 
 
 # -- the server process -------------------------------------------------------------------------
@@ -94,8 +101,8 @@ def responses(tokens: int) -> dict[str, bytes]:
     }
 
 
-async def serve(tokens: int) -> None:
-    """Answer POSTs to `/api/chat` and `/v1/chat/completions` until stdin closes; print the port first."""
+async def serve(tokens: int, core: str) -> None:
+    """Answer POSTs to `/api/chat` and `/v1/chat/completions` until stdin closes; print the port and the core first."""
     answers = responses(tokens)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -116,7 +123,7 @@ async def serve(tokens: int) -> None:
             writer.close()  # the client closed its connection, or the server stops
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
+    print(server.sockets[0].getsockname()[1], core, sep="\t", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # the parent closes stdin (or exits) to stop the server
     server.close()
@@ -124,7 +131,7 @@ async def serve(tokens: int) -> None:
 
 @contextlib.contextmanager
 def server_process(tokens: int) -> Iterator[str]:
-    """The server in its own process; its base URL."""
+    """The server in its own process, on a core of its own (`SERVER_CORE`, printed); its base URL."""
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--tokens", str(tokens)],
         stdin=subprocess.PIPE,
@@ -133,7 +140,8 @@ def server_process(tokens: int) -> Iterator[str]:
     )
     try:
         assert process.stdout is not None
-        port = int(process.stdout.readline())
+        port, core = process.stdout.readline().rstrip("\n").split("\t")
+        print(f"server process (pid {process.pid}): {core}")
         yield f"http://127.0.0.1:{port}"
     finally:
         assert process.stdin is not None
@@ -379,7 +387,8 @@ def main() -> None:
     serving_options.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's")
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.tokens))
+        core = pin(SERVER_CORE)  # first, so that the threads it starts are pinned too
+        asyncio.run(serve(args.tokens, core))
         return
     if args.only == "serving":
         serving(args)
@@ -392,7 +401,13 @@ def main() -> None:
     print(
         f"{args.tokens:,} tokens per stream, each line or event in its own HTTP chunk; median of {args.rounds} rounds"
     )
+    transport = choose_transport(Settings().backend_http_transport)
+    library = (
+        f"httpx-aiohttp {version('httpx-aiohttp')}, aiohttp {version('aiohttp')}" if transport == "aiohttp" else "h11"
+    )
+    print(f"streamchat's providers read on the {transport} transport ({library}); the peers on httpx's own (h11)")
     with server_process(args.tokens) as url:
+        print(f"this process (every client): {pin(CLIENT_CORE)}")  # after the server started, which would inherit it
         rates, cpu_rates = asyncio.run(measure(url, args.tokens, args.rounds))
         settings = Settings(backend_retries=0)
         memory = {

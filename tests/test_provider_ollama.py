@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from streamchat import DoneEvent, OllamaProvider
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test on each HTTP transport
+
 STATUS = ("thinking", "status", "Thinking…")
 
 TEXT_AND_THINKING = ndjson(

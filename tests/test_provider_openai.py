@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from streamchat import OpenAIProvider
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test on each HTTP transport
+
 STATUS = ("thinking", "status", "Thinking…")
 SSE = "text/event-stream; charset=utf-8"
 

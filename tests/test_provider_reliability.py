@@ -24,6 +24,8 @@ from streamchat.messages import Message
 from streamchat.providers import ModelRequest, TextDelta
 from streamchat.providers._http import HttpProvider, retry_after_seconds
 
+pytestmark = pytest.mark.usefixtures("http_transport")  # every test on each HTTP transport
+
 STATUS = ("thinking", "status", "Thinking…")
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"

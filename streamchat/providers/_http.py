@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..settings import Settings
 from ._parsing import ChunkParser
+from ._transport import HttpTransport, choose_transport, httpx_error, make_client, transport_errors
 from .base import ModelRequest, Provider, ProviderDelta, ThinkingDelta, ToolDefinition
 
 __all__ = ["HttpPolicy", "HttpProvider", "StreamDecoder"]
@@ -181,6 +182,9 @@ class HttpProvider(Provider):
         self.settings = settings or Settings()
         self.policy = HttpPolicy.from_settings(self.settings)
         self._headers = dict(headers or {})
+        self.http_transport: HttpTransport = choose_transport(self.settings.backend_http_transport)
+        """The transport this provider reads its backend with (`_transport`): `aiohttp` or `httpx`."""
+        self._transport_errors = transport_errors(self.http_transport)
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._tools_rejected = False
@@ -231,11 +235,13 @@ class HttpProvider(Provider):
         if self._client is None or self._client.is_closed:
             timeout = httpx.Timeout(
                 connect=self.policy.connect_timeout,
-                read=self.policy.read_timeout,
+                read=None,  # `stream` bounds the wait for the response's start, and the stall watch each later one
                 write=self.policy.read_timeout,
                 pool=self.policy.connect_timeout,
             )
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout)
+            self._client = make_client(
+                self.http_transport, base_url=self.base_url, headers=self._headers, timeout=timeout
+            )
             self._client_loop = loop
         return self._client
 
@@ -276,7 +282,11 @@ class HttpProvider(Provider):
             yielded = False
             try:
                 try:
-                    async with self.client().stream("POST", self.path, json=body) as response:
+                    # One deadline for the response to start (`read_timeout`), lifted once it has: from then
+                    # on the stall watch bounds each wait, and no timer is set and cancelled per read.
+                    answer = asyncio.timeout(self.policy.read_timeout)
+                    async with answer, self.client().stream("POST", self.path, json=body) as response:
+                        answer.reschedule(None)
                         if response.status_code >= 400:
                             raise await self._status_error(response, tools_sent="tools" in body)
                         media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -322,8 +332,14 @@ class HttpProvider(Provider):
                                 yielded = True
                                 yield delta
                     return
-                except httpx.TransportError as exc:
-                    raise self._transport_error(exc) from exc
+                except self._transport_errors as exc:
+                    raise self._transport_error(httpx_error(exc)) from exc
+                except TimeoutError:
+                    if not answer.expired():
+                        raise
+                    raise BackendTimeoutError(
+                        f"{self.name} at {self.base_url} did not answer within {self.policy.read_timeout:g} s"
+                    ) from None
             except _ToolsRejected:
                 self._tools_rejected = True
                 yield self._tools_notice()

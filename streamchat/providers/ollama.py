@@ -237,12 +237,12 @@ class _NdjsonDecoder(StreamDecoder):
             fast = parser.feed_fast(chunk)
             return feed_line(chunk) if fast is None else fast
         lines = splitter.feed(chunk)
-        if len(lines) == 1 and splitter.error is None:  # the usual case: a chunk holds one line
-            return feed_line(lines[0])
         out: list[ProviderDelta] = []
+        feed_fast = parser.feed_fast
         try:
-            for line in lines:
-                out += feed_line(line)
+            for line in lines:  # many, when the transport gives what arrived at once (aiohttp)
+                fast = feed_fast(line)
+                out += feed_line(line) if fast is None else fast
             if splitter.error is not None:
                 raise splitter.error
         except BackendStreamError as exc:

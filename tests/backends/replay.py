@@ -87,6 +87,8 @@ class ReplayServer:
         """TCP connections accepted since the last `reset`."""
         self.disconnects = 0
         """Responses the client abandoned before their end."""
+        self.closed_connections = 0
+        """TCP connections ended since the last `reset` (by either side)."""
         self._replies: deque[Reply] = deque()
         self._disconnected = threading.Condition()
         self._loop = asyncio.new_event_loop()
@@ -117,12 +119,18 @@ class ReplayServer:
         self.requests.clear()
         self.connections = 0
         self.disconnects = 0
+        self.closed_connections = 0
         self._replies = deque(replies)
 
     def wait_for_disconnects(self, count: int, timeout: float = 10.0) -> bool:
         """Block until `count` abandoned responses were seen (False on timeout)."""
         with self._disconnected:
             return self._disconnected.wait_for(lambda: self.disconnects >= count, timeout)
+
+    def wait_for_closed_connections(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until `count` connections have ended (False on timeout)."""
+        with self._disconnected:
+            return self._disconnected.wait_for(lambda: self.closed_connections >= count, timeout)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -155,6 +163,9 @@ class ReplayServer:
             pass
         finally:
             writer.close()
+            with self._disconnected:
+                self.closed_connections += 1
+                self._disconnected.notify_all()
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         head = await reader.readuntil(b"\r\n\r\n")
