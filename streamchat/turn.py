@@ -197,10 +197,10 @@ class MetricsBuilder:
     def token(self) -> None:
         """A token arrived now."""
         now = self._clock()
-        if self._first_token is None:
-            self._first_token = now
-        if self._call_first is None:
+        if self._call_first is None:  # the first token of this model call, perhaps of the turn
             self._call_first = now
+            if self._first_token is None:
+                self._first_token = now
         self._call_last = now
         self._tokens += 1
 
