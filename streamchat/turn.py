@@ -471,7 +471,7 @@ class Turn:
         session = self._session
         tools: tuple[ToolDefinition, ...] | None = None
         for _ in range(session.max_turns):
-            self.sink.put(events.ThinkingEvent(**self.sink.stamp(), text=THINKING_STATUS, kind="status"))
+            self.sink.put_thinking(THINKING_STATUS, "status")
             if tools is None:  # after the status: listing may start a toolset's server
                 tools = await self._list_tools()
             system = [Message(role="system", content=session.system)] if session.system else []
