@@ -119,7 +119,7 @@ class EventSink:
         """Queue the next `token` event; True once the queue is full (then `wait_for_room`)."""
         self._seq += 1
         self._events.append(events.trusted_token(self.session_id, self.turn_id, self._seq, content))
-        if (reader := self._reader) is not None:
+        if (reader := self._reader) is not None:  # `put`, inlined: one call less per token
             self._reader = None
             if not reader.done():
                 reader.set_result(None)
