@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pydantic
 import pytest
 from hypothesis import given
@@ -140,6 +143,9 @@ def same_event(fast: pydantic.BaseModel, validated: pydantic.BaseModel) -> None:
     assert repr(fast) == repr(validated)
     assert hash(fast) == hash(validated)
     assert parse_event(fast.model_dump_json()) == fast
+    assert pickle.loads(pickle.dumps(fast)) == validated and copy.deepcopy(fast) == validated
+    updated, expected = fast.model_copy(update={"seq": 7}), validated.model_copy(update={"seq": 7})
+    assert updated == expected and updated.model_fields_set == expected.model_fields_set
     assert fast.__pydantic_extra__ is None and fast.__pydantic_private__ is None
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         fast.seq = 2  # type: ignore[misc]
