@@ -174,12 +174,14 @@ class ChatSession:
         turn = Turn(self, message, self._history)
         self._turn = turn
         turn.start()
-        next_event = turn.sink.get
+        take, arrival = turn.sink.take, turn.sink.arrival
         observer = recorder().turn(self)  # the metrics of every surface come from here (streamchat.analytics)
         observe = observer.observe
         try:
             while True:
-                event = await next_event()
+                if (event := take()) is None:
+                    await arrival()
+                    continue
                 observe(event)
                 yield event
                 if event.type == "done":

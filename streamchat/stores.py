@@ -225,6 +225,7 @@ class MemoryStore(SessionStore):
     def __init__(self, *, replay_size: int = 2000, idle_timeout: float = 3600.0, turn_lease: float = 5.0) -> None:
         super().__init__(replay_size=replay_size, idle_timeout=idle_timeout, turn_lease=turn_lease)
         self._records: dict[str, SessionRecord] = {}
+        self._owned: collections.Counter[str] = collections.Counter()  # sessions per owner: no scan per new session
         self._turns: dict[str, RunningTurn] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # holder, monotonic deadline
         self._buffers: dict[str, collections.deque[Event]] = {}
@@ -238,6 +239,7 @@ class MemoryStore(SessionStore):
             raise SessionExistsError(f"session {session_id!r} already exists")
         record = SessionRecord(session_id=session_id, owner=owner)
         self._records[session_id] = record
+        self._owned[owner] += 1
         return record
 
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -262,10 +264,16 @@ class MemoryStore(SessionStore):
         self._dropped.pop(session_id, None)
         self._followers.pop(session_id, None)
         self._wake(session_id)
-        return self._records.pop(session_id, None) is not None
+        record = self._records.pop(session_id, None)
+        if record is None:
+            return False
+        self._owned[record.owner] -= 1
+        if not self._owned[record.owner]:
+            del self._owned[record.owner]
+        return True
 
     async def count_owned(self, owner: str) -> int:
-        return sum(1 for record in self._records.values() if record.owner == owner)
+        return self._owned[owner]
 
     async def count(self) -> int:
         return len(self._records)

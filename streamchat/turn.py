@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypedDict, assert_never
 
@@ -80,18 +81,22 @@ class EventSink:
     """Numbers a turn's events and queues them for its consumer, with backpressure.
 
     Build each event with its own constructor and the next stamp, so that mypy checks its
-    fields: ``sink.put(events.TokenEvent(**sink.stamp(), content=text))``.
+    fields: ``sink.put(events.ToolCallEvent(**sink.stamp(), …))``; the hot path's
+    `put_token` and `put_thinking` build theirs without validation (`events.trusted_token`).
+
+    The consumer (`ChatSession.stream`) takes events with `take()` and, when there is none,
+    awaits `arrival()`: a plain future, not a coroutine per event (the queue is a deque
+    and one waiter each way, which `asyncio.Queue` would do with more calls per event).
     """
 
     def __init__(self, session_id: str, turn_id: str) -> None:
         self.session_id = session_id
         self.turn_id = turn_id
         self._seq = 0
-        self._queue: asyncio.Queue[events.Event] = asyncio.Queue()
-        self._room = asyncio.Event()
-        # The queue's own method, not a wrapper: one Python call less per event.
-        self.put: Callable[[events.Event], None] = self._queue.put_nowait
-        """Queue an event for the consumer; never blocks (tools report progress through it)."""
+        self._events: deque[events.Event] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._reader: asyncio.Future[None] | None = None  # the consumer, waiting for an event
+        self._writer: asyncio.Future[None] | None = None  # the producer, waiting for room
 
     def stamp(self) -> EventStamp:
         """The common fields of the next event (its `seq` is taken: `put` the event at once)."""
@@ -102,26 +107,58 @@ class EventSink:
         """The common fields of the next event about `call` (its `seq` is taken: `put` the event at once)."""
         return {**self.stamp(), "call_id": call.call_id, "tool": call.name}
 
+    def put(self, event: events.Event) -> None:
+        """Queue an event for the consumer; never blocks (tools report progress through it)."""
+        self._events.append(event)
+        if (reader := self._reader) is not None:
+            self._reader = None
+            if not reader.done():  # cancelled with the consumer's task
+                reader.set_result(None)
+
+    def put_token(self, content: str) -> bool:
+        """Queue the next `token` event; True once the queue is full (then `wait_for_room`)."""
+        self._seq += 1
+        self._events.append(events.trusted_token(self.session_id, self.turn_id, self._seq, content))
+        if (reader := self._reader) is not None:  # `put`, inlined: one call less per token
+            self._reader = None
+            if not reader.done():
+                reader.set_result(None)
+        return len(self._events) >= QUEUE_HIGH_WATER
+
+    def put_thinking(self, text: str, kind: Literal["status", "reasoning"]) -> None:
+        """Queue the next `thinking` event."""
+        self._seq += 1
+        self.put(events.trusted_thinking(self.session_id, self.turn_id, self._seq, text, kind))
+
     @property
     def full(self) -> bool:
         """True once the consumer has fallen `QUEUE_HIGH_WATER` events behind."""
-        return self._queue.qsize() >= QUEUE_HIGH_WATER
+        return len(self._events) >= QUEUE_HIGH_WATER
 
     async def wait_for_room(self) -> None:
         """Wait until the consumer has drained the queue to half its high-water mark."""
-        self._room.clear()
-        await self._room.wait()
+        self._writer = self._loop.create_future()
+        try:
+            await self._writer
+        finally:
+            self._writer = None
 
-    async def get(self) -> events.Event:
-        """The next event, for the consumer."""
-        queue = self._queue
-        try:  # what `Queue.get` does when an event is waiting, minus a coroutine per event
-            event = queue.get_nowait()
-        except asyncio.QueueEmpty:
-            event = await queue.get()
-        if queue.qsize() <= QUEUE_HIGH_WATER // 2:
-            self._room.set()
+    def take(self) -> events.Event | None:
+        """The next event, for the consumer; None when none is queued (then await `arrival()`)."""
+        queue = self._events
+        if not queue:
+            return None
+        event = queue.popleft()
+        if (writer := self._writer) is not None and len(queue) <= QUEUE_HIGH_WATER // 2:
+            self._writer = None
+            if not writer.done():
+                writer.set_result(None)
         return event
+
+    def arrival(self) -> asyncio.Future[None]:
+        """A future that is done once an event is queued (one consumer: a later call replaces it)."""
+        self._reader = reader = self._loop.create_future()
+        return reader
 
 
 class MetricsBuilder:
@@ -160,10 +197,10 @@ class MetricsBuilder:
     def token(self) -> None:
         """A token arrived now."""
         now = self._clock()
-        if self._first_token is None:
-            self._first_token = now
-        if self._call_first is None:
+        if self._call_first is None:  # the first token of this model call, perhaps of the turn
             self._call_first = now
+            if self._first_token is None:
+                self._first_token = now
         self._call_last = now
         self._tokens += 1
 
@@ -434,7 +471,7 @@ class Turn:
         session = self._session
         tools: tuple[ToolDefinition, ...] | None = None
         for _ in range(session.max_turns):
-            self.sink.put(events.ThinkingEvent(**self.sink.stamp(), text=THINKING_STATUS, kind="status"))
+            self.sink.put_thinking(THINKING_STATUS, "status")
             if tools is None:  # after the status: listing may start a toolset's server
                 tools = await self._list_tools()
             system = [Message(role="system", content=session.system)] if session.system else []
@@ -466,7 +503,7 @@ class Turn:
     async def _stream_response(self, request: ModelRequest, response: Response) -> None:
         """One model call: turn its deltas into events and into `response`."""
         sink, metrics = self.sink, self._metrics
-        put, stamp, add_text, count_token = sink.put, sink.stamp, response.text.append, metrics.token  # hot path
+        put_token, add_text, count_token = sink.put_token, response.text.append, metrics.token  # hot path
         async with contextlib.aclosing(self._session.provider.stream(request)) as deltas:
             async for delta in deltas:
                 match delta:
@@ -474,12 +511,14 @@ class Turn:
                         if text := delta.text:
                             count_token()
                             add_text(text)
-                            put(events.TokenEvent(**stamp(), content=text))
+                            if put_token(text):
+                                await sink.wait_for_room()
+                        continue  # the queue was checked
                     case ToolCallPart(args=args):
                         response.calls.append(delta)
                         sink.put(events.ToolCallEvent(**sink.call_stamp(delta), args=args))
                     case ThinkingDelta(text=text, kind=kind):
-                        sink.put(events.ThinkingEvent(**sink.stamp(), text=text, kind=kind))
+                        sink.put_thinking(text, kind)
                     case UsageDelta():
                         metrics.backend(delta)
                     case NoticeDelta(message=message, code=code):

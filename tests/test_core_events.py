@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamchat import (
     DoneEvent,
@@ -18,6 +23,7 @@ from streamchat import (
     Usage,
     parse_event,
 )
+from streamchat.events import trusted_thinking, trusted_token
 from streamchat.result import ResultCollector
 
 COMMON = {"session_id": "s1", "turn_id": "t1", "seq": 1}
@@ -113,3 +119,55 @@ def test_result_collector_pairs_calls_with_results_and_refuses_a_call_without_on
         broken.add(event)
     with pytest.raises(RuntimeError, match=r"tool call 'c1' \(get_weather\) has no tool_result"):
         broken.build()
+
+
+# -- the hot path's events, made without validation --------------------------------------------
+
+# What the turn hands the trusted constructors: ids, a seq from its counter, text a
+# provider's delta carries (any string: lone surrogates were repaired in the delta, but the
+# constructors must not care).
+IDS = st.text(max_size=40)
+SEQS = st.integers(min_value=1, max_value=2**62)
+
+
+def same_event(fast: pydantic.BaseModel, validated: pydantic.BaseModel) -> None:
+    """`fast` is what validation made, to every observable: equal, same fields set, same dumps, same repr."""
+    assert type(fast) is type(validated)
+    assert fast == validated
+    assert fast.__dict__ == validated.__dict__ and list(fast.__dict__) == list(validated.__dict__)
+    assert fast.model_fields_set == validated.model_fields_set
+    assert fast.model_fields_set is not validated.model_fields_set
+    assert fast.model_dump() == validated.model_dump()
+    assert fast.model_dump(exclude_unset=True) == validated.model_dump(exclude_unset=True)
+    assert fast.model_dump_json() == validated.model_dump_json()
+    assert repr(fast) == repr(validated)
+    assert hash(fast) == hash(validated)
+    assert parse_event(fast.model_dump_json()) == fast
+    assert pickle.loads(pickle.dumps(fast)) == validated and copy.deepcopy(fast) == validated
+    updated, expected = fast.model_copy(update={"seq": 7}), validated.model_copy(update={"seq": 7})
+    assert updated == expected and updated.model_fields_set == expected.model_fields_set
+    assert fast.__pydantic_extra__ is None and fast.__pydantic_private__ is None
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        fast.seq = 2  # type: ignore[misc]
+
+
+@given(session_id=IDS, turn_id=IDS, seq=SEQS, content=st.text())
+def test_trusted_token_is_the_validated_token_event(session_id, turn_id, seq, content):
+    same_event(
+        trusted_token(session_id, turn_id, seq, content),
+        TokenEvent(session_id=session_id, turn_id=turn_id, seq=seq, content=content),
+    )
+
+
+@given(session_id=IDS, turn_id=IDS, seq=SEQS, text=st.text(), kind=st.sampled_from(["status", "reasoning"]))
+def test_trusted_thinking_is_the_validated_thinking_event(session_id, turn_id, seq, text, kind):
+    same_event(
+        trusted_thinking(session_id, turn_id, seq, text, kind),
+        ThinkingEvent(session_id=session_id, turn_id=turn_id, seq=seq, text=text, kind=kind),
+    )
+
+
+@pytest.mark.parametrize(("model", "fields"), [(TokenEvent, {"content"}), (ThinkingEvent, {"text", "kind"})])
+def test_trusted_constructors_know_every_field(model, fields):
+    """A field added to these events must be added to their trusted constructors too (this fails until it is)."""
+    assert set(model.model_fields) == {"session_id", "turn_id", "seq", "type", *fields}

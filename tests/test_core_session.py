@@ -20,6 +20,7 @@ from streamchat import (
     tool,
 )
 from streamchat.providers.base import ThinkingDelta, UsageDelta
+from streamchat.turn import QUEUE_HIGH_WATER
 
 STATUS = ("thinking", "status", "Thinking…")
 
@@ -333,6 +334,31 @@ async def test_leaving_the_stream_early_cancels_the_turn():
             break
         await asyncio.sleep(0)
     assert not session.busy and provider.cancellations == 2
+
+
+async def test_a_slow_consumer_holds_the_turn_back_at_the_high_water_mark():
+    """The turn stops once `QUEUE_HIGH_WATER` events wait for the consumer, and goes on when it has read half."""
+    produced = 0
+
+    async def fast_model(request):
+        nonlocal produced
+        for i in range(1000):
+            produced += 1
+            yield f"t{i} "
+
+    session = ChatSession(ScriptedProvider([fast_model]), tools=[])
+    behind = []  # per token read: deltas the model has produced that the consumer has not read yet
+    async with contextlib.aclosing(session.stream("go")) as stream:
+        async for event in stream:
+            for _ in range(3):  # a slow consumer: the turn runs as far as it is let
+                await asyncio.sleep(0)
+            if event.type == "token":
+                behind.append(produced - (event.seq - 1))  # seq 1 is the "Thinking…" status
+    assert event.type == "done" and len(behind) == 1000
+    steady = behind[:700]  # before the model's last deltas
+    assert max(steady) == QUEUE_HIGH_WATER
+    assert min(steady) == QUEUE_HIGH_WATER // 2 + 1
+    assert behind[-1] == 0
 
 
 async def test_send_returns_a_chat_result():

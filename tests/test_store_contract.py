@@ -70,6 +70,20 @@ async def test_records_are_created_once_and_kept_with_their_history(pair: tuple[
     assert await a.count() == 0 and await a.count_owned("alice") == 0
 
 
+async def test_sessions_are_counted_per_owner_as_they_come_and_go(pair: tuple[SessionStore, SessionStore]) -> None:
+    a, b = pair
+    for session_id, owner in (("s1", "alice"), ("s2", "alice"), ("s3", "bob"), ("s4", "alice")):
+        await a.create(session_id, owner=owner)
+    with pytest.raises(SessionExistsError):
+        await b.create("s1", owner="bob")  # refused: counts nothing
+    assert [await b.count_owned(owner) for owner in ("alice", "bob", "carol")] == [3, 1, 0]
+    assert await b.delete("s2") is True and await a.delete("s2") is False and await a.delete("nope") is False
+    assert [await a.count_owned(owner) for owner in ("alice", "bob")] == [2, 1] and await a.count() == 3
+    await b.delete("s3")
+    await a.create("s3", owner="carol")  # an id deleted can be taken again, by anyone
+    assert [await b.count_owned(owner) for owner in ("alice", "bob", "carol")] == [2, 0, 1] and await b.count() == 3
+
+
 async def test_one_turn_at_a_time_on_every_process(pair: tuple[SessionStore, SessionStore]) -> None:
     a, b = pair
     await a.create("s", owner="alice")

@@ -55,6 +55,8 @@ class TurnSpans:
 
     def observe(self, event: Event) -> None:
         """Open or close spans for one event."""
+        if type(event) is TokenEvent and self._agent is not None:  # the hot path, before `match`
+            return
         if self._agent is None:
             self._agent = self._tracer.start_span(
                 f"invoke_agent {AGENT_NAME}",
