@@ -9,7 +9,9 @@ process pinned to one core and this process (the load client) to the other, then
    call to the first `token` event), and through POST chat/stream read by a raw asyncio
    socket client (from writing the request to reading the first `token` event), on one
    kept-alive connection as a page's client holds, and on a new connection each turn
-   (its handshake done before the clock starts, the server's accepting it not). p50 and
+   (its handshake done before the clock starts, the server's accepting it not), each turn
+   10 ms after the previous one ended (a user's next message finds the server idle, the
+   previous turn's teardown done). p50 and
    p99 of each (this process's garbage collector off meanwhile; the server's on); SSE's
    added time is the kept-alive row's percentile minus the direct one's (goal: ≤ 1 ms
    at p50, ≤ 3 ms at p99), and the server's CPU per such turn. Then, labelled as such,
@@ -160,6 +162,10 @@ async def direct(tokens: int) -> tuple[float, float]:
     return first, time.perf_counter() - start
 
 
+IDLE_BEFORE_TURN = 0.01
+"""Seconds the TTFT measurement waits before each turn, so that the server has finished the previous one."""
+
+
 async def ttft_added(port: int, pid: int, turns: int) -> None:
     """Print part 1: p50/p99 time to first token, direct and through SSE (raw socket client), and the difference."""
     kept = await open_stream(port, "1 0", keep_alive=True)  # a page's client: one connection for its turns
@@ -176,10 +182,15 @@ async def ttft_added(port: int, pid: int, turns: int) -> None:
     gc.disable()  # this process's collections would land in either column at random: none while measuring
     try:
         for _ in range(turns):
+            # each turn starts with the server idle, as a user's next message finds it: the previous turn's
+            # teardown (history saved, response finished) is not in the next turn's figure
+            await asyncio.sleep(IDLE_BEFORE_TURN)
             directs.append((await direct(1))[0])
+            await asyncio.sleep(IDLE_BEFORE_TURN)
             before = cpu_seconds(pid)
             sses.append(await first_token_seconds(port, connection=kept))
             server_cpu += cpu_seconds(pid) - before
+            await asyncio.sleep(IDLE_BEFORE_TURN)
             fresh.append(await first_token_seconds(port))
     finally:
         gc.enable()
