@@ -21,7 +21,7 @@ import gc
 
 __all__ = ["YOUNG_THRESHOLD", "tune_gc"]
 
-YOUNG_THRESHOLD = 10_000
+YOUNG_THRESHOLD = 5_000
 """Allocations between two young collections (CPython's default: 700)."""
 
 
