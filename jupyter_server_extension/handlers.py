@@ -6,8 +6,7 @@ Handlers are thin: parse, authorize, call the service, encode. The service is th
 `ChatService` the extension put in the Tornado settings under `SERVICE_SETTING`; handlers
 know nothing else of the extension (its class is configurable).
 
-Streaming handlers write the events ready at once in one write (an SSE response's headers
-wait up to `HEADERS_WAIT` for the first events, to go in the same send), wait for the socket
+Streaming handlers write the events ready at once in one write, wait for the socket
 only when it did not take a write at once (an SSE response) or before writing the next
 batch (a WebSocket), and give the service a `ClientBuffer` per connection, so a client
 that does not read is dropped once more than `max_buffered_bytes` wait for it. A WebSocket handles at most
@@ -71,10 +70,6 @@ XSRF_HINT = (
     "a browser must send the '_xsrf' cookie's value as the '_xsrf' argument or the X-XSRFToken header "
     "(scripts: send an 'Authorization: token ...' header)"
 )
-
-HEADERS_WAIT = 0.005
-"""Seconds an SSE response's headers wait for the turn's first events, to be sent with them (a turn's first
-event comes within a millisecond or so; the headers of a slower one go alone after this)."""
 
 SERVER_TOKEN_OWNER = "\0server-token"  # cannot collide with a user name taken from a request
 
@@ -302,14 +297,7 @@ class _SseHandler(ApiHandler):
         if isinstance(encoder, wire.NativeSse):
             encoder.frame = follower.frame  # each event's frame is encoded once, for all its followers
         recorder().stream_opened("sse", self.owner)
-        socket = self._socket()
-        if socket is not None:
-            socket.set_nodelay(True)  # as the WebSocket: events are small, and Nagle would hold one behind another
         try:
-            # the headers wait (briefly) for the first events, so that both go out in one send
-            events = await follower.next_events(timeout=HEADERS_WAIT)
-            if events:
-                self.write(encoder.encode(events))
             await self._send()
             while not follower.ended:
                 events = await follower.next_events(timeout=heartbeat)
