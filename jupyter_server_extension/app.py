@@ -42,6 +42,7 @@ from streamchat.tools.definition import Tool, tool
 from streamchat.tools.mcp import MCPToolset, mcp_servers
 
 from . import dashboard, handlers
+from .gc_tuning import tune_gc
 from .service import SERVICE_SETTING, ChatService, Limits
 
 __all__ = ["StreamChat", "load_mcp_servers", "load_object", "load_tools"]
@@ -187,6 +188,12 @@ class StreamChat(ExtensionApp):
         help="Seconds a running turn's lease lasts in the store unless renewed (every third of it): when the process "
         "running a turn dies, the session is usable again and the turn's followers get an error after about this long.",
     ).tag(config=True)
+    gc_tuning = Bool(
+        True,
+        help="Tune the server process's garbage collector for many streams once the server has started: freeze the "
+        "objects alive then (gc.freeze) and raise the young generation's threshold, so that full collections do not "
+        "pause every stream for a large part of a second (see jupyter_server_extension/gc_tuning.py).",
+    ).tag(config=True)
     service_class = Type(
         klass=ChatService,
         default_value=ChatService,
@@ -287,11 +294,13 @@ class StreamChat(ExtensionApp):
             self.service.log.warning("streamchat: idle sweep skipped: %s: %s", exc.message, exc.__cause__)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        """Probe the backends for the automatic choice as soon as the server's loop runs."""
+        """Probe the backends for the automatic choice as soon as the server's loop runs; tune the collector."""
         if self._refused:
             return
         if self._choice is None:
             self._start_probe()
+        if self.gc_tuning:
+            self.log.info("streamchat: garbage collector tuned for streaming: thresholds %s", tune_gc())
 
     def _start_probe(self) -> asyncio.Task[ProviderChoice]:
         if self._probe is None:

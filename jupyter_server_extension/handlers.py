@@ -6,9 +6,10 @@ Handlers are thin: parse, authorize, call the service, encode. The service is th
 `ChatService` the extension put in the Tornado settings under `SERVICE_SETTING`; handlers
 know nothing else of the extension (its class is configurable).
 
-Streaming handlers wait for each write to reach the socket before writing more, and give
-the service a `ClientBuffer` per connection, so a client that does not read is dropped
-once more than `max_buffered_bytes` wait for it. A WebSocket handles at most
+Streaming handlers write the events ready at once in one write, wait for the socket
+only when it did not take a write at once (an SSE response) or before writing the next
+batch (a WebSocket), and give the service a `ClientBuffer` per connection, so a client
+that does not read is dropped once more than `max_buffered_bytes` wait for it. A WebSocket handles at most
 `max_messages_in_flight` of its messages at once; more get an `error` reply.
 
 Every route requires a Jupyter identity (`tornado.web.authenticated` + `authorized` on
@@ -274,6 +275,17 @@ class _SseHandler(ApiHandler):
         """The `retry:` of our SSE: a browser's EventSource reconnects after it, well within the grace window."""
         return int(self.service.limits.disconnect_grace * 500)
 
+    async def _send(self) -> None:
+        """Flush what was written; wait for the socket only when it did not take everything at once.
+
+        tornado hands the bytes to the socket at once (one send); its future resolves on a later turn of the loop.
+        When nothing is left unsent, waiting for that future would only cost a round trip of the loop per event:
+        the next write goes on. Bytes the socket did not take (a client reading slowly) are waited for.
+        """
+        sent = self.flush()
+        if sent.done() or self._unsent():
+            await sent  # a closed socket raises StreamClosedError here
+
     async def stream(self, follower: Follower, encoder: wire.SseEncoder | None = None) -> None:
         """Send the turn's events from the follower's position until `done` (in our protocol by default)."""
         self._follower = follower
@@ -282,16 +294,20 @@ class _SseHandler(ApiHandler):
             encoder = wire.NativeSse(self.retry_ms)
         for name, value in encoder.headers.items():
             self.set_header(name, value)
+        if isinstance(encoder, wire.NativeSse):
+            encoder.frame = follower.frame  # each event's frame is encoded once, for all its followers
         recorder().stream_opened("sse", self.owner)
         try:
-            await self.flush()
+            await self._send()
             while not follower.ended:
                 events = await follower.next_events(timeout=heartbeat)
                 if events:
                     self.write(encoder.encode(events))
                 elif not follower.ended:
                     self.write(wire.sse_comment("ping"))
-                await self.flush()
+                else:
+                    break
+                await self._send()
         except (StreamClosedError, ReplayGapError):
             pass  # the client left, or fell too far behind: it may resume with Last-Event-ID
         finally:

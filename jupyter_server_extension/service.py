@@ -20,8 +20,13 @@ mid-turn stops renewing its lease: the first follower (or new message) to see th
 gone claims the orphan, writes its partial answer to history marked interrupted and ends
 its stream with an ``error`` (code ``server_stopped``) and ``done(reason="error")``.
 
+Publishing an event puts it in each follower's inbox and wakes the follower if it waits
+(`Follower.next_events`: one future per wait, and one heartbeat timer per follower that
+is moved on lazily rather than a timer per event). The turn encodes each event's SSE
+frame once for all its followers (`TurnRun.frame`).
+
 Slow clients: each streaming connection has a `ClientBuffer` counting what waits for it
-(events in its followers' inboxes, bytes its socket has not taken). Past
+(events in its followers' inboxes, as the length of their SSE frames, and bytes its socket has not taken). Past
 `Limits.max_buffered_bytes` the connection is dropped, and its turns go on for the others.
 """
 
@@ -32,6 +37,7 @@ import collections
 import contextlib
 import contextvars
 import logging
+import math
 import re
 import time
 import uuid
@@ -65,6 +71,8 @@ from streamchat.tools.definition import Tool, toolset
 from streamchat.tools.toolsets import Toolset, gather_tools
 from streamchat.turn import ToolAction
 
+from .frames import sse_event
+
 __all__ = [
     "SERVICE_SETTING",
     "SESSION_ID_PATTERN",
@@ -85,6 +93,9 @@ HEALTH_PROBE_TIMEOUT = 2.0
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """What a session id may be: 1–64 letters, digits, `-` or `_`."""
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+FRAMES_KEPT = 64
+"""How many of a running turn's latest SSE frames it keeps for its followers (older ones are encoded again)."""
 
 _PRIVATE_ERRORS = {
     "backend_unreachable": "the model's backend cannot be reached",
@@ -247,28 +258,42 @@ class TurnRun:
         self.finished = False
         self.followers: set[Follower] = set()
         self.cancel_timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
-        self.changed: asyncio.Future[None] = self._loop.create_future()
+        self._frames: dict[int, tuple[Event, bytes]] = {}  # seq -> the event and its SSE frame, the latest few
 
     def publish(self, event: Event) -> None:
-        """Hand an event to every attached follower (a client over its limit is dropped instead) and wake them."""
+        """Hand an event to every attached follower (a client over its limit is dropped instead) and wake them.
+
+        The event weighs its SSE frame's length in the byte budgets; the frame is kept for the followers' writes.
+        """
         self.recent.append(event)
         size = 0
         for follower in list(self.followers):
             client = follower.client
-            if client is not None:
-                if not client.admit():
-                    continue
-                size = size or len(event.model_dump_json())
+            if client is not None and client.admit():
+                size = size or len(self.frame(event))
                 client.queued += size
                 follower.queued += size
-            follower.inbox.append(event)
-        self.notify()
+                follower.inbox.append(event)
+            elif client is None:
+                follower.inbox.append(event)
+            follower.wake()
 
     def notify(self) -> None:
-        """Wake every follower waiting for a new event."""
-        changed, self.changed = self.changed, self._loop.create_future()
-        changed.set_result(None)
+        """Wake every follower waiting for a new event (or for the turn's end)."""
+        for follower in list(self.followers):
+            follower.wake()
+
+    def frame(self, event: Event) -> bytes:
+        """The SSE frame of one of the turn's events, encoded once for all its followers (the latest few are kept)."""
+        kept = self._frames.get(event.seq)
+        if kept is not None and kept[0] is event:
+            return kept[1]
+        data = sse_event(event)
+        frames = self._frames
+        frames[event.seq] = (event, data)
+        if len(frames) > FRAMES_KEPT:
+            del frames[next(iter(frames))]  # the oldest kept
+        return data
 
     def events_after(self, seq: int) -> list[Event]:
         """The kept events after `seq`; `ReplayGapError` when some of them are no longer kept."""
@@ -309,7 +334,14 @@ class Follower:
         """Events published since the last `next_events`."""
         self.queued = 0
         """Bytes of the events in the inbox, counted in the client's buffer."""
-        self._closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed = self._loop.create_future()
+        self._waiter: asyncio.Future[bool] | None = None
+        """What `next_events` waits on: set to True when its timeout passed, False on news (`wake`)."""
+        self._deadline = math.inf
+        """When the wait under way times out (the heartbeat's timer is re-armed lazily: `_on_timer`)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         if run is not None:
             run.followers.add(self)
             if run.cancel_timer is not None:
@@ -324,7 +356,6 @@ class Follower:
         """
         while not self.ended:
             run = self.run
-            changed = run.changed if run is not None else None
             if not self._backlog_read:
                 self._backlog_read = True
                 if run is not None:
@@ -346,21 +377,77 @@ class Follower:
                 self.after = events[-1].seq
                 self.ended = events[-1].type == "done"
                 return events
-            if changed is None or run is None or run.finished:
+            if run is None or run.finished:
                 self.ended = True  # the turn ended without a (further) done, e.g. the server is stopping
                 return []
-            await asyncio.wait({changed, self._closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if self.inbox:
+                continue  # published while the backlog was read
+            timed_out = await self._wait(timeout)
             if self._closed.done():
                 self.ended = True
-            elif not changed.done():
+            elif timed_out and not self.inbox:
                 return []  # timed out: the caller may send a heartbeat
         return []
+
+    def frame(self, event: Event) -> bytes:
+        """The SSE frame of one of the followed turn's events (while the turn runs here, encoded once for all)."""
+        run = self.run
+        return run.frame(event) if run is not None else sse_event(event)
+
+    def wake(self) -> None:
+        """Wake `next_events` if it waits: an event came, the turn ended, or the follower closed."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(False)
+
+    async def _wait(self, timeout: float | None) -> bool:
+        """Wait for `wake`; True when `timeout` seconds passed first.
+
+        No timer per wait: one per follower, moved on lazily. Each wait only sets the
+        deadline; when the timer fires before it, it re-arms itself for the deadline.
+        """
+        loop = self._loop
+        self._deadline = math.inf if timeout is None else loop.time() + timeout
+        if self._deadline < self._timer_at:  # no timer, or one too late for this wait
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def _arm(self) -> None:
+        self._timer_at = self._deadline
+        self._timer = None if self._deadline == math.inf else self._loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if self._deadline <= self._timer_at:  # the wait under way (if any) has timed out
+            self._timer_at = math.inf
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(True)
+        else:
+            self._arm()  # an event came meanwhile: the deadline moved on
 
     def close(self) -> None:
         """Stop following; the last follower to leave a running turn starts its cancel countdown."""
         if self._closed.done():
             return
         self._closed.set_result(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = math.inf
+        self.wake()
         self.inbox.clear()
         if self.client is not None:
             self.client.queued -= self.queued

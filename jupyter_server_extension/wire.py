@@ -5,6 +5,7 @@ JSON escapes every control character, so a token holding ``\\n``, ``\\r``, ``eve
 ``id:`` can never start a field of its own. The id names its turn, so a client resuming
 with ``Last-Event-ID`` after the session moved on to another turn is told so (410)
 instead of getting the new turn's events (`parse_last_event_id`).
+The frame itself is built in `frames` (byte for byte json's ASCII output, fast).
 
 WebSocket: the same JSON object, with `type` renamed to the WebSocket message type
 (`token` → `chat.token`, `done` → `chat.complete` …). `event_from_ws` reverses it.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from streamchat.errors import BadRequestError, ClientMessageError
 from streamchat.events import Event, parse_event
 
+from .frames import sse_event
 from .service import SESSION_ID_PATTERN
 
 __all__ = [
@@ -80,14 +82,6 @@ def _event_json(event: Event) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
-def sse_event(event: Event) -> bytes:
-    """One SSE frame for `event`."""
-    # ASCII-only JSON (json's default): line breaks, control characters and even lone
-    # surrogates a model may emit travel escaped, so a frame is always one valid line.
-    data = json.dumps(_event_json(event), separators=(",", ":"))
-    return f"id: {event.turn_id}:{event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
-
-
 # ASCII digits only (str.isdigit() and int() also take "²" or "١٢"), and a bound: no
 # turn has a billion events, and a 30-digit seq must not reach the replay buffer.
 _LAST_EVENT_ID = re.compile(r"(?:([A-Za-z0-9_-]{1,64}):)?([0-9]{1,9})")
@@ -132,16 +126,23 @@ class SseEncoder(Protocol):
 
 
 class NativeSse:
-    """Our own SSE encoding of a followed turn (`sse_event`), the first write led by `sse_retry`."""
+    """Our own SSE encoding of a followed turn (`sse_event`), the first write led by `sse_retry`.
+
+    Args:
+        retry_ms: the `retry:` of the stream.
+        frame: the frame of an event (the followed turn's, encoded once for all its followers).
+    """
 
     headers = SSE_HEADERS
 
-    def __init__(self, retry_ms: int) -> None:
+    def __init__(self, retry_ms: int, frame: Callable[[Event], bytes] = sse_event) -> None:
         self._retry = sse_retry(retry_ms)
+        self.frame = frame
 
     def encode(self, events: Sequence[Event]) -> bytes:
         """The frames of `events`."""
-        data = self._retry + b"".join(sse_event(event) for event in events)
+        frame = self.frame
+        data = self._retry + b"".join([frame(event) for event in events])
         self._retry = b""
         return data
 

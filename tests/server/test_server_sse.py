@@ -113,6 +113,29 @@ class TestHeartbeat:
         assert lines[1].startswith("id: ") and lines[1].endswith(":1")
 
 
+class TestHeartbeatWhileEventsFlow:
+    @pytest.fixture
+    def jp_server_config(self) -> dict[str, Any]:
+        return server_config(heartbeat_interval=0.5)
+
+    async def test_no_ping_while_events_come_then_pings_once_the_turn_is_quiet(self, client: httpx.AsyncClient) -> None:
+        # 30 tokens 20 ms apart: 0.6 s of events, more than a heartbeat interval, each well within it
+        GATE.reset()
+        SCRIPT.token_delay = 0.02
+        SCRIPT.turns = [[*[f"t{i} " for i in range(30)], ToolCall("wait_here", {"label": "w"})], ["ok"]]
+        lines = []
+        async with client.stream("POST", "api/streamchat/chat/stream", json={"message": "go"}) as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line == ": ping":
+                    assert GATE.opened is not None
+                    GATE.opened.set()
+        quiet_from = lines.index("event: tool_call")
+        assert ": ping" not in lines[:quiet_from]
+        assert ": ping" in lines[quiet_from:]
+        assert lines.count("event: token") == 31 and "event: done" in lines
+
+
 class TestDisconnect:
     @pytest.fixture
     def jp_server_config(self) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""The fast event encoding (`jupyter_server_extension.frames`) writes exactly json's bytes, for any text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jupyter_server_extension import frames, wire
+from streamchat.events import (
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    ThinkingEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolProgressEvent,
+    ToolResultEvent,
+)
+
+# every code point, lone surrogates, controls and DEL included
+ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=40)
+ASCII_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=40)
+TEXT = st.one_of(ANY_TEXT, ASCII_TEXT)
+SEQ = st.one_of(st.integers(min_value=1, max_value=10**6), st.integers(min_value=2**62, max_value=2**70))
+IDS = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12)
+
+
+def json_bytes(event: Event) -> bytes:
+    """What the protocol has always sent: json's compact, ASCII-only dump of the event."""
+    return json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
+
+
+def old_frame(event: Event) -> bytes:
+    data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+    return f"id: {event.turn_id}:{event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+@st.composite
+def events(draw: st.DrawFn) -> Event:
+    base: dict[str, Any] = {"session_id": draw(IDS), "turn_id": draw(IDS), "seq": draw(SEQ)}
+    kind = draw(st.sampled_from(["token", "thinking", "error", "tool_call", "tool_progress", "tool_result", "done"]))
+    if kind == "token":
+        return TokenEvent(**base, content=draw(TEXT))
+    if kind == "thinking":
+        return ThinkingEvent(**base, text=draw(TEXT), kind=draw(st.sampled_from(["status", "reasoning"])))
+    if kind == "error":
+        return ErrorEvent(**base, message=draw(TEXT), code=draw(TEXT), retryable=draw(st.booleans()))
+    if kind == "tool_call":
+        return ToolCallEvent(**base, call_id=draw(TEXT), tool=draw(TEXT), args={draw(TEXT): draw(TEXT)})
+    if kind == "tool_progress":
+        return ToolProgressEvent(**base, call_id="c", tool=draw(TEXT), message=draw(TEXT), stage=draw(TEXT))
+    if kind == "tool_result":
+        return ToolResultEvent(**base, call_id="c", tool="t", status="ok", result=draw(TEXT), duration_ms=1.5)
+    return DoneEvent(**base, reason="stop", text=draw(TEXT))
+
+
+@settings(max_examples=600)
+@given(events())
+def test_event_json_is_jsons_own_output(event: Event) -> None:
+    assert frames.event_json(event) == json_bytes(event)
+
+
+@settings(max_examples=300)
+@given(events())
+def test_sse_frames_are_byte_identical_to_the_protocols(event: Event) -> None:
+    assert wire.sse_event(event) == old_frame(event)
+    assert wire.NativeSse(250).encode([event, event]) == b"retry: 250\n" + old_frame(event) * 2
+
+
+@given(ANY_TEXT)
+def test_a_constructed_token_holding_another_type_is_dumped_as_pydantic_does(text: str) -> None:
+    event = TokenEvent.model_construct(session_id="s", turn_id="t", seq=True, type="token", content=text)
+    assert frames._fast_json(event) is None  # a bool where the model holds an int: not the fast path
+
+
+def test_plain_tokens_take_the_fast_path_and_the_rest_fall_back() -> None:
+    token = TokenEvent(session_id="s", turn_id="t", seq=3, content='a "quoted"\nline\t\x00')
+    assert frames._fast_json(token) == json_bytes(token)
+    assert frames._fast_json(TokenEvent(session_id="s", turn_id="t", seq=3, content="é")) is None
+    assert frames._fast_json(TokenEvent(session_id="s", turn_id="t", seq=3, content="\x7f")) is None
+    assert frames._fast_json(TokenEvent(session_id="s", turn_id="t", seq=2**64, content="x")) is None
+    assert frames._fast_json(DoneEvent(session_id="s", turn_id="t", seq=3, reason="stop", text="x")) is None
+    error = ErrorEvent(session_id="s", turn_id="t", seq=3, message="m", code="c", retryable=True)
+    assert frames._fast_json(error) == json_bytes(error)
