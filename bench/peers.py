@@ -33,7 +33,9 @@ time to first token: --ttft-turns one-token turns on each server, interleaved, e
 same raw client, next to the floor (`bench/floor_server.py`: a bare asyncio server
 answering a canned one-token SSE response; what any server process pays on this
 machine); all three server processes pinned to the same core, idle but for the turn
-measured. p50 and p99 of each, each minus the floor, and the extension's over the peer's.
+measured. p50 and p99 of each, each minus the floor, the extension's over the peer's, and
+each server process's CPU over the run per turn (psutil: the load of other processes
+disturbs it less; the turns' teardowns included).
 The peers come from the `bench` extra: `pip install -e ".[bench]"`.
 
 Run: python bench/peers.py [--tokens 10000] [--rounds 5] [--only providers|serving] [--max-streams 1500] [--ttft-turns 100]
@@ -349,12 +351,22 @@ SERVERS = {
 async def serving_ttft(args: argparse.Namespace) -> None:
     """Print the time to first token of one-token turns on each server and the floor, interleaved."""
     from bench.server_streams import IDLE_BEFORE_TURN, wait_ready
-    from bench.sse_load import SseStream, first_token_seconds, free_port, interleaved, open_stream, percentile
+    from bench.sse_load import (
+        SseStream,
+        cpu_seconds,
+        first_token_seconds,
+        free_port,
+        interleaved,
+        open_stream,
+        percentile,
+    )
 
     with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
         ports = {kind: free_port() for kind in SERVERS}
-        for kind, port in ports.items():
-            stack.enter_context(serving_process(kind, port, Path(workdir), args.http))
+        pids = {
+            kind: stack.enter_context(serving_process(kind, port, Path(workdir), args.http)).pid
+            for kind, port in ports.items()
+        }
         for port in ports.values():
             await wait_ready(f"http://127.0.0.1:{port}/")
         connections: dict[str, SseStream] = {}
@@ -368,7 +380,10 @@ async def serving_ttft(args: argparse.Namespace) -> None:
         def turn(kind: str) -> Callable[[], Awaitable[float]]:
             return lambda: first_token_seconds(ports[kind], connection=connections[kind])
 
+        # each server process's CPU over the whole run: its turns' teardowns included (and its idle timers)
+        cpu = {kind: cpu_seconds(pid) for kind, pid in pids.items()}
         values = await interleaved({kind: turn(kind) for kind in SERVERS}, args.ttft_turns, IDLE_BEFORE_TURN)
+        cpu = {kind: cpu_seconds(pid) - cpu[kind] for kind, pid in pids.items()}
         for connection in connections.values():
             connection.close()
     p50 = {kind: percentile(column, 0.5) for kind, column in values.items()}
@@ -378,11 +393,16 @@ async def serving_ttft(args: argparse.Namespace) -> None:
         f"{IDLE_BEFORE_TURN * 1e3:g} ms apart, one kept-alive connection each, the three server processes on one core"
     )
     width = max(map(len, SERVERS.values()))
-    print(f"    {'server':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'p50 − floor':>12} {'p99 − floor':>12}")
+    print(
+        f"    {'server':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/turn':>12} {'p50 − floor':>12} {'p99 − floor':>12}"
+    )
     for kind, name in SERVERS.items():
         above = (p50[kind] - p50["floor"]) * 1e3, (p99[kind] - p99["floor"]) * 1e3
         floor = f"{above[0]:12.3f} {above[1]:12.3f}" if kind != "floor" else ""
-        print(f"    {name:<{width}} {p50[kind] * 1e3:8.3f} {p99[kind] * 1e3:8.3f} {floor}".rstrip())
+        print(
+            f"    {name:<{width}} {p50[kind] * 1e3:8.3f} {p99[kind] * 1e3:8.3f} "
+            f"{cpu[kind] / args.ttft_turns * 1e3:12.2f} {floor}".rstrip()
+        )
     print(
         f"    streamchat / fastapi + sse-starlette: p50 {p50['streamchat'] / p50['fastapi']:.2f}x, "
         f"p99 {p99['streamchat'] / p99['fastapi']:.2f}x (below 1: streamchat answers first)"
