@@ -27,10 +27,18 @@ the same SSE fields. Each server process runs alone, pinned to one core, the loa
 (`bench/sse_load.py`, the load steps of `bench/server_streams.py`: 50, 100, 250, 500 …
 --max-streams, the streams of a step started over --ramp seconds) pinned to the other;
 for each, the most streams held with p99 lateness (receive − due time, every token)
-< 50 ms, the ratio, and the server's CPU µs per token at the first step.
+< 50 ms, the ratio, and the server's CPU µs per token at the first step. Before those,
+time to first token: --ttft-turns one-token turns on each server, interleaved, each
+10 ms after the previous one ended, on one kept-alive connection per server, with the
+same raw client, next to the floor (`bench/floor_server.py`: a bare asyncio server
+answering a canned one-token SSE response; what any server process pays on this
+machine); all three server processes pinned to the same core, idle but for the turn
+measured. p50 and p99 of each, each minus the floor, the extension's over the peer's, and
+each server process's CPU over the run per turn (psutil: the load of other processes
+disturbs it less; the turns' teardowns included).
 The peers come from the `bench` extra: `pip install -e ".[bench]"`.
 
-Run: python bench/peers.py [--tokens 10000] [--rounds 5] [--only providers|serving] [--max-streams 1500]
+Run: python bench/peers.py [--tokens 10000] [--rounds 5] [--only providers|serving] [--max-streams 1500] [--ttft-turns 100]
 """
 
 from __future__ import annotations
@@ -281,13 +289,18 @@ async def peak_memory(provider: Provider) -> int:
 
 @contextlib.contextmanager
 def serving_process(kind: str, port: int, workdir: Path, http: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The extension's `jupyter server` ("streamchat") or the FastAPI app under uvicorn ("fastapi"), pinned."""
-    from bench.server_streams import server_env, start_server
+    """The extension's `jupyter server` ("streamchat"), the FastAPI app under uvicorn ("fastapi") or the floor, pinned.
+
+    The floor ("floor"): `bench/floor_server.py`, a canned one-token SSE response to each request.
+    """
+    from bench.server_streams import server_env, start_floor_server, start_server
     from bench.sse_load import split_cores
 
     preexec = split_cores().server_preexec()
     if kind == "streamchat":
         process = start_server(port, workdir, preexec)
+    elif kind == "floor":
+        process = start_floor_server(port, preexec)
     else:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.starlette_app", "--port", str(port), "--http", http],
@@ -327,6 +340,75 @@ async def serving_capacity(kind: str, args: argparse.Namespace) -> tuple[int, li
         return await capacity(port, load_steps(args.max_streams, args.step), args.seconds, args.ramp, process.pid)
 
 
+SERVERS = {
+    "streamchat": "streamchat (jupyter server, tornado)",
+    "fastapi": "fastapi + sse-starlette (uvicorn)",
+    "floor": "floor: a bare asyncio server (canned one-token SSE response)",
+}
+"""The servers of the time to first token comparison, as printed."""
+
+
+async def serving_ttft(args: argparse.Namespace) -> None:
+    """Print the time to first token of one-token turns on each server and the floor, interleaved."""
+    from bench.server_streams import IDLE_BEFORE_TURN, wait_ready
+    from bench.sse_load import (
+        SseStream,
+        cpu_seconds,
+        first_token_seconds,
+        free_port,
+        interleaved,
+        open_stream,
+        percentile,
+    )
+
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
+        ports = {kind: free_port() for kind in SERVERS}
+        pids = {
+            kind: stack.enter_context(serving_process(kind, port, Path(workdir), args.http)).pid
+            for kind, port in ports.items()
+        }
+        for port in ports.values():
+            await wait_ready(f"http://127.0.0.1:{port}/")
+        connections: dict[str, SseStream] = {}
+        for kind, port in ports.items():  # one kept-alive connection per server, as a page's client holds
+            connections[kind] = await open_stream(port, "1 0", keep_alive=True)
+            await connections[kind].ended
+        for _ in range(10):  # every server warmed up alike
+            for kind, port in ports.items():
+                await first_token_seconds(port, connection=connections[kind])
+
+        def turn(kind: str) -> Callable[[], Awaitable[float]]:
+            return lambda: first_token_seconds(ports[kind], connection=connections[kind])
+
+        # each server process's CPU over the whole run: its turns' teardowns included (and its idle timers)
+        cpu = {kind: cpu_seconds(pid) for kind, pid in pids.items()}
+        values = await interleaved({kind: turn(kind) for kind in SERVERS}, args.ttft_turns, IDLE_BEFORE_TURN)
+        cpu = {kind: cpu_seconds(pid) - cpu[kind] for kind, pid in pids.items()}
+        for connection in connections.values():
+            connection.close()
+    p50 = {kind: percentile(column, 0.5) for kind, column in values.items()}
+    p99 = {kind: percentile(column, 0.99) for kind, column in values.items()}
+    print(
+        f"\n  time to first token: {args.ttft_turns} one-token turns on each server, interleaved, "
+        f"{IDLE_BEFORE_TURN * 1e3:g} ms apart, one kept-alive connection each, the three server processes on one core"
+    )
+    width = max(map(len, SERVERS.values()))
+    print(
+        f"    {'server':<{width}} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/turn':>12} {'p50 − floor':>12} {'p99 − floor':>12}"
+    )
+    for kind, name in SERVERS.items():
+        above = (p50[kind] - p50["floor"]) * 1e3, (p99[kind] - p99["floor"]) * 1e3
+        floor = f"{above[0]:12.3f} {above[1]:12.3f}" if kind != "floor" else ""
+        print(
+            f"    {name:<{width}} {p50[kind] * 1e3:8.3f} {p99[kind] * 1e3:8.3f} "
+            f"{cpu[kind] / args.ttft_turns * 1e3:12.2f} {floor}".rstrip()
+        )
+    print(
+        f"    streamchat / fastapi + sse-starlette: p50 {p50['streamchat'] / p50['fastapi']:.2f}x, "
+        f"p99 {p99['streamchat'] / p99['fastapi']:.2f}x (below 1: streamchat answers first)"
+    )
+
+
 def serving(args: argparse.Namespace) -> None:
     """Print the serving comparison: streams held at 20 tokens/s with p99 lateness < 50 ms, each server alone."""
     from bench.sse_load import BUDGET, RATE, load_steps, split_cores
@@ -346,6 +428,8 @@ def serving(args: argparse.Namespace) -> None:
             f"over {args.ramp:g} s; steps {', '.join(map(str, load_steps(args.max_streams, args.step)))}; "
             f"held while p99 lateness < {BUDGET * 1e3:g} ms"
         )
+        if args.ttft_turns:
+            asyncio.run(serving_ttft(args))
         held: dict[str, int] = {}
         results: dict[str, list[StepResult]] = {}
         for kind in ("streamchat", "fastapi"):
@@ -384,6 +468,9 @@ def main() -> None:
     serving_options.add_argument("--step", type=int, default=250, help="load steps: 50, 100, then multiples of this")
     serving_options.add_argument("--seconds", type=float, default=4.0, help="length of each load step's streams")
     serving_options.add_argument("--ramp", type=float, default=1.0, help="seconds over which a step's streams start")
+    serving_options.add_argument(
+        "--ttft-turns", type=int, default=100, help="one-token turns on each server for time to first token (0: none)"
+    )
     serving_options.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn's")
     args = parser.parse_args()
     if args.serve:

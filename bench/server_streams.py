@@ -11,10 +11,14 @@ process pinned to one core and this process (the load client) to the other, then
    kept-alive connection as a page's client holds, and on a new connection each turn
    (its handshake done before the clock starts, the server's accepting it not), each turn
    10 ms after the previous one ended (a user's next message finds the server idle, the
-   previous turn's teardown done). p50 and
-   p99 of each (this process's garbage collector off meanwhile; the server's on); SSE's
-   added time is the kept-alive row's percentile minus the direct one's (goal: ≤ 1 ms
-   at p50, ≤ 3 ms at p99), and the server's CPU per such turn. Then, labelled as such,
+   previous turn's teardown done); and, with the same client, connection and gaps, the
+   floor: `bench/floor_server.py`, a bare asyncio server process pinned to the same core
+   answering each request with a canned one-token SSE response (what any server in
+   another process pays on this machine: the loopback round trip and the wake-up of its
+   idle core). p50 and p99 of each (this process's garbage collector off meanwhile; the
+   servers' on); SSE's added time is the kept-alive row's percentile minus the direct
+   one's (goal: ≤ 1 ms at p50, ≤ 3 ms at p99), the extension's own share of it the
+   kept-alive row's minus the floor's, and the server's CPU per such turn. Then, labelled as such,
    one turn of --tokens tokens through client libraries (httpx-sse and tornado's
    WebSocket client), whose own cost is in their figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
@@ -70,6 +74,7 @@ from bench.sse_load import (
     cpu_seconds,
     first_token_seconds,
     free_port,
+    interleaved,
     load_steps,
     make_provider,
     open_stream,
@@ -79,7 +84,16 @@ from bench.sse_load import (
 )
 from streamchat import ChatSession, Settings
 
-__all__ = ["TOKEN", "StampingModel", "direct", "free_port", "make_provider", "raw_sse_stream", "start_server"]
+__all__ = [
+    "TOKEN",
+    "StampingModel",
+    "direct",
+    "free_port",
+    "make_provider",
+    "raw_sse_stream",
+    "start_floor_server",
+    "start_server",
+]
 
 TTFT_GOALS = (0.001, 0.003)
 """SSE time to first token added over `ChatSession.stream`: at most this at p50, and at p99 (issue 12)."""
@@ -135,6 +149,17 @@ def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = 
     )
 
 
+def start_floor_server(port: int, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """`bench/floor_server.py` (a canned one-token SSE response to each request) in a subprocess."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.floor_server", "--port", str(port)],
+        env=server_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=preexec,
+    )
+
+
 async def wait_ready(base: str, path: str = "api/streamchat/health") -> None:
     """Wait until the server answers `path` (the extension's health route by default)."""
     async with httpx.AsyncClient(headers={"Authorization": f"token {TOKEN}"}) as client:
@@ -166,49 +191,59 @@ IDLE_BEFORE_TURN = 0.01
 """Seconds the TTFT measurement waits before each turn, so that the server has finished the previous one."""
 
 
-async def ttft_added(port: int, pid: int, turns: int) -> None:
-    """Print part 1: p50/p99 time to first token, direct and through SSE (raw socket client), and the difference."""
+async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
+    """Print part 1: p50/p99 time to first token, direct, through SSE (raw socket client) and the floor; differences."""
     kept = await open_stream(port, "1 0", keep_alive=True)  # a page's client: one connection for its turns
-    await kept.ended
+    floor = await open_stream(floor_port, "1 0", keep_alive=True)
+    await asyncio.gather(kept.ended, floor.ended)
     for _ in range(10):  # warm every path up
         await direct(1)
         await first_token_seconds(port, connection=kept)
         await first_token_seconds(port)
-    directs: list[float] = []
-    sses: list[float] = []
-    fresh: list[float] = []
+        await first_token_seconds(floor_port, connection=floor)
     server_cpu = 0.0
-    gc.collect()
-    gc.disable()  # this process's collections would land in either column at random: none while measuring
-    try:
-        for _ in range(turns):
-            # each turn starts with the server idle, as a user's next message finds it: the previous turn's
-            # teardown (history saved, response finished) is not in the next turn's figure
-            await asyncio.sleep(IDLE_BEFORE_TURN)
-            directs.append((await direct(1))[0])
-            await asyncio.sleep(IDLE_BEFORE_TURN)
-            before = cpu_seconds(pid)
-            sses.append(await first_token_seconds(port, connection=kept))
-            server_cpu += cpu_seconds(pid) - before
-            await asyncio.sleep(IDLE_BEFORE_TURN)
-            fresh.append(await first_token_seconds(port))
-    finally:
-        gc.enable()
+
+    async def kept_alive() -> float:
+        nonlocal server_cpu
+        before = cpu_seconds(pid)
+        seconds = await first_token_seconds(port, connection=kept)
+        server_cpu += cpu_seconds(pid) - before
+        return seconds
+
+    async def in_process() -> float:
+        return (await direct(1))[0]
+
+    # each turn starts with the server idle, as a user's next message finds it: the previous turn's
+    # teardown (history saved, response finished) is not in the next turn's figure
+    rows = await interleaved(
+        {
+            "ChatSession.stream (in this process)": in_process,
+            "SSE, POST chat/stream on a kept-alive connection": kept_alive,
+            "SSE, POST chat/stream on a new connection": lambda: first_token_seconds(port),
+            "floor: a bare asyncio server (canned one-token SSE response), same cores": lambda: first_token_seconds(
+                floor_port, connection=floor
+            ),
+        },
+        turns,
+        IDLE_BEFORE_TURN,
+    )
     kept.close()
-    print(f"\n1. time to first token, {turns} one-token turns each way, interleaved")
-    print(f"   {'path':<50} {'p50 ms':>8} {'p99 ms':>8}")
-    rows = {
-        "ChatSession.stream (in this process)": directs,
-        "SSE, POST chat/stream on a kept-alive connection": sses,
-        "SSE, POST chat/stream on a new connection": fresh,
-    }
+    floor.close()
+    directs, sses, _, floors = rows.values()
+    width = max(map(len, rows))
+    print(
+        f"\n1. time to first token, {turns} one-token turns each way, interleaved, {IDLE_BEFORE_TURN * 1e3:g} ms apart"
+    )
+    print(f"   {'path':<{width}} {'p50 ms':>8} {'p99 ms':>8}")
     for name, values in rows.items():
-        values.sort()
-        print(f"   {name:<50} {percentile(values, 0.5) * 1e3:8.3f} {percentile(values, 0.99) * 1e3:8.3f}")
+        print(f"   {name:<{width}} {percentile(values, 0.5) * 1e3:8.3f} {percentile(values, 0.99) * 1e3:8.3f}")
     added = [percentile(sses, share) - percentile(directs, share) for share in (0.5, 0.99)]
+    own = [percentile(sses, share) - percentile(floors, share) for share in (0.5, 0.99)]
     verdict = "ok" if added[0] <= TTFT_GOALS[0] and added[1] <= TTFT_GOALS[1] else "BELOW GOAL"
-    print(f"   {'added by SSE (kept-alive connection)':<50} {added[0] * 1e3:8.3f} {added[1] * 1e3:8.3f}")
+    print(f"   {'added by SSE (kept-alive SSE − direct)':<{width}} {added[0] * 1e3:8.3f} {added[1] * 1e3:8.3f}")
     print(f"   → goal ≤ {TTFT_GOALS[0] * 1e3:g} ms p50, ≤ {TTFT_GOALS[1] * 1e3:g} ms p99: {verdict}")
+    label = "the extension's own share (kept-alive SSE − floor)"
+    print(f"   {label:<{width}} {own[0] * 1e3:8.3f} {own[1] * 1e3:8.3f}")
     print(
         f"   server process CPU per one-token SSE turn (request, auth, session, turn, response): "
         f"{server_cpu / turns * 1e3:.2f} ms"
@@ -354,21 +389,26 @@ async def main_async(args: argparse.Namespace, cores: Cores) -> None:
     """Start the server, measure, stop the server."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
+    floor_port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         server = start_server(port, Path(workdir), cores.server_preexec())
+        floor = start_floor_server(floor_port, cores.server_preexec())
         try:
             await wait_ready(base)
+            await wait_ready(f"http://127.0.0.1:{floor_port}/")
             print(f"jupyter server with streamchat at {base} (pid {server.pid})", flush=True)
+            print(f"floor server at http://127.0.0.1:{floor_port}/ (pid {floor.pid})", flush=True)
             if args.only in (None, "ttft"):
-                await ttft_added(port, server.pid, args.ttft_turns)
+                await ttft_added(port, server.pid, args.ttft_turns, floor_port)
                 await overheads(base, port, args.tokens, args.repeat)
             if args.only in (None, "memory"):
                 await idle_memory(port, server.pid, args.idle)
             if args.only in (None, "streams"):
                 await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for process in (server, floor):
+                process.terminate()
+                process.wait(timeout=30)
 
 
 def main() -> None:

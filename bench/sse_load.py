@@ -20,7 +20,8 @@ extension next to a FastAPI + sse-starlette app), and by the server processes th
   records the lateness (receive time − due time) of every token, the first ones
   included (this process's garbage collector off meanwhile: its pauses are not the
   server's); `capacity` grows the load step by step (`load_steps`: 50, 100, 250, 500, 750,
-  1000 …) until p99 lateness reaches the budget.
+  1000 …) until p99 lateness reaches the budget; `interleaved` takes times to first
+  token of several servers (or paths) turn by turn, with a gap before each.
 - `split_cores`: the server process on one core, this (client) process on the other.
 """
 
@@ -33,7 +34,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -398,6 +399,30 @@ async def first_token_seconds(port: int, message: str = "1 0", connection: SseSt
     if stream.error or not stream.done:
         raise RuntimeError(f"the stream failed: {stream.error or 'no done event'}")
     return stream.first_token_at - stream.sent_at
+
+
+async def interleaved(
+    paths: dict[str, Callable[[], Awaitable[float]]], turns: int, gap: float
+) -> dict[str, list[float]]:
+    """`turns` rounds of one call of each path in turn, each call `gap` seconds after the previous one ended.
+
+    Each call returns the seconds it measured (a time to first token); the values of each
+    path come back sorted. This process's garbage collector is off meanwhile: its
+    collections would land in any of the columns at random.
+    """
+    values: dict[str, list[float]] = {name: [] for name in paths}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(turns):
+            for name, measure in paths.items():
+                await asyncio.sleep(gap)
+                values[name].append(await measure())
+    finally:
+        gc.enable()
+    for column in values.values():
+        column.sort()
+    return values
 
 
 def percentile(ordered: Sequence[float], share: float) -> float:
