@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.server_streams import server_env, start_server, wait_ready
+from bench.server_streams import server_env, start_floor_server, start_server, wait_ready
 from bench.sse_load import SseParser, first_token_seconds, free_port, open_stream
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -127,3 +127,21 @@ async def test_the_client_streams_turn_after_turn_on_a_kept_alive_connection(ser
     assert not connection.closed.done()
     connection.close()
     await connection.closed
+
+
+async def test_the_floor_server_answers_turn_after_turn_with_one_token_and_done() -> None:
+    port = free_port()
+    process = start_floor_server(port)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/")
+        connection = await open_stream(port, "1 0", keep_alive=True)
+        await connection.ended
+        assert (connection.error, connection.parser.status, connection.tokens, connection.done) == (None, 200, 1, True)
+        for _ in range(3):
+            assert await first_token_seconds(port, connection=connection) > 0
+            assert (connection.error, connection.tokens, connection.done) == (None, 1, True)
+        connection.close()
+        await connection.closed
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
