@@ -966,7 +966,7 @@ class ChatService:
                         await self._release(run)
                     else:
                         run.unwritten.append(event)  # written in batches, while the turn goes on
-                        if run.writer is None or run.writer.done():
+                        if (run.writer is None or run.writer.done()) and not self._write_now(run):
                             run.writer = asyncio.get_running_loop().create_task(
                                 self._write_events(run), context=contextvars.Context()
                             )
@@ -995,6 +995,16 @@ class ChatService:
                 self._store_failed(run, exc)  # this process's followers still get every event
             except Exception as exc:  # the turn's task raises it: one failure, logged once
                 run.write_failure = exc
+
+    def _write_now(self, run: TurnRun) -> bool:
+        """Hand the unwritten events to a store that appends them without I/O (`append_events_now`), in order.
+
+        False when it cannot: a writer task writes them. No task per event for the memory store.
+        """
+        if run.write_failure is not None or not self.store.append_events_now(run.session_id, run.unwritten):
+            return False
+        run.unwritten = []
+        return True
 
     async def _flush(self, run: TurnRun) -> None:
         """Wait until every event of the turn so far is written; raises what the writing failed with."""
