@@ -268,6 +268,8 @@ class TurnRun:
         self.recent.append(event)
         size = 0
         for follower in list(self.followers):
+            if follower.push is not None and follower.pushed(event):
+                continue
             client = follower.client
             if client is not None and client.admit():
                 size = size or len(self.frame(event))
@@ -342,6 +344,9 @@ class Follower:
         """When the wait under way times out (the heartbeat's timer is re-armed lazily: `_on_timer`)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._timeout: float | None = None
+        self.push: Callable[[Event], bool] | None = None
+        """Writes a live event straight to the follower's connection, if it can at once (`pushed`)."""
         if run is not None:
             run.followers.add(self)
             if run.cancel_timer is not None:
@@ -394,6 +399,33 @@ class Follower:
         run = self.run
         return run.frame(event) if run is not None else sse_event(event)
 
+    def pushed(self, event: Event) -> bool:
+        """Hand a live event to `push` instead of waking `next_events`; True when it was written.
+
+        Only while `next_events` waits with nothing before the event (the backlog read, the inbox empty,
+        the event the next of the followed turn), and not `done` (which wakes it to end). The heartbeat's
+        deadline moves on as when an event is returned. False: the event goes through the inbox.
+        """
+        push = self.push
+        if (
+            push is None
+            or self._waiter is None
+            or self.inbox
+            or event.seq != self.after + 1
+            or event.turn_id != self.turn_id
+            or event.type == "done"
+        ):
+            return False
+        try:
+            if not push(event):
+                return False
+        except Exception:  # the connection's own task meets it through the inbox path
+            return False
+        self.after = event.seq
+        if self._timeout is not None:
+            self._deadline = self._loop.time() + self._timeout
+        return True
+
     def wake(self) -> None:
         """Wake `next_events` if it waits: an event came, the turn ended, or the follower closed."""
         waiter = self._waiter
@@ -409,6 +441,7 @@ class Follower:
         deadline; when the timer fires before it, it re-arms itself for the deadline.
         """
         loop = self._loop
+        self._timeout = timeout
         self._deadline = math.inf if timeout is None else loop.time() + timeout
         if self._deadline < self._timer_at:  # no timer, or one too late for this wait
             if self._timer is not None:
@@ -443,6 +476,7 @@ class Follower:
         if self._closed.done():
             return
         self._closed.set_result(None)
+        self.push = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -966,7 +1000,7 @@ class ChatService:
                         await self._release(run)
                     else:
                         run.unwritten.append(event)  # written in batches, while the turn goes on
-                        if run.writer is None or run.writer.done():
+                        if (run.writer is None or run.writer.done()) and not self._write_now(run):
                             run.writer = asyncio.get_running_loop().create_task(
                                 self._write_events(run), context=contextvars.Context()
                             )
@@ -995,6 +1029,16 @@ class ChatService:
                 self._store_failed(run, exc)  # this process's followers still get every event
             except Exception as exc:  # the turn's task raises it: one failure, logged once
                 run.write_failure = exc
+
+    def _write_now(self, run: TurnRun) -> bool:
+        """Hand the unwritten events to a store that appends them without I/O (`append_events_now`), in order.
+
+        False when it cannot: a writer task writes them. No task per event for the memory store.
+        """
+        if run.write_failure is not None or not self.store.append_events_now(run.session_id, run.unwritten):
+            return False
+        run.unwritten = []
+        return True
 
     async def _flush(self, run: TurnRun) -> None:
         """Wait until every event of the turn so far is written; raises what the writing failed with."""

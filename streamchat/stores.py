@@ -174,6 +174,14 @@ class SessionStore(abc.ABC):
         for event in events:
             await self.append_event(session_id, event)
 
+    def append_events_now(self, session_id: str, events: Sequence[Event]) -> bool:
+        """Add the events as `append_events` does, at once, when the store needs no I/O for it (True).
+
+        False: nothing was added, and the caller awaits `append_events` instead (the default: a store
+        that appends over the network, or a subclass with appending of its own).
+        """
+        return False
+
     @abc.abstractmethod
     async def latest_turn_id(self, session_id: str) -> str | None:
         """The `turn_id` of the buffered events (the latest turn's); None before its first event."""
@@ -336,6 +344,17 @@ class MemoryStore(SessionStore):
             appended.set()
 
     async def append_event(self, session_id: str, event: Event) -> None:
+        self._append(session_id, event)
+
+    def append_events_now(self, session_id: str, events: Sequence[Event]) -> bool:
+        cls = type(self)
+        if cls.append_event is not MemoryStore.append_event or cls.append_events is not SessionStore.append_events:
+            return False  # a subclass's own appending is awaited
+        for event in events:
+            self._append(session_id, event)
+        return True
+
+    def _append(self, session_id: str, event: Event) -> None:
         buffer = self._buffers.get(session_id)
         if buffer is None:
             return  # the session was deleted

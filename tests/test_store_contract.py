@@ -16,7 +16,7 @@ from redis_helpers import RedisServer, redis_server  # noqa: F401  (a fixture, f
 
 from streamchat import Message, TokenEvent
 from streamchat.errors import ReplayGapError, SessionExistsError, StoreUnavailableError
-from streamchat.events import DoneEvent
+from streamchat.events import DoneEvent, Event
 from streamchat.redis_store import RedisStore, describe_url
 from streamchat.stores import ControlMessage, MemoryStore, SessionRecord, SessionStore
 
@@ -281,3 +281,34 @@ def test_urls_are_logged_without_their_password() -> None:
     assert describe_url("redis://:pw@host:6379/0") == "redis://***@host:6379/0"
     assert describe_url("rediss://host:6380/1") == "rediss://host:6380/1"
     assert describe_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+async def test_events_appended_now_are_kept_as_appended_ones(pair: tuple[SessionStore, SessionStore]) -> None:
+    a, b = pair
+    await a.create("s", owner="alice")
+    assert await a.begin_turn("s", holder="A")
+    await a.append_event("s", token(1))
+    if not a.append_events_now("s", [token(2), token(3)]):  # a networked store: nothing added
+        assert isinstance(a, RedisStore) and [e.seq for e in await b.events_after("s", 0)] == [1]
+        return
+    assert [e.seq for e in await b.events_after("s", 0)] == [1, 2, 3]
+    assert a.append_events_now("s", [token(3), token(4)])  # the same event again is not kept twice
+    assert [e.seq for e in await b.events_after("s", 1)] == [2, 3, 4]
+    with pytest.raises(ReplayGapError):
+        await b.events_after("s", 0)  # event 1 was dropped (3 are kept)
+
+
+async def test_a_memory_store_with_appending_of_its_own_does_not_append_now() -> None:
+    class Counting(MemoryStore):
+        appended = 0
+
+        async def append_event(self, session_id: str, event: Event) -> None:
+            self.appended += 1
+            await super().append_event(session_id, event)
+
+    store = Counting()
+    await store.create("s", owner="alice")
+    assert await store.begin_turn("s", holder="A")
+    assert store.append_events_now("s", [token(1)]) is False and await store.events_after("s", 0) == []
+    await store.append_events("s", [token(1), token(2)])
+    assert store.appended == 2 and [e.seq for e in await store.events_after("s", 0)] == [1, 2]
