@@ -493,6 +493,7 @@ def main() -> None:
         f"httpx-aiohttp {version('httpx-aiohttp')}, aiohttp {version('aiohttp')}" if transport == "aiohttp" else "h11"
     )
     print(f"streamchat's providers read on the {transport} transport ({library}); the peers on httpx's own (h11)")
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     with server_process(args.tokens) as url:
         print(f"this process (every client): {pin(CLIENT_CORE)}")  # after the server started, which would inherit it
         rates, cpu_rates = asyncio.run(measure(url, args.tokens, args.rounds))
@@ -528,6 +529,8 @@ def main() -> None:
             f"  peak memory, {args.tokens:,}-token answer through ChatSession ({name}): {peak / 1e6:.2f} MB ({verdict})"
         )
     if args.only != "providers":
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)  # the serving part splits every core this process was given
         serving(args)
 
 
