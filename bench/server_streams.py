@@ -30,7 +30,7 @@ process pinned to one core and this process (the load client) to the other, then
    the lateness of every token (client receive time − the time the model had it due)
    stays under 50 ms at p99. In each step the streams start spread evenly over --ramp
    seconds (users arrive over time), each --seconds long; every token counts, the first
-   ones included. The steps are 50, 100, then every 250 streams (250, 500, 750, 1000 …)
+   ones included. The steps are 50, 100, then every --step (250) streams (250, 500, 750, 1000 …)
    up to --max-streams, and stop at the first step over budget (or in which a stream
    failed or lost tokens). Each row prints the server process's CPU µs per token
    delivered (psutil; other load on a shared machine disturbs it less than the
@@ -38,7 +38,7 @@ process pinned to one core and this process (the load client) to the other, then
    timer; the client's garbage collector is off during a step): when these near a core
    or the budget, the client, not the server, limits the step.
 
-    python bench/server_streams.py [--ttft-turns 200] [--idle 1000] [--max-streams 1500] [--seconds 4] [--ramp 1]
+    python bench/server_streams.py [--ttft-turns 200] [--idle 1000] [--max-streams 1500] [--step 250] [--seconds 4] [--ramp 1]
 
 `--only ttft|memory|streams` runs one part.
 """
@@ -348,13 +348,13 @@ async def idle_memory(port: int, pid: int, count: int) -> None:
 # -- 3. concurrent streams ------------------------------------------------------------------------------
 
 
-async def concurrency(port: int, pid: int, max_streams: int, seconds: float, ramp: float) -> int:
+async def concurrency(port: int, pid: int, max_streams: int, seconds: float, ramp: float, step: int = 250) -> int:
     """Print part 3: grow the load until p99 lateness reaches 50 ms; the most streams held."""
     print(
         f"\n3. concurrent SSE streams, 20 tokens/s each for {seconds:g} s, started over {ramp:g} s "
         "(lateness = received − due, every token)"
     )
-    held, results = await capacity(port, load_steps(max_streams), seconds, ramp, pid)
+    held, results = await capacity(port, load_steps(max_streams, step), seconds, ramp, pid)
     verdict = "ok" if held >= STREAMS_GOAL else "BELOW GOAL"
     last = results[-1]
     stop = "" if not last.held else f" (stopped at --max-streams {max_streams})"
@@ -404,7 +404,7 @@ async def main_async(args: argparse.Namespace, cores: Cores) -> None:
             if args.only in (None, "memory"):
                 await idle_memory(port, server.pid, args.idle)
             if args.only in (None, "streams"):
-                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp)
+                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp, args.step)
         finally:
             for process in (server, floor):
                 process.terminate()
@@ -419,6 +419,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each part 1b measurement; the best is reported")
     parser.add_argument("--idle", type=int, default=1000, help="idle streams of part 2")
     parser.add_argument("--max-streams", type=int, default=1500, help="largest load step of part 3")
+    parser.add_argument("--step", type=int, default=250, help="part 3's load steps: 50, 100, then multiples of this")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each load step's streams")
     parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which a load step's streams start")
     parser.add_argument("--only", choices=["ttft", "memory", "streams"], help="run one part only")
