@@ -60,6 +60,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+if __package__ in (None, ""):  # run as `python bench/peers.py`: the repository root on the path, for `bench.*`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import ollama
 import openai
 from pydantic_ai import Agent

@@ -60,6 +60,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as `python bench/server_streams.py`: the repository root on the path, for `bench.*`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import httpx
 from httpx_sse import aconnect_sse
 from tornado.httpclient import HTTPRequest
