@@ -34,6 +34,7 @@ from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
@@ -104,6 +105,38 @@ def _unsent_bytes(stream: IOStream | None) -> int:
     if stream is None or stream.closed():
         return 0
     return len(stream._write_buffer)
+
+
+def _send_chunk(handler: web.RequestHandler, stream: IOStream, data: bytes) -> bool:
+    """Send `data` as the response's next body chunk straight to the socket; False when tornado must write it.
+
+    What `RequestHandler.write` + `flush` do for a chunk of a response whose head is sent, without their
+    futures and buffers: the chunk framing of `HTTP1Connection.write` (when it frames), then one `send`.
+    Only on a plain socket with nothing unsent, nothing buffered in the handler and no output transform
+    (e.g. gzip); bytes the socket does not take go to `IOStream.write`, which sends them in order and
+    meets a broken connection as usual (it closes the stream).
+    """
+    connection = handler.request.connection
+    if (
+        type(stream) is not IOStream
+        or stream.closed()
+        or len(stream._write_buffer)
+        or not handler._headers_written
+        or handler._write_buffer
+        or handler._transforms
+        or not isinstance(connection, HTTP1Connection)
+        or connection._expected_content_remaining is not None
+    ):
+        return False
+    if connection._chunking_output:
+        data = b"%x\r\n%b\r\n" % (len(data), data)
+    try:
+        sent = stream.socket.send(data)
+    except OSError:  # would block, or broken: tornado's write waits, or meets the error and closes the stream
+        sent = 0
+    if sent < len(data):
+        stream.write(data[sent:])  # its future reports nothing a closed stream does not (tornado retrieves it)
+    return True
 
 
 def _outcome_seen(write: asyncio.Future[None]) -> None:
@@ -296,7 +329,10 @@ class _SseHandler(ApiHandler):
         socket = self._socket()
         if socket is None or socket.closed() or _unsent_bytes(socket):
             return False
-        self.write(encoder.encode((event,)))
+        data = encoder.encode((event,))
+        if _send_chunk(self, socket, data):
+            return True
+        self.write(data)
         sent = self.flush()
         if sent.done():
             _outcome_seen(sent)

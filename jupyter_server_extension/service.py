@@ -982,8 +982,10 @@ class ChatService:
 
     async def _drive(self, run: TurnRun, message: str) -> None:
         try:
+            # the turn's events that need no awaiting are handed on from the turn's own task (`_take_at_once`)
+            events_of = run.chat.stream(message, consume=lambda event: self._take_at_once(run, event))
+            stream = cast(AsyncGenerator[Event, None], events_of)  # an async generator
             # closed here, not by the loop's finalizer: a failure below stops the turn at once
-            stream = cast(AsyncGenerator[Event, None], run.chat.stream(message))  # an async generator
             async with contextlib.aclosing(stream) as events:
                 async for event in events:
                     if isinstance(event, ErrorEvent):
@@ -998,13 +1000,9 @@ class ChatService:
                         run.unwritten.append(event)
                         await self._flush(run)
                         await self._release(run)
+                        run.publish(event)
                     else:
-                        run.unwritten.append(event)  # written in batches, while the turn goes on
-                        if (run.writer is None or run.writer.done()) and not self._write_now(run):
-                            run.writer = asyncio.get_running_loop().create_task(
-                                self._write_events(run), context=contextvars.Context()
-                            )
-                    run.publish(event)
+                        self._hand_on(run, event)
         finally:
             try:
                 with contextlib.suppress(Exception):
@@ -1018,6 +1016,24 @@ class ChatService:
                 if self._runs.get(run.session_id) is run:
                     del self._runs[run.session_id]
                 run.notify()
+
+    def _hand_on(self, run: TurnRun, event: Event) -> None:
+        """Write a turn's event (other than `done`) to the store, in batches while the turn goes on, and publish it."""
+        run.unwritten.append(event)
+        if (run.writer is None or run.writer.done()) and not self._write_now(run):
+            run.writer = asyncio.get_running_loop().create_task(self._write_events(run), context=contextvars.Context())
+        run.publish(event)
+
+    def _take_at_once(self, run: TurnRun, event: Event) -> bool:
+        """`_hand_on` an event at once, on the turn's task (`ChatSession.stream(consume=…)`); True when it did.
+
+        Not `done` (its history is saved first) nor an error (made public first), nor after a write failed:
+        those reach `_drive`'s own loop.
+        """
+        if event.type == "done" or isinstance(event, ErrorEvent) or run.write_failure is not None:
+            return False
+        self._hand_on(run, event)
+        return True
 
     async def _write_events(self, run: TurnRun) -> None:
         """Write the turn's events to the store, each batch in one call, until none is left."""

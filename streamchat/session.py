@@ -153,13 +153,19 @@ class ChatSession:
 
     # -- turns ---------------------------------------------------------------------------
 
-    async def stream(self, message: str) -> AsyncIterator[Event]:
+    async def stream(self, message: str, *, consume: Callable[[Event], bool] | None = None) -> AsyncIterator[Event]:
         """Send `message` and yield the turn's events as they happen; `done` comes last.
 
         Closing the stream early cancels the turn: wrap it in `contextlib.aclosing` and
         ``break``, or cancel the consuming task (a bare ``break`` leaves the closing to the
         event loop's async-generator finalizer, a moment later). The cancelled turn's
         partial answer is kept in history, marked as interrupted.
+
+        `consume`, for a consumer that hands events on without awaiting (a server writing
+        them to its clients), is called with each event that comes while this stream waits
+        for one, at once, on the turn's task: an event it takes (returns True) is not yielded,
+        and the consuming task is not woken for it. The events it declines are yielded, in
+        order. If it raises, the stream raises that error.
 
         Example:
             >>> async def show(session):
@@ -177,6 +183,15 @@ class ChatSession:
         take, arrival = turn.sink.take, turn.sink.arrival
         observer = recorder().turn(self)  # the metrics of every surface come from here (streamchat.analytics)
         observe = observer.observe
+        if consume is not None:
+
+            def direct(event: Event) -> bool:
+                if not consume(event):
+                    return False
+                observe(event)
+                return True
+
+            turn.sink.direct = direct
         try:
             while True:
                 if (event := take()) is None:

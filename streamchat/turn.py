@@ -87,6 +87,12 @@ class EventSink:
     The consumer (`ChatSession.stream`) takes events with `take()` and, when there is none,
     awaits `arrival()`: a plain future, not a coroutine per event (the queue is a deque
     and one waiter each way, which `asyncio.Queue` would do with more calls per event).
+
+    A consumer may also take events at once, on the producer's task, while it waits with
+    nothing queued: `direct` (``ChatSession.stream(consume=…)``). An event it takes is not
+    queued and does not wake the consumer's task (a server's tokens, one wake-up less each);
+    the events it declines are queued as usual, so the order stays the order of `put`. If it
+    raises, it is not called again and `take()` raises its error in the consumer's task.
     """
 
     def __init__(self, session_id: str, turn_id: str) -> None:
@@ -97,6 +103,9 @@ class EventSink:
         self._loop = asyncio.get_running_loop()
         self._reader: asyncio.Future[None] | None = None  # the consumer, waiting for an event
         self._writer: asyncio.Future[None] | None = None  # the producer, waiting for room
+        self.direct: Callable[[events.Event], bool] | None = None
+        """Takes an event at once while the consumer waits with nothing queued; True when it took it."""
+        self._failure: Exception | None = None  # what `direct` raised, for `take()` to raise
 
     def stamp(self) -> EventStamp:
         """The common fields of the next event (its `seq` is taken: `put` the event at once)."""
@@ -108,21 +117,20 @@ class EventSink:
         return {**self.stamp(), "call_id": call.call_id, "tool": call.name}
 
     def put(self, event: events.Event) -> None:
-        """Queue an event for the consumer; never blocks (tools report progress through it)."""
-        self._events.append(event)
-        if (reader := self._reader) is not None:
+        """Queue an event for the consumer (or hand it to `direct`); never blocks (tools report progress through it)."""
+        reader = self._reader
+        if reader is not None:  # the consumer waits: nothing is queued
+            if self.direct is not None and not reader.done() and self._handed(event):
+                return
             self._reader = None
             if not reader.done():  # cancelled with the consumer's task
                 reader.set_result(None)
+        self._events.append(event)
 
     def put_token(self, content: str) -> bool:
         """Queue the next `token` event; True once the queue is full (then `wait_for_room`)."""
         self._seq += 1
-        self._events.append(events.trusted_token(self.session_id, self.turn_id, self._seq, content))
-        if (reader := self._reader) is not None:  # `put`, inlined: one call less per token
-            self._reader = None
-            if not reader.done():
-                reader.set_result(None)
+        self.put(events.trusted_token(self.session_id, self.turn_id, self._seq, content))
         return len(self._events) >= QUEUE_HIGH_WATER
 
     def put_thinking(self, text: str, kind: Literal["status", "reasoning"]) -> None:
@@ -148,12 +156,24 @@ class EventSink:
         queue = self._events
         if not queue:
             return None
+        if self._failure is not None:
+            raise self._failure
         event = queue.popleft()
         if (writer := self._writer) is not None and len(queue) <= QUEUE_HIGH_WATER // 2:
             self._writer = None
             if not writer.done():
                 writer.set_result(None)
         return event
+
+    def _handed(self, event: events.Event) -> bool:
+        """Whether `direct` took `event`; when it raises, it is dropped and the consumer is told."""
+        assert self.direct is not None
+        try:
+            return self.direct(event)
+        except Exception as exc:  # the consumer's task raises it (`take`), as if its own handling had failed
+            self.direct = None
+            self._failure = exc
+            return False
 
     def arrival(self) -> asyncio.Future[None]:
         """A future that is done once an event is queued (one consumer: a later call replaces it)."""

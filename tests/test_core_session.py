@@ -361,6 +361,84 @@ async def test_a_slow_consumer_holds_the_turn_back_at_the_high_water_mark():
     assert behind[-1] == 0
 
 
+async def test_consume_takes_the_events_that_come_while_the_stream_waits_and_the_order_is_kept():
+    """`stream(consume=…)`: what it takes is not yielded; consumed and yielded events together are the turn's, in order."""
+    provider = ScriptedProvider([[ToolCall("lookup", {"key": "k"})], ["Hel", "lo"]], token_delay=0.001)
+    plain = await collect(ChatSession(provider, tools=[lookup], session_id="s"), "go")
+
+    provider = ScriptedProvider([[ToolCall("lookup", {"key": "k"})], ["Hel", "lo"]], token_delay=0.001)
+    session = ChatSession(provider, tools=[lookup], session_id="s")
+    seen: list[tuple[str, object]] = []
+
+    def consume(event):
+        if event.type in ("token", "tool_progress"):
+            seen.append(("consumed", event))
+            return True
+        return False
+
+    async with contextlib.aclosing(session.stream("go", consume=consume)) as stream:
+        async for event in stream:
+            seen.append(("yielded", event))
+    assert brief([event for _, event in seen]) == brief(plain)
+    assert [event.seq for _, event in seen] == list(range(1, len(plain) + 1))
+    assert {event.type for how, event in seen if how == "consumed"} == {"token", "tool_progress"}
+    assert {event.type for how, event in seen if how == "yielded"} == {"thinking", "tool_call", "tool_result", "done"}
+    assert seen[-1][1].type == "done" and seen[-1][1].text == "Hello"
+
+
+async def test_consume_is_not_called_while_the_consumer_is_busy():
+    """Events that come while the consuming task is away (not waiting for the next one) are queued and yielded."""
+
+    async def model(request):
+        await asyncio.sleep(0.01)  # the stream waits
+        for text in ("a", "b", "c"):  # b and c right after a: the stream's task has not run yet
+            yield text
+        await asyncio.sleep(0.2)  # the stream waits again
+        yield "d"
+
+    session = ChatSession(ScriptedProvider([model]), tools=[])
+    seen: list[tuple[str, int]] = []
+
+    def consume(event):
+        seen.append(("offered", event.seq))
+        return event.type == "token" and event.content != "a"
+
+    async with contextlib.aclosing(session.stream("go", consume=consume)) as stream:
+        async for event in stream:
+            seen.append(("yielded", event.seq))
+            if event.type == "token":
+                await asyncio.sleep(0.02)  # away
+    assert seen == [
+        ("offered", 1),  # the status: declined
+        ("yielded", 1),
+        ("offered", 2),  # "a": declined
+        ("yielded", 2),
+        ("yielded", 3),  # "b" and "c": queued behind "a"
+        ("yielded", 4),
+        ("offered", 5),  # "d": taken
+        ("offered", 6),  # done: declined
+        ("yielded", 6),
+    ]
+
+
+async def test_an_error_in_consume_ends_the_stream_with_it_and_the_turn_is_cancelled():
+    session = ChatSession(ScriptedProvider([["a", "b", "c"]], token_delay=0.001), tools=[])
+    calls = []
+
+    def consume(event):
+        if event.type != "token":
+            return False
+        calls.append(event.seq)
+        raise ValueError("the client's write failed")
+
+    with pytest.raises(ValueError, match="the client's write failed"):
+        async with contextlib.aclosing(session.stream("go", consume=consume)) as stream:
+            async for _ in stream:
+                pass
+    assert calls == [2]  # called once, then no more
+    assert session.history[-1].interrupted and session.history[-1].content == "a"
+
+
 async def test_send_returns_a_chat_result():
     provider = ScriptedProvider([[ToolCall("add", {"a": 20, "b": 22})], ["42"]])
     result = await ChatSession(provider, tools=[add]).send("sum")
