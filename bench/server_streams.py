@@ -13,7 +13,7 @@ process pinned to one core and this process (the load client) to the other, then
    10 ms after the previous one ended (a user's next message finds the server idle, the
    previous turn's teardown done); and, with the same client, connection and gaps, the
    floor: `bench/floor_server.py`, a bare asyncio server process pinned to the same core
-   answering each request with a canned one-token SSE response (what any server in
+   answering each request with a one-token SSE response in one write (what any server in
    another process pays on this machine: the loopback round trip and the wake-up of its
    idle core). p50 and p99 of each (this process's garbage collector off meanwhile; the
    servers' on); SSE's added time is the kept-alive row's percentile minus the direct
@@ -36,7 +36,9 @@ process pinned to one core and this process (the load client) to the other, then
    delivered (psutil; other load on a shared machine disturbs it less than the
    latencies), and the client's CPU use and event-loop lag (p99 lateness of a 5 ms
    timer; the client's garbage collector is off during a step): when these near a core
-   or the budget, the client, not the server, limits the step.
+   or the budget, the client, not the server, limits the step. Then the same steps on
+   the floor server, which paces the same tokens with the same timers and writes them
+   with nothing else (what one Python process holds on this core, whatever it serves).
 
     python bench/server_streams.py [--ttft-turns 200] [--idle 1000] [--max-streams 1500] [--step 250] [--seconds 4] [--ramp 1]
 
@@ -153,7 +155,7 @@ def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = 
 
 
 def start_floor_server(port: int, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
-    """`bench/floor_server.py` (a canned one-token SSE response to each request) in a subprocess."""
+    """`bench/floor_server.py` (a bare asyncio server pacing tokens as the stamping model does) in a subprocess."""
     return subprocess.Popen(
         [sys.executable, "-m", "bench.floor_server", "--port", str(port)],
         env=server_env(),
@@ -351,8 +353,19 @@ async def idle_memory(port: int, pid: int, count: int) -> None:
 # -- 3. concurrent streams ------------------------------------------------------------------------------
 
 
-async def concurrency(port: int, pid: int, max_streams: int, seconds: float, ramp: float, step: int = 250) -> int:
-    """Print part 3: grow the load until p99 lateness reaches 50 ms; the most streams held."""
+async def concurrency(
+    port: int,
+    pid: int,
+    max_streams: int,
+    seconds: float,
+    ramp: float,
+    step: int = 250,
+    floor: tuple[int, int] | None = None,
+) -> int:
+    """Print part 3: grow the load until p99 lateness reaches 50 ms; the most streams held.
+
+    Then the same steps on the floor server (`floor`: its port and pid), when given.
+    """
     print(
         f"\n3. concurrent SSE streams, 20 tokens/s each for {seconds:g} s, started over {ramp:g} s "
         "(lateness = received − due, every token)"
@@ -365,6 +378,15 @@ async def concurrency(port: int, pid: int, max_streams: int, seconds: float, ram
         f"   → one server process holds {held} concurrent streams at 20 tokens/s with p99 lateness < 50 ms{stop}"
         f" (goal ≥ {STREAMS_GOAL}: {verdict})"
     )
+    if floor is not None:
+        print(
+            "   the floor: a bare asyncio server with the same model pacing (bench/floor_server.py), same client and steps"
+        )
+        floor_held, floor_results = await capacity(floor[0], load_steps(max_streams, step), seconds, ramp, floor[1])
+        stop = "" if not floor_results[-1].held else f" (stopped at --max-streams {max_streams})"
+        print(
+            f"   → the floor holds {floor_held} concurrent streams{stop}: the extension holds {held / floor_held:.0%} of it"
+        )
     return held
 
 
@@ -407,7 +429,8 @@ async def main_async(args: argparse.Namespace, cores: Cores) -> None:
             if args.only in (None, "memory"):
                 await idle_memory(port, server.pid, args.idle)
             if args.only in (None, "streams"):
-                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp, args.step)
+                floor_of = (floor_port, floor.pid)
+                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp, args.step, floor_of)
         finally:
             for process in (server, floor):
                 process.terminate()

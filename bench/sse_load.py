@@ -129,7 +129,26 @@ def split_cores() -> Cores:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far."""
+    """CPU seconds process `pid` (all its threads) has run so far.
+
+    On Linux the scheduler's own count in nanoseconds (``/proc/PID/task/*/schedstat``). The
+    user + system times that psutil reads (``/proc/PID/stat``) are sampled at each clock
+    tick (10 ms), which misses most of a server that wakes for a millisecond after an idle
+    gap: 0.7 ms per one-token turn where the scheduler counts 2.8 ms. Elsewhere psutil's.
+    """
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        tasks = []
+    total_ns = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total_ns += int(stat.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile (its time is in no task's count any more)
+    if tasks and total_ns:
+        return total_ns / 1e9
     times = psutil.Process(pid).cpu_times()
     total: float = times.user + times.system
     return total

@@ -12,6 +12,7 @@ import itertools
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.server_streams import server_env, start_floor_server, start_server, wait_ready
-from bench.sse_load import SseParser, first_token_seconds, free_port, open_stream
+from bench.sse_load import SseParser, first_token_seconds, free_port, load_step, open_stream
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 EVENTS = [
@@ -142,6 +143,28 @@ async def test_the_floor_server_answers_turn_after_turn_with_one_token_and_done(
             assert (connection.error, connection.tokens, connection.done) == (None, 1, True)
         connection.close()
         await connection.closed
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def test_the_floor_server_paces_a_stream_as_the_stamping_model_does() -> None:
+    """COUNT INTERVAL FIRST: COUNT stamped tokens, the first FIRST s in, then every INTERVAL s, then done."""
+    port = free_port()
+    process = start_floor_server(port)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/")
+        lateness: list[float] = []
+        began = time.time()
+        stream = await open_stream(port, "5 0.04 0.1", lateness)
+        await stream.closed
+        took = time.time() - began
+        assert (stream.error, stream.parser.status, stream.tokens, stream.done) == (None, 200, 5, True)
+        assert len(lateness) == 5 and all(0 <= late < 0.05 for late in lateness)  # received after it was due
+        assert took >= 0.1 + 4 * 0.04
+        result = await load_step(port, 20, 0.5, 0.2, process.pid)
+        assert (result.failed, result.received) == ([], 20 * 10)
+        assert result.server_cpu is not None and result.server_cpu > 0
     finally:
         process.terminate()
         process.wait(timeout=30)
