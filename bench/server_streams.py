@@ -18,7 +18,7 @@ process pinned to one core and this process (the load client) to the other, then
    idle core). p50 and p99 of each (this process's garbage collector off meanwhile; the
    servers' on); SSE's added time is the kept-alive row's percentile minus the direct
    one's (goal: ≤ 1 ms at p50, ≤ 3 ms at p99), the extension's own share of it the
-   kept-alive row's minus the floor's, and the server's CPU per such turn. Then, labelled as such,
+   kept-alive row's minus the floor's, and the server's CPU per such turn, whole (teardown included). Then, labelled as such,
    one turn of --tokens tokens through client libraries (httpx-sse and tornado's
    WebSocket client), whose own cost is in their figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
@@ -206,14 +206,9 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
         await first_token_seconds(port, connection=kept)
         await first_token_seconds(port)
         await first_token_seconds(floor_port, connection=floor)
-    server_cpu = 0.0
 
     async def kept_alive() -> float:
-        nonlocal server_cpu
-        before = cpu_seconds(pid)
-        seconds = await first_token_seconds(port, connection=kept)
-        server_cpu += cpu_seconds(pid) - before
-        return seconds
+        return await first_token_seconds(port, connection=kept)
 
     async def in_process() -> float:
         return (await direct(1))[0]
@@ -232,6 +227,7 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
         turns,
         IDLE_BEFORE_TURN,
     )
+    server_cpu = await cpu_per_turn(port, pid, kept, turns)
     kept.close()
     floor.close()
     directs, sses, _, floors = rows.values()
@@ -250,9 +246,29 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
     label = "the extension's own share (kept-alive SSE − floor)"
     print(f"   {label:<{width}} {own[0] * 1e3:8.3f} {own[1] * 1e3:8.3f}")
     print(
-        f"   server process CPU per one-token SSE turn (request, auth, session, turn, response): "
-        f"{server_cpu / turns * 1e3:.2f} ms"
+        f"   server process CPU per one-token SSE turn, whole (request, auth, session, turn, response, teardown): "
+        f"{server_cpu * 1e3:.2f} ms"
     )
+
+
+async def cpu_per_turn(port: int, pid: int, connection: SseStream, turns: int) -> float:
+    """The server's CPU seconds per whole one-token turn on kept-alive `connection`, `IDLE_BEFORE_TURN` apart.
+
+    Taken over the whole run of turns, less what the idle server burns meanwhile (its timers): the
+    scheduler counts a running process's time when it stops running, so a count read while the
+    server still sends the turn's end would miss it.
+    """
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.1)
+    before, began = cpu_seconds(pid), loop.time()
+    await asyncio.sleep(1.0)
+    idle = (cpu_seconds(pid) - before) / (loop.time() - began)
+    before, began = cpu_seconds(pid), loop.time()
+    for _ in range(turns):
+        await asyncio.sleep(IDLE_BEFORE_TURN)
+        await first_token_seconds(port, connection=connection)
+    await asyncio.sleep(0.1)  # the last turn's teardown
+    return (cpu_seconds(pid) - before - idle * (loop.time() - began)) / turns
 
 
 async def through_sse(client: httpx.AsyncClient, base: str, tokens: int) -> tuple[float, float]:
