@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from streamchat.errors import BadRequestError, ClientMessageError
 from streamchat.events import Event, parse_event
 
-from .frames import sse_event
+from .frames import event_json, sse_event
 from .service import SESSION_ID_PATTERN
 
 __all__ = [
@@ -76,10 +76,6 @@ SessionId: TypeAlias = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 
 
 # -- server → client ------------------------------------------------------------------------
-
-
-def _event_json(event: Event) -> dict[str, Any]:
-    return event.model_dump(mode="json")
 
 
 # ASCII digits only (str.isdigit() and int() also take "²" or "١٢"), and a bound: no
@@ -153,10 +149,15 @@ def sse_comment(text: str = "ping") -> bytes:
 
 
 def ws_event(event: Event) -> str:
-    """The WebSocket message for `event`."""
-    body = _event_json(event)
-    body["type"] = WS_TYPES[event.type]
-    return json.dumps(body, separators=(",", ":"))
+    """The WebSocket message for `event`: its JSON (`event_json`) under the WebSocket protocol's type.
+
+    The same text as ``json.dumps`` of its dump with ``type`` replaced. The first ``"type":"…"`` of
+    the JSON is the event's own: every event's fields start with its ids and seq, then its type.
+    """
+    data = event_json(event).decode("ascii")
+    key = f'"type":"{event.type}"'
+    at = data.index(key)
+    return f'{data[:at]}"type":"{WS_TYPES[event.type]}"{data[at + len(key) :]}'
 
 
 def event_from_ws(message: str | bytes | dict[str, Any]) -> Event:

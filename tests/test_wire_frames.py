@@ -48,12 +48,14 @@ def events(draw: st.DrawFn) -> Event:
         return ThinkingEvent(**base, text=draw(TEXT), kind=draw(st.sampled_from(["status", "reasoning"])))
     if kind == "error":
         return ErrorEvent(**base, message=draw(TEXT), code=draw(TEXT), retryable=draw(st.booleans()))
-    if kind == "tool_call":
-        return ToolCallEvent(**base, call_id=draw(TEXT), tool=draw(TEXT), args={draw(TEXT): draw(TEXT)})
+    if kind == "tool_call":  # args that hold a "type" of their own, as the event's
+        args = {draw(TEXT): draw(TEXT), "type": draw(st.sampled_from(["tool_call", "token", "x"]))}
+        return ToolCallEvent(**base, call_id=draw(TEXT), tool=draw(TEXT), args=args)
     if kind == "tool_progress":
         return ToolProgressEvent(**base, call_id="c", tool=draw(TEXT), message=draw(TEXT), stage=draw(TEXT))
     if kind == "tool_result":
-        return ToolResultEvent(**base, call_id="c", tool="t", status="ok", result=draw(TEXT), duration_ms=1.5)
+        result = draw(st.one_of(TEXT, st.fixed_dictionaries({"type": st.just("tool_result"), "x": TEXT})))
+        return ToolResultEvent(**base, call_id="c", tool="t", status="ok", result=result, duration_ms=1.5)
     return DoneEvent(**base, reason="stop", text=draw(TEXT))
 
 
@@ -68,6 +70,20 @@ def test_event_json_is_jsons_own_output(event: Event) -> None:
 def test_sse_frames_are_byte_identical_to_the_protocols(event: Event) -> None:
     assert wire.sse_event(event) == old_frame(event)
     assert wire.NativeSse(250).encode([event, event]) == b"retry: 250\n" + old_frame(event) * 2
+
+
+@settings(max_examples=300)
+@given(events())
+def test_websocket_messages_are_jsons_own_output_under_the_protocols_type(event: Event) -> None:
+    body = event.model_dump(mode="json")
+    body["type"] = wire.WS_TYPES[event.type]
+    assert wire.ws_event(event) == json.dumps(body, separators=(",", ":"))
+
+
+def test_every_event_dumps_its_ids_and_seq_before_its_type() -> None:
+    """What `ws_event` relies on: the first "type" of an event's JSON is its own."""
+    for model in (DoneEvent, ErrorEvent, ThinkingEvent, TokenEvent, ToolCallEvent, ToolProgressEvent, ToolResultEvent):
+        assert list(model.model_fields)[:4] == ["session_id", "turn_id", "seq", "type"], model
 
 
 @given(ANY_TEXT)
