@@ -31,7 +31,7 @@ for each, the most streams held with p99 lateness (receive − due time, every t
 time to first token: --ttft-turns one-token turns on each server, interleaved, each
 10 ms after the previous one ended, on one kept-alive connection per server, with the
 same raw client, next to the floor (`bench/floor_server.py`: a bare asyncio server
-answering a canned one-token SSE response; what any server process pays on this
+answering with the one-token SSE response in one write; what any server process pays on this
 machine); all three server processes pinned to the same core, idle but for the turn
 measured. p50 and p99 of each, each minus the floor, the extension's over the peer's, and
 each server process's CPU over the run per turn (psutil: the load of other processes
@@ -294,7 +294,7 @@ async def peak_memory(provider: Provider) -> int:
 def serving_process(kind: str, port: int, workdir: Path, http: str) -> Iterator[subprocess.Popen[bytes]]:
     """The extension's `jupyter server` ("streamchat"), the FastAPI app under uvicorn ("fastapi") or the floor, pinned.
 
-    The floor ("floor"): `bench/floor_server.py`, a canned one-token SSE response to each request.
+    The floor ("floor"): `bench/floor_server.py`, a bare asyncio server pacing the stamping model's tokens (a one-token turn: one write).
     """
     from bench.server_streams import server_env, start_floor_server, start_server
     from bench.sse_load import split_cores
@@ -346,7 +346,7 @@ async def serving_capacity(kind: str, args: argparse.Namespace) -> tuple[int, li
 SERVERS = {
     "streamchat": "streamchat (jupyter server, tornado)",
     "fastapi": "fastapi + sse-starlette (uvicorn)",
-    "floor": "floor: a bare asyncio server (canned one-token SSE response)",
+    "floor": "floor: a bare asyncio server (the one-token response in one write)",
 }
 """The servers of the time to first token comparison, as printed."""
 

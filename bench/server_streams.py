@@ -220,8 +220,8 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
             "ChatSession.stream (in this process)": in_process,
             "SSE, POST chat/stream on a kept-alive connection": kept_alive,
             "SSE, POST chat/stream on a new connection": lambda: first_token_seconds(port),
-            "floor: a bare asyncio server (canned one-token SSE response), same cores": lambda: first_token_seconds(
-                floor_port, connection=floor
+            "floor: a bare asyncio server (the one-token response in one write), same cores": lambda: (
+                first_token_seconds(floor_port, connection=floor)
             ),
         },
         turns,
