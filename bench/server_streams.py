@@ -18,8 +18,9 @@ process pinned to one core and this process (the load client) to the other, then
    idle core). p50 and p99 of each (this process's garbage collector off meanwhile; the
    servers' on); SSE's added time is the kept-alive row's percentile minus the direct
    one's (goal: ≤ 1 ms at p50, ≤ 3 ms at p99), the extension's own share of it the
-   kept-alive row's minus the floor's, and the server's CPU per such turn, whole (teardown included). Then, labelled as such,
-   one turn of --tokens tokens through client libraries (httpx-sse and tornado's
+   kept-alive row's minus the floor's, and the server's CPU per such turn, whole (teardown
+   included), next to its CPU per jupyter_server's own cheapest authenticated request
+   (GET api/status), alike. Then, labelled as such, one turn of --tokens tokens through client libraries (httpx-sse and tornado's
    WebSocket client), whose own cost is in their figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
    waits an hour before its first token, so each is a running turn with an open SSE
@@ -227,7 +228,8 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
         turns,
         IDLE_BEFORE_TURN,
     )
-    server_cpu = await cpu_per_turn(port, pid, kept, turns)
+    server_cpu = await cpu_per_request(pid, lambda: first_token_seconds(port, connection=kept), turns)
+    status_cpu = await cpu_per_request(pid, await status_request(port), turns)
     kept.close()
     floor.close()
     directs, sses, _, floors = rows.values()
@@ -249,14 +251,18 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
         f"   server process CPU per one-token SSE turn, whole (request, auth, session, turn, response, teardown): "
         f"{server_cpu * 1e3:.2f} ms"
     )
+    print(
+        f"   the same server's CPU per GET api/status (jupyter_server's own, token-authenticated), alike: "
+        f"{status_cpu * 1e3:.2f} ms"
+    )
 
 
-async def cpu_per_turn(port: int, pid: int, connection: SseStream, turns: int) -> float:
-    """The server's CPU seconds per whole one-token turn on kept-alive `connection`, `IDLE_BEFORE_TURN` apart.
+async def cpu_per_request(pid: int, request: Callable[[], Awaitable[object]], count: int) -> float:
+    """The server's CPU seconds per `request()` (awaited `count` times, `IDLE_BEFORE_TURN` apart), whole.
 
-    Taken over the whole run of turns, less what the idle server burns meanwhile (its timers): the
+    Taken over the whole run, less what the idle server burns meanwhile (its timers): the
     scheduler counts a running process's time when it stops running, so a count read while the
-    server still sends the turn's end would miss it.
+    server still sends a response's end would miss it.
     """
     loop = asyncio.get_running_loop()
     await asyncio.sleep(0.1)
@@ -264,11 +270,26 @@ async def cpu_per_turn(port: int, pid: int, connection: SseStream, turns: int) -
     await asyncio.sleep(1.0)
     idle = (cpu_seconds(pid) - before) / (loop.time() - began)
     before, began = cpu_seconds(pid), loop.time()
-    for _ in range(turns):
+    for _ in range(count):
         await asyncio.sleep(IDLE_BEFORE_TURN)
-        await first_token_seconds(port, connection=connection)
-    await asyncio.sleep(0.1)  # the last turn's teardown
-    return (cpu_seconds(pid) - before - idle * (loop.time() - began)) / turns
+        await request()
+    await asyncio.sleep(0.1)  # the last response's teardown
+    return (cpu_seconds(pid) - before - idle * (loop.time() - began)) / count
+
+
+async def status_request(port: int) -> Callable[[], Awaitable[None]]:
+    """A kept-alive connection's ``GET /api/status`` with the server's token: jupyter_server's own cheapest request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {TOKEN}\r\n\r\n".encode()
+
+    async def send() -> None:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        length = next(int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+        await reader.readexactly(length)
+
+    return send
 
 
 async def through_sse(client: httpx.AsyncClient, base: str, tokens: int) -> tuple[float, float]:
