@@ -20,8 +20,9 @@ process pinned to one core and this process (the load client) to the other, then
    one's (goal: ≤ 1 ms at p50, ≤ 3 ms at p99), the extension's own share of it the
    kept-alive row's minus the floor's, and the server's CPU per such turn, whole (teardown
    included), next to its CPU per jupyter_server's own cheapest authenticated request
-   (GET api/status), alike. Then, labelled as such, one turn of --tokens tokens through client libraries (httpx-sse and tornado's
-   WebSocket client), whose own cost is in their figures;
+   (GET api/status), alike. Then, labelled as such, one turn of --tokens tokens through
+   client libraries (httpx-sse and tornado's WebSocket client), whose own cost is in their
+   figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
    waits an hour before its first token, so each is a running turn with an open SSE
    response that has sent its head and the `thinking` event, and nothing since); the
