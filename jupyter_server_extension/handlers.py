@@ -237,10 +237,12 @@ class ApiHandler(_StreamChatMixin, APIHandler):
         # jupyter_server would persist the one-off anonymous user it made for this request in a
         # login cookie; a script keeping cookies would then turn into that user on its next
         # request and lose its sessions. It stays the token holder: the cookie is not set (no
-        # signing for nothing), and one the client holds is cleared, as before.
+        # signing for nothing), and one the client sent (expired, or from another server) is cleared.
         self._holding_login_cookie = False
         self._held_login_cookie = None
-        self.clear_cookie(self.identity_provider.get_cookie_name(self), path=self.base_url)
+        name = self.identity_provider.get_cookie_name(self)
+        if name in self.request.cookies:
+            self.clear_cookie(name, path=self.base_url)
 
     def set_secure_cookie(
         self, name: str, value: str | bytes, expires_days: float | None = 30, version: int | None = None, **kwargs: Any
