@@ -491,7 +491,7 @@ class Follower:
             return
         run.followers.discard(self)
         self.run = None  # a closed follower keeps nothing of the turn alive
-        if not run.followers and not run.finished:
+        if not run.followers and not run.finished and not self.ended:  # one that read `done` leaves a turn over
             self.service.start_grace(run)
 
 
