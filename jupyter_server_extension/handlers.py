@@ -245,17 +245,54 @@ class ApiHandler(_StreamChatMixin, APIHandler):
     owner: str
     """The identity owning the sessions this request may touch (set by `prepare`)."""
 
+    _holding_login_cookie = False
+    _held_login_cookie: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
     async def prepare(self) -> None:
-        """Authenticate as jupyter_server does, then find the request's `owner`."""
-        await super().prepare()
-        if not self.current_user:
-            return  # the route refuses the request (403)
-        self.owner = await owner_of(self)
-        if self.owner == SERVER_TOKEN_OWNER:
-            # jupyter_server would persist the one-off anonymous user it made for this
-            # request in a login cookie; a script keeping cookies would then turn into
-            # that user on its next request and lose its sessions. It stays the token holder.
-            self.clear_cookie(self.identity_provider.get_cookie_name(self), path=self.base_url)
+        """Authenticate as jupyter_server does, then find the request's `owner`.
+
+        The login cookie jupyter_server sets while authenticating is held until the owner is
+        known (`set_secure_cookie`), then set as it would have been, unless it is cleared.
+        """
+        self._holding_login_cookie = True
+        try:
+            await super().prepare()
+            owner = await owner_of(self) if self.current_user else None
+        except BaseException:
+            self._set_held_login_cookie()
+            raise
+        if owner != SERVER_TOKEN_OWNER:
+            self._set_held_login_cookie()
+            if owner is not None:
+                self.owner = owner
+            return  # no user: the route refuses the request (403)
+        self.owner = owner
+        # jupyter_server would persist the one-off anonymous user it made for this request in a
+        # login cookie; a script keeping cookies would then turn into that user on its next
+        # request and lose its sessions. It stays the token holder: the cookie is not set (no
+        # signing for nothing), and one the client sent (expired, or from another server) is cleared.
+        self._holding_login_cookie = False
+        self._held_login_cookie = None
+        name = self.identity_provider.get_cookie_name(self)
+        if name in self.request.cookies:
+            self.clear_cookie(name, path=self.base_url)
+
+    def set_secure_cookie(
+        self, name: str, value: str | bytes, expires_days: float | None = 30, version: int | None = None, **kwargs: Any
+    ) -> None:
+        """Set a signed cookie; jupyter_server's login cookie waits while `prepare` authenticates."""
+        if self._holding_login_cookie and name == self.identity_provider.get_cookie_name(self):
+            self._held_login_cookie = ((name, value, expires_days, version), kwargs)
+            return
+        self.set_signed_cookie(name, value, expires_days, version, **kwargs)
+
+    def _set_held_login_cookie(self) -> None:
+        """Set the login cookie held during authentication, if any, as jupyter_server asked."""
+        self._holding_login_cookie = False
+        held, self._held_login_cookie = self._held_login_cookie, None
+        if held is not None:
+            args, kwargs = held
+            self.set_signed_cookie(*args, **kwargs)
 
     def check_explicit_xsrf(self) -> None:
         """Refuse a cookie-authenticated request without the XSRF token itself; no Referer fallback.

@@ -491,7 +491,7 @@ class Follower:
             return
         run.followers.discard(self)
         self.run = None  # a closed follower keeps nothing of the turn alive
-        if not run.followers and not run.finished:
+        if not run.followers and not run.finished and not self.ended:  # one that read `done` leaves a turn over
             self.service.start_grace(run)
 
 
@@ -622,6 +622,7 @@ class ChatService:
         self.metrics = SharedMetrics.for_store(store, holder=self.holder, recorder=recorder())
         """The deployment's figures, combined in Redis, when the store is a `RedisStore` (None: this process's are all)."""
         self._runs: dict[str, TurnRun] = {}
+        self._running = collections.Counter[str]()  # the runs in `_runs` per owner: no scan per turn started
         self._deleting: set[str] = set()  # no turn may start in these sessions
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -865,7 +866,7 @@ class ChatService:
             # a turn that never started must not leave the session busy
             await self.store.end_turn(session_id, holder=self.holder)
             raise
-        self._runs[session_id] = run
+        self._add_run(run)
         loop = asyncio.get_running_loop()
         run.task = loop.create_task(self._drive(run, message), name=f"streamchat {session_id}")
         run.task.add_done_callback(_log_failure)  # nobody else may ever look at a turn's outcome
@@ -970,9 +971,28 @@ class ChatService:
         if session_id in self._deleting:
             raise SessionNotFoundError(f"session {session_id!r} is being deleted: start a new session")
 
+    def _add_run(self, run: TurnRun) -> None:
+        """Hold `run` as its session's running turn (in place of an ending one, if any), counted for its owner."""
+        ending = self._runs.get(run.session_id)
+        if ending is not None:
+            self._uncount(ending)
+        self._runs[run.session_id] = run
+        self._running[run.record.owner] += 1
+
+    def _remove_run(self, run: TurnRun) -> None:
+        """Stop holding `run`, its session's running turn."""
+        del self._runs[run.session_id]
+        self._uncount(run)
+
+    def _uncount(self, run: TurnRun) -> None:
+        owner = run.record.owner
+        self._running[owner] -= 1
+        if not self._running[owner]:
+            del self._running[owner]  # one entry per owner with turns running, not per owner ever seen
+
     def _check_turn_limits(self, owner: str) -> None:
         limits = self.limits
-        mine = sum(1 for run in self._runs.values() if run.record.owner == owner)
+        mine = self._running[owner]
         if mine >= limits.max_running_turns_per_user:
             what = "1 turn running: wait for it" if mine == 1 else f"{mine} turns running: wait for one"
             raise TooManyTurnsError(f"you already have {what} to finish or cancel it")
@@ -1014,7 +1034,7 @@ class ChatService:
                     run.cancel_timer.cancel()
                 run.finished = True
                 if self._runs.get(run.session_id) is run:
-                    del self._runs[run.session_id]
+                    self._remove_run(run)
                 run.notify()
 
     def _hand_on(self, run: TurnRun, event: Event) -> None:

@@ -426,8 +426,13 @@ class Turn:
     async def close(self) -> None:
         """Cancel the turn if it still runs and wait for its end."""
         self.cancel()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled():
+            task.exception()  # retrieved, as the gather would (a turn that ended: no wait for another loop turn)
 
     def control_tool(self, call_id: str, action: ToolAction) -> bool:
         """Cancel, pause or resume a running tool call; True if it acted."""

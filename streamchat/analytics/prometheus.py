@@ -95,6 +95,8 @@ class PrometheusExporter:
         )
         self._error_types: set[str] = set()
         self._by_model: dict[tuple[str, str, bool], tuple[Any, Any, Any, Any]] = {}
+        self._by_reason: dict[str, Any] = {}  # the labelled series of `turns` and `streams`, looked up once each
+        self._by_transport: dict[str, Any] = {}
 
     def _error_type(self, code: str) -> str:
         if code in self._error_types:
@@ -133,7 +135,10 @@ class PrometheusExporter:
             tokens_in.observe(event.usage.prompt_tokens)
         if event.usage.completion_tokens is not None:
             tokens_out.observe(event.usage.completion_tokens)
-        self.turns.labels(event.reason).inc()
+        counter = self._by_reason.get(event.reason)
+        if counter is None:
+            counter = self._by_reason[event.reason] = self.turns.labels(event.reason)
+        counter.inc()
 
     def turn_abandoned(self, info: TurnInfo) -> None:
         """A turn's stream ended without `done`."""
@@ -153,7 +158,10 @@ class PrometheusExporter:
 
     def stream(self, transport: str, step: int) -> None:
         """An SSE response or WebSocket opened (+1) or closed (-1)."""
-        self.streams.labels(transport).inc(step)
+        gauge = self._by_transport.get(transport)
+        if gauge is None:
+            gauge = self._by_transport[transport] = self.streams.labels(transport)
+        gauge.inc(step)
 
     def session(self, step: int) -> None:
         """A session was created (+1) or deleted (-1)."""

@@ -136,9 +136,11 @@ def tracer(provider: Any = None) -> Callable[[TurnInfo], TurnSpans | None] | Non
     except ImportError:
         return None
 
+    unconfigured = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)  # a tuple made once, not a union per turn
+
     def spans(info: TurnInfo) -> TurnSpans | None:
         chosen = trace.get_tracer_provider() if provider is None else provider
-        if isinstance(chosen, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        if isinstance(chosen, unconfigured):
             return None  # nothing configured: no spans, no cost beyond this check
         return TurnSpans(trace, chosen.get_tracer("streamchat"), info)
 

@@ -238,6 +238,28 @@ async def test_a_cookie_user_keeps_its_sessions_when_the_request_also_carries_th
         assert (await other_script.get(f"api/streamchat/sessions/{first['session_id']}")).status_code == 200
 
 
+async def test_the_login_cookie_of_a_token_request_persists_a_user_and_is_cleared_for_the_server_token(
+    base_url: str, jp_serverapp: Any
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as browser:  # alice's token once, then her cookie alone
+        started = await browser.post("api/streamchat/chat", json={"message": "mine"}, headers=auth(ALICE))
+        login = [c for c in started.headers.get_list("set-cookie") if c.startswith("username-")]
+        assert len(login) == 1 and "HttpOnly" in login[0] and "username-127-0-0-1-" in login[0], login
+        mine = await browser.get(f"api/streamchat/sessions/{started.json()['session_id']}")
+        assert mine.status_code == 200 and mine.json()["history"][0]["content"] == "mine"
+    login_name = f"username-127-0-0-1-{httpx.URL(base_url).port}"
+    async with httpx.AsyncClient(base_url=base_url, headers=auth(jp_serverapp.identity_provider.token)) as script:
+        answered = await script.post("api/streamchat/chat/stream", json={"message": "script"})
+        assert answered.status_code == 200
+        assert not [c for c in answered.headers.get_list("set-cookie") if c.startswith("username-")]  # never set
+        stale = {"Cookie": f"{login_name}=2|expired-or-forged"}
+        answered = await script.post("api/streamchat/chat/stream", json={"message": "script"}, headers=stale)
+        assert answered.status_code == 200
+        cleared = [c for c in answered.headers.get_list("set-cookie") if c.startswith("username-")]
+        assert len(cleared) == 1 and cleared[0].startswith(f'{login_name}="";'), cleared  # a login cookie sent: cleared
+        assert "expires=" in cleared[0].lower() and not [n for n in script.cookies if n.startswith("username-")]
+
+
 # -- item 8: resume ids name their turn ---------------------------------------------------------------------
 
 

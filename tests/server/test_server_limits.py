@@ -37,7 +37,11 @@ from server_helpers import (
     session_providers,
 )
 
-from streamchat import Event
+from jupyter_server_extension.service import ChatService, Follower, Limits
+from streamchat import Event, ScriptedProvider, Settings
+from streamchat.errors import TooManyTurnsError
+from streamchat.providers import ProviderChoice
+from streamchat.providers.base import ModelRequest
 from streamchat.stores import MemoryStore
 
 
@@ -418,3 +422,57 @@ class TestFailingTurn:
         (failure,) = [record for record in caplog.records if record.name == "streamchat.server"]
         assert failure.getMessage().startswith("streamchat: the turn task streamchat ")
         assert failure.exc_info is not None and str(failure.exc_info[1]) == "the store is gone"
+
+
+async def test_running_turns_are_counted_per_user_through_restarts_in_one_session() -> None:
+    """The per-user and global turn limits count each running turn once: one that ended gives its place back,
+    and a session's next turn, started as soon as the previous one said `done`, takes that turn's place."""
+    gates: dict[str, asyncio.Event] = {}
+
+    async def answer(request: ModelRequest) -> AsyncIterator[str]:
+        label = str(request.messages[-1].content)
+        if label.startswith("wait"):
+            gates[label] = asyncio.Event()
+            await gates[label].wait()
+        yield f"answer to {label}"
+
+    async def choice() -> ProviderChoice:
+        return ProviderChoice(provider=provider, announcement="the test's", new_provider=lambda: provider)
+
+    provider = ScriptedProvider([answer] * 20)
+    limits = Limits(max_running_turns_per_user=2, max_running_turns=3)
+    service = ChatService(MemoryStore(), provider_choice=choice, tools=[], settings=Settings(), limits=limits)
+
+    async def text(follower: Follower) -> str:
+        return (await service.collect(follower)).text
+
+    async def start(owner: str, session: str, message: str) -> Follower:
+        return await service.start_turn(owner, session, message, create_missing=True)
+
+    try:
+        for _ in range(2):  # the second round finds every place given back
+            # a session's turns back to back: each next message sent as soon as `done` came
+            for n in range(3):
+                assert await text(await start("alice", "s", f"again {n}")) == f"answer to again {n}"
+            alice = [await start("alice", session, f"wait {session}") for session in ("s", "t")]
+            with pytest.raises(TooManyTurnsError, match="you already have 2 turns running"):
+                await start("alice", "u", "hi")
+            bob = await start("bob", "b", "wait b")
+            with pytest.raises(TooManyTurnsError, match="the server is already answering 3 messages"):
+                await start("bob", "c", "hi")
+            while len(gates) < 3:
+                await asyncio.sleep(0)
+            gates.pop("wait s").set()
+            assert await text(alice[0]) == "answer to wait s"
+            while service.running("s") is not None:
+                await asyncio.sleep(0)
+            assert await text(await start("bob", "c", "hi")) == "answer to hi"
+            for gate in gates.values():
+                gate.set()
+            gates.clear()
+            assert [await text(f) for f in (alice[1], bob)] == ["answer to wait t", "answer to wait b"]
+            for session in ("s", "t", "b", "c"):
+                while service.running(session) is not None:
+                    await asyncio.sleep(0)
+    finally:
+        await service.aclose()
