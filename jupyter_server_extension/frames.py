@@ -5,8 +5,9 @@ ASCII only, every non-ASCII character, DEL, control character and lone surrogate
 An event whose fields all hold a str, an int or a bool (a token, a status or reasoning
 line, an error notice: the events of the hot path) is written by orjson from the
 model's own field values, which is the same bytes whenever orjson's output is plain
-ASCII without DEL (orjson writes other characters raw, in UTF-8); any other event or
-output takes the generic path. `tests/test_wire_frames.py` checks the identity over
+ASCII without DEL (orjson writes other characters raw, in UTF-8); otherwise (an answer
+in Korean, the "Thinking…" status) field by field with json's own string escaping. Any
+other event takes the generic path. `tests/test_wire_frames.py` checks the identity over
 arbitrary text.
 
 `sse_event` is one SSE frame of our protocol (see `wire`). A running turn keeps the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import typing
+from json.encoder import encode_basestring_ascii as _escape
 from typing import Literal
 
 import orjson
@@ -67,10 +69,27 @@ def _fast_json(event: BaseModel) -> bytes | None:
     try:
         data = orjson.dumps(values)
     except orjson.JSONEncodeError:
-        return None  # an int over 64 bits, a lone surrogate
+        return _ascii_json(values)  # an int over 64 bits, a lone surrogate
     if not data.isascii() or b"\x7f" in data:
-        return None  # json escapes these, orjson writes them raw
+        return _ascii_json(values)  # json escapes these, orjson writes them raw
     return data
+
+
+def _ascii_json(values: dict[str, str | int | bool]) -> bytes:
+    """A flat event's JSON written field by field as json writes it (its own string escaping, C-fast).
+
+    For the text orjson writes raw: every answer in a language other than English, DEL, lone surrogates.
+    """
+    fields = []
+    for key, value in values.items():
+        if type(value) is str:
+            text = _escape(value)
+        elif type(value) is bool:
+            text = "true" if value else "false"
+        else:
+            text = int.__repr__(value)
+        fields.append(f"{_escape(key)}:{text}")
+    return ("{" + ",".join(fields) + "}").encode()
 
 
 def event_json(event: Event) -> bytes:

@@ -92,12 +92,18 @@ def test_a_constructed_token_holding_another_type_is_dumped_as_pydantic_does(tex
     assert frames._fast_json(event) is None  # a bool where the model holds an int: not the fast path
 
 
-def test_plain_tokens_take_the_fast_path_and_the_rest_fall_back() -> None:
+def test_flat_events_take_the_fast_paths_and_the_rest_fall_back() -> None:
     token = TokenEvent(session_id="s", turn_id="t", seq=3, content='a "quoted"\nline\t\x00')
     assert frames._fast_json(token) == json_bytes(token)
-    assert frames._fast_json(TokenEvent(session_id="s", turn_id="t", seq=3, content="é")) is None
-    assert frames._fast_json(TokenEvent(session_id="s", turn_id="t", seq=3, content="\x7f")) is None
-    assert frames._fast_json(TokenEvent(session_id="s", turn_id="t", seq=2**64, content="x")) is None
+    # what orjson writes raw, or cannot write, json's escaping writes field by field
+    for other in (
+        TokenEvent(session_id="s", turn_id="t", seq=3, content="서울은 맑음 é"),
+        TokenEvent(session_id="s", turn_id="t", seq=3, content="\x7f"),
+        TokenEvent(session_id="s", turn_id="t", seq=3, content="\ud800"),
+        TokenEvent(session_id="s", turn_id="t", seq=2**64, content="x"),
+        ThinkingEvent(session_id="s", turn_id="t", seq=1, text="Thinking…", kind="status"),
+    ):
+        assert frames._fast_json(other) == json_bytes(other)
     assert frames._fast_json(DoneEvent(session_id="s", turn_id="t", seq=3, reason="stop", text="x")) is None
     error = ErrorEvent(session_id="s", turn_id="t", seq=3, message="m", code="c", retryable=True)
     assert frames._fast_json(error) == json_bytes(error)
