@@ -35,9 +35,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 from .errors import ReplayGapError, SessionExistsError
-from .events import Event
+from .events import Event, parse_event
 from .messages import Message
 
 __all__ = ["ControlMessage", "MemoryStore", "RunningTurn", "SessionRecord", "SessionStore"]
@@ -221,6 +222,31 @@ class SessionStore(abc.ABC):
         """Release the store's connections (nothing to do for the memory store)."""
 
 
+_Kept = tuple[int, str, bytes | Event]
+"""An event in `MemoryStore`'s replay buffer: its seq, its turn id, and its JSON (the event itself if it has none)."""
+
+
+def _keep(event: Event) -> _Kept:
+    """An event as the replay buffer keeps it: JSON bytes, which the garbage collector never walks.
+
+    A server keeps every session's latest turn, for thousands of sessions: as pydantic objects
+    (each with its dict and fields set) they were most of the heap that each full collection
+    walks, and they paused every stream for longer as sessions piled up. The JSON is pydantic's
+    own (which its parsing reads back to an equal event); an event it cannot write is kept as is.
+    """
+    try:
+        data = event.__pydantic_serializer__.to_json(event)
+    except PydanticSerializationError:
+        return (event.seq, event.turn_id, event)
+    return (event.seq, event.turn_id, data)
+
+
+def _kept_event(kept: _Kept) -> Event:
+    """The event a replay buffer entry holds (parsed and checked again from its JSON)."""
+    data = kept[2]
+    return data if not isinstance(data, bytes) else parse_event(data)
+
+
 class MemoryStore(SessionStore):
     """Keeps sessions in this process's memory; the default store.
 
@@ -236,7 +262,7 @@ class MemoryStore(SessionStore):
         self._owned: collections.Counter[str] = collections.Counter()  # sessions per owner: no scan per new session
         self._turns: dict[str, RunningTurn] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # holder, monotonic deadline
-        self._buffers: dict[str, collections.deque[Event]] = {}
+        self._buffers: dict[str, collections.deque[_Kept]] = {}  # each event as (seq, turn_id, its JSON)
         self._dropped: dict[str, int] = {}  # highest seq pushed out of each buffer
         self._appended: dict[str, asyncio.Event] = {}  # set (and replaced) on each event appended
         self._followers: dict[str, dict[str, float]] = {}  # follower id -> monotonic deadline
@@ -358,16 +384,16 @@ class MemoryStore(SessionStore):
         buffer = self._buffers.get(session_id)
         if buffer is None:
             return  # the session was deleted
-        if buffer and event.seq <= buffer[-1].seq and event.turn_id == buffer[-1].turn_id:
+        if buffer and event.seq <= buffer[-1][0] and event.turn_id == buffer[-1][1]:
             return  # already there (an orphan's end written by two processes)
         if len(buffer) == buffer.maxlen:
-            self._dropped[session_id] = buffer[0].seq
-        buffer.append(event)
+            self._dropped[session_id] = buffer[0][0]
+        buffer.append(_keep(event))
         self._wake(session_id)
 
     async def latest_turn_id(self, session_id: str) -> str | None:
         buffer = self._buffers.get(session_id)
-        return buffer[-1].turn_id if buffer else None
+        return buffer[-1][1] if buffer else None
 
     async def events_after(self, session_id: str, seq: int) -> list[Event]:
         if seq < self._dropped.get(session_id, 0):
@@ -375,10 +401,10 @@ class MemoryStore(SessionStore):
                 f"the events after {seq} are no longer buffered (the buffer keeps {self.replay_size} events)"
             )
         buffer = self._buffers.get(session_id)
-        if not buffer or buffer[-1].seq <= seq:
+        if not buffer or buffer[-1][0] <= seq:
             return []
-        start = max(0, seq - buffer[0].seq + 1)  # seqs in a buffer are consecutive
-        return list(itertools.islice(buffer, start, None))
+        start = max(0, seq - buffer[0][0] + 1)  # seqs in a buffer are consecutive
+        return [_kept_event(kept) for kept in itertools.islice(buffer, start, None)]
 
     async def wait_events(self, session_id: str, seq: int, timeout: float) -> list[Event]:
         events = await self.events_after(session_id, seq)

@@ -7,6 +7,7 @@ Each test gets two stores, `a` and `b`, standing for two server processes: the s
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,7 +17,16 @@ from redis_helpers import RedisServer, redis_server  # noqa: F401  (a fixture, f
 
 from streamchat import Message, TokenEvent
 from streamchat.errors import ReplayGapError, SessionExistsError, StoreUnavailableError
-from streamchat.events import DoneEvent, Event
+from streamchat.events import (
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    Metrics,
+    ThinkingEvent,
+    ToolCallEvent,
+    ToolProgressEvent,
+    ToolResultEvent,
+)
 from streamchat.redis_store import RedisStore, describe_url
 from streamchat.stores import ControlMessage, MemoryStore, SessionRecord, SessionStore
 
@@ -312,3 +322,45 @@ async def test_a_memory_store_with_appending_of_its_own_does_not_append_now() ->
     assert store.append_events_now("s", [token(1)]) is False and await store.events_after("s", 0) == []
     await store.append_events("s", [token(1), token(2)])
     assert store.appended == 2 and [e.seq for e in await store.events_after("s", 0)] == [1, 2]
+
+
+async def test_every_kind_of_event_comes_back_equal(pair: tuple[SessionStore, SessionStore]) -> None:
+    a, b = pair
+    await a.create("s", owner="alice")
+    metrics = Metrics(ttft_ms=12.5, tokens_per_s=41.3, duration_ms=100.25, model_calls=2)
+    for turn, kinds in enumerate(
+        [
+            lambda stamp: [
+                ThinkingEvent(**stamp(1), text="Thinking…", kind="status"),
+                TokenEvent(**stamp(2), content="서울은 맑음 \x7f\n"),
+                ToolCallEvent(**stamp(3), call_id="c1", tool="get_weather", args={"city": "Seoul", "type": "x"}),
+            ],
+            lambda stamp: [
+                ToolProgressEvent(**stamp(1), call_id="c1", tool="get_weather", message="Fetching…", percent=50),
+                ToolResultEvent(
+                    **stamp(2), call_id="c1", tool="get_weather", status="ok", result={"temp": 21.5}, duration_ms=3.25
+                ),
+                ErrorEvent(**stamp(3), message="slow", code="backend_slow", retryable=True),
+            ],
+            lambda stamp: [DoneEvent(**stamp(1), reason="stop", text="21°C", metrics=metrics)],
+        ]
+    ):
+        assert await a.begin_turn("s", holder="p1")
+        events: list[Event] = kinds(lambda seq, turn=turn: {"session_id": "s", "turn_id": f"t{turn}", "seq": seq})
+        await a.append_events("s", events)
+        assert await b.events_after("s", 0) == events
+        assert await b.events_after("s", 1) == events[1:]
+        await a.end_turn("s", holder="p1")
+
+
+async def test_a_memory_stores_replay_buffers_are_not_walked_by_the_garbage_collector() -> None:
+    """Every session keeps its latest turn: kept as JSON, thousands of them add nothing to a full collection's walk."""
+    store = MemoryStore()
+    await store.create("s", owner="alice")
+    assert await store.begin_turn("s", holder="p1")
+    assert store.append_events_now("s", [token(seq) for seq in range(1, 101)])
+    lone = TokenEvent(session_id="s", turn_id="t", seq=101, content="lone \ud800 surrogate")  # no JSON: kept as is
+    assert store.append_events_now("s", [lone])
+    gc.collect()  # untracks the tuples of untracked values
+    assert sum(gc.is_tracked(kept) for kept in store._buffers["s"]) == 1
+    assert [event.content for event in await store.events_after("s", 98)] == ["t99", "t100", lone.content]
