@@ -81,6 +81,15 @@ end
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
 return 1
 """
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return 1
+"""
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 3, #ARGV, 2 do
@@ -175,6 +184,7 @@ class RedisStore(SessionStore):
         self._end = self._redis.register_script(_END)
         self._claim = self._redis.register_script(_CLAIM)
         self._append = self._redis.register_script(_APPEND)  # XADD errs only on an id already there: skipped
+        self._update_script = self._redis.register_script(_UPDATE)  # never re-creates a deleted session
 
     @classmethod
     def from_url(
@@ -230,9 +240,9 @@ class RedisStore(SessionStore):
 
     # -- sessions ---------------------------------------------------------------------------
 
-    async def _write(self, record: SessionRecord, *, only_new: bool = False) -> bool:
+    async def _write_new(self, record: SessionRecord) -> bool:
         key = self._key("session", record.session_id)
-        if not await self._redis.set(key, record.model_dump_json(), px=self._idle_ms, nx=only_new):
+        if not await self._redis.set(key, record.model_dump_json(), px=self._idle_ms, nx=True):
             return False
         pipe = self._redis.pipeline(transaction=True)
         for index in (self._index, self._key("owner", record.owner)):
@@ -244,7 +254,7 @@ class RedisStore(SessionStore):
     @_unavailable
     async def create(self, session_id: str, *, owner: str) -> SessionRecord:
         record = SessionRecord(session_id=session_id, owner=owner)
-        if not await self._write(record, only_new=True):
+        if not await self._write_new(record):
             raise SessionExistsError(f"session {session_id!r} already exists")
         return record
 
@@ -254,9 +264,14 @@ class RedisStore(SessionStore):
         return None if data is None else SessionRecord.model_validate_json(data)
 
     async def _update(self, session_id: str, **changes: Any) -> None:
+        """Change an existing record; one deleted meanwhile (by any process) stays deleted."""
         record = await self.get(session_id)
-        if record is not None:
-            await self._write(record.model_copy(update={**changes, "last_activity": time.time()}))
+        if record is None:
+            return
+        record = record.model_copy(update={**changes, "last_activity": time.time()})
+        keys = [self._key("session", session_id), self._index, self._key("owner", record.owner)]
+        args: list[str | int | float] = [record.model_dump_json(), self._idle_ms, record.last_activity, session_id]
+        await self._update_script(keys=keys, args=args)
 
     @_unavailable
     async def save_history(self, session_id: str, history: Sequence[Message]) -> None:

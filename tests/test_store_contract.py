@@ -364,3 +364,33 @@ async def test_a_memory_stores_replay_buffers_are_not_walked_by_the_garbage_coll
     gc.collect()  # untracks the tuples of untracked values
     assert sum(gc.is_tracked(kept) for kept in store._buffers["s"]) == 1
     assert [event.content for event in await store.events_after("s", 98)] == ["t99", "t100", lone.content]
+
+
+async def test_an_update_never_re_creates_a_session_deleted_meanwhile(
+    shared_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn ending on one process saves its history while another deletes the session: it stays deleted.
+
+    Redis only: `MemoryStore` reads and writes a record with nothing in between.
+    """
+    prefix = f"t{time.monotonic_ns()}:"
+    a, b = (RedisStore.from_url(shared_redis.url, prefix=prefix) for _ in range(2))
+    try:
+        await a.create("s", owner="alice")
+        await a.create("t", owner="alice")
+        read = a.get
+
+        async def read_then_deleted_elsewhere(session_id: str) -> SessionRecord | None:
+            record = await read(session_id)
+            await b.delete(session_id)  # between the update's read and its write
+            return record
+
+        monkeypatch.setattr(a, "get", read_then_deleted_elsewhere)
+        await a.save_history("s", [Message(role="user", content="hi")])
+        await a.touch("t")
+        monkeypatch.undo()
+        assert await b.get("s") is None and await b.get("t") is None
+        assert await b.count_owned("alice") == 0 and await b.count() == 0
+    finally:
+        await a.aclose()
+        await b.aclose()
