@@ -112,15 +112,14 @@ def _send_chunk(handler: web.RequestHandler, stream: IOStream, data: bytes) -> b
 
     What `RequestHandler.write` + `flush` do for a chunk of a response whose head is sent, without their
     futures and buffers: the chunk framing of `HTTP1Connection.write` (when it frames), then one `send`.
-    Only on a plain socket with nothing unsent, nothing buffered in the handler and no output transform
-    (e.g. gzip); bytes the socket does not take go to `IOStream.write`, which sends them in order and
-    meets a broken connection as usual (it closes the stream).
+    The caller has checked that `stream` is open with nothing unsent (`_SseHandler._push`). Only on a
+    plain socket, with nothing buffered in the handler and no output transform (e.g. gzip); bytes the
+    socket does not take go to `IOStream.write`, which sends them in order and meets a broken connection
+    as usual (it closes the stream).
     """
     connection = handler.request.connection
     if (
         type(stream) is not IOStream
-        or stream.closed()
-        or len(stream._write_buffer)
         or not handler._headers_written
         or handler._write_buffer
         or handler._transforms
