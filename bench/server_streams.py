@@ -422,9 +422,8 @@ async def concurrency(
         )
         floor_held, floor_results = await capacity(floor[0], load_steps(max_streams, step), seconds, ramp, floor[1])
         stop = "" if not floor_results[-1].held else f" (stopped at --max-streams {max_streams})"
-        print(
-            f"   → the floor holds {floor_held} concurrent streams{stop}: the extension holds {held / floor_held:.0%} of it"
-        )
+        share = f": the extension holds {held / floor_held:.0%} of it" if floor_held else ""
+        print(f"   → the floor holds {floor_held} concurrent streams{stop}{share}")
     return held
 
 
