@@ -15,12 +15,17 @@ process pinned to one core and this process (the load client) to the other, then
    floor: `bench/floor_server.py`, a bare asyncio server process pinned to the same core
    answering each request with a one-token SSE response in one write (what any server in
    another process pays on this machine: the loopback round trip and the wake-up of its
-   idle core). p50 and p99 of each (this process's garbage collector off meanwhile; the
-   servers' on); SSE's added time is the kept-alive row's percentile minus the direct
-   one's (goal: ≤ 1 ms at p50, ≤ 3 ms at p99), the extension's own share of it the
-   kept-alive row's minus the floor's, and the server's CPU per such turn, whole (teardown
+   idle core); and the jupyter_server floor: `bench/jupyter_floor.py`, a bare handler in a
+   `jupyter server` process of its own on the same core, answering the same request with
+   the same bytes behind jupyter_server's whole request (routing, token authentication,
+   headers, request log and metrics) and nothing of streamchat's. p50 and p99 of each
+   (this process's garbage collector off meanwhile; the servers' on); SSE's added time is
+   the kept-alive row's percentile minus the direct one's (goal: ≤ 1 ms at p50, ≤ 3 ms at
+   p99), split into jupyter_server's share (jupyter_server floor − floor) and streamchat's
+   own (kept-alive − jupyter_server floor), what any jupyter_server handler adds
+   (jupyter_server floor − direct), and the server's CPU per such turn, whole (teardown
    included), next to its CPU per jupyter_server's own cheapest authenticated request
-   (GET api/status), alike. Then, labelled as such, one turn of --tokens tokens through
+   (GET api/status) and the jupyter_server floor's per turn, alike. Then, labelled as such, one turn of --tokens tokens through
    client libraries (httpx-sse and tornado's WebSocket client), whose own cost is in their
    figures;
 2. memory: --idle SSE streams held open and idle (POST chat/stream turns whose model
@@ -39,8 +44,10 @@ process pinned to one core and this process (the load client) to the other, then
    latencies), and the client's CPU use and event-loop lag (p99 lateness of a 5 ms
    timer; the client's garbage collector is off during a step): when these near a core
    or the budget, the client, not the server, limits the step. Then the same steps on
-   the floor server, which paces the same tokens with the same timers and writes them
-   with nothing else (what one Python process holds on this core, whatever it serves).
+   each floor, which paces the same tokens with the same timers and writes them with
+   nothing else: the bare asyncio server (what one Python process holds on this core,
+   whatever it serves) and the jupyter_server floor (what any handler on jupyter_server
+   holds: a new request per stream costs it jupyter_server's whole request).
 
     python bench/server_streams.py [--ttft-turns 200] [--idle 1000] [--max-streams 1500] [--step 250] [--seconds 4] [--ramp 1]
 
@@ -61,7 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/server_streams.py`: the repository root on the path, for `bench.*`
@@ -156,6 +163,30 @@ def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = 
     )
 
 
+def start_jupyter_floor(port: int, workdir: Path, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """`jupyter server` with `bench/jupyter_floor.py`'s handler instead of streamchat, in a subprocess."""
+    config = {
+        "ServerApp": {
+            "jpserver_extensions": {"streamchat": False, "bench.jupyter_floor": True},
+            "ip": "127.0.0.1",
+            "port": port,
+            "open_browser": False,
+            "allow_root": True,
+        },
+        "IdentityProvider": {"token": TOKEN},
+    }
+    workdir.mkdir(exist_ok=True)
+    path = workdir / "jupyter_server_config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", f"--config={path}", f"--ServerApp.root_dir={workdir}"],
+        env=server_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=preexec,
+    )
+
+
 def start_floor_server(port: int, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
     """`bench/floor_server.py` (a bare asyncio server pacing tokens as the stamping model does) in a subprocess."""
     return subprocess.Popen(
@@ -198,16 +229,21 @@ IDLE_BEFORE_TURN = 0.01
 """Seconds the TTFT measurement waits before each turn, so that the server has finished the previous one."""
 
 
-async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
-    """Print part 1: p50/p99 time to first token, direct, through SSE (raw socket client) and the floor; differences."""
+async def ttft_added(port: int, pid: int, turns: int, floor_port: int, jupyter_floor: tuple[int, int]) -> None:
+    """Print part 1: p50/p99 time to first token, direct, through SSE (raw socket client) and the floors; differences.
+
+    `jupyter_floor`: the port and pid of `bench/jupyter_floor.py`'s server.
+    """
     kept = await open_stream(port, "1 0", keep_alive=True)  # a page's client: one connection for its turns
     floor = await open_stream(floor_port, "1 0", keep_alive=True)
-    await asyncio.gather(kept.ended, floor.ended)
+    jfloor = await open_stream(jupyter_floor[0], "1 0", keep_alive=True)
+    await asyncio.gather(kept.ended, floor.ended, jfloor.ended)
     for _ in range(10):  # warm every path up
         await direct(1)
         await first_token_seconds(port, connection=kept)
         await first_token_seconds(port)
         await first_token_seconds(floor_port, connection=floor)
+        await first_token_seconds(jupyter_floor[0], connection=jfloor)
 
     async def kept_alive() -> float:
         return await first_token_seconds(port, connection=kept)
@@ -225,15 +261,22 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
             "floor: a bare asyncio server (the one-token response in one write), same cores": lambda: (
                 first_token_seconds(floor_port, connection=floor)
             ),
+            "jupyter_server floor: the same response from a bare handler (kept-alive)": lambda: first_token_seconds(
+                jupyter_floor[0], connection=jfloor
+            ),
         },
         turns,
         IDLE_BEFORE_TURN,
     )
     server_cpu = await cpu_per_request(pid, lambda: first_token_seconds(port, connection=kept), turns)
     status_cpu = await cpu_per_request(pid, await status_request(port), turns)
+    jfloor_cpu = await cpu_per_request(
+        jupyter_floor[1], lambda: first_token_seconds(jupyter_floor[0], connection=jfloor), turns
+    )
     kept.close()
     floor.close()
-    directs, sses, _, floors = rows.values()
+    jfloor.close()
+    directs, sses, _, floors, jfloors = rows.values()
     width = max(map(len, rows))
     print(
         f"\n1. time to first token, {turns} one-token turns each way, interleaved, {IDLE_BEFORE_TURN * 1e3:g} ms apart"
@@ -246,8 +289,15 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
     verdict = "ok" if added[0] <= TTFT_GOALS[0] and added[1] <= TTFT_GOALS[1] else "BELOW GOAL"
     print(f"   {'added by SSE (kept-alive SSE − direct)':<{width}} {added[0] * 1e3:8.3f} {added[1] * 1e3:8.3f}")
     print(f"   → goal ≤ {TTFT_GOALS[0] * 1e3:g} ms p50, ≤ {TTFT_GOALS[1] * 1e3:g} ms p99: {verdict}")
-    label = "the extension's own share (kept-alive SSE − floor)"
+    label = "the extension's share, with jupyter_server's (kept-alive SSE − floor)"
     print(f"   {label:<{width}} {own[0] * 1e3:8.3f} {own[1] * 1e3:8.3f}")
+    for label, minuend, subtrahend in (
+        ("jupyter_server's share (jupyter_server floor − floor)", jfloors, floors),
+        ("streamchat's own share (kept-alive SSE − jupyter_server floor)", sses, jfloors),
+        ("added by any jupyter_server handler (jupyter_server floor − direct)", jfloors, directs),
+    ):
+        shares = [percentile(minuend, share) - percentile(subtrahend, share) for share in (0.5, 0.99)]
+        print(f"   {label:<{width}} {shares[0] * 1e3:8.3f} {shares[1] * 1e3:8.3f}")
     print(
         f"   server process CPU per one-token SSE turn, whole (request, auth, session, turn, response, teardown): "
         f"{server_cpu * 1e3:.2f} ms"
@@ -256,6 +306,7 @@ async def ttft_added(port: int, pid: int, turns: int, floor_port: int) -> None:
         f"   the same server's CPU per GET api/status (jupyter_server's own, token-authenticated), alike: "
         f"{status_cpu * 1e3:.2f} ms"
     )
+    print(f"   the jupyter_server floor's CPU per one-token turn, alike: {jfloor_cpu * 1e3:.2f} ms")
 
 
 async def cpu_per_request(pid: int, request: Callable[[], Awaitable[object]], count: int) -> float:
@@ -398,11 +449,11 @@ async def concurrency(
     seconds: float,
     ramp: float,
     step: int = 250,
-    floor: tuple[int, int] | None = None,
+    floors: Sequence[tuple[str, int, int]] = (),
 ) -> int:
     """Print part 3: grow the load until p99 lateness reaches 50 ms; the most streams held.
 
-    Then the same steps on the floor server (`floor`: its port and pid), when given.
+    Then the same steps on each floor server (`floors`: what it is, its port and pid).
     """
     print(
         f"\n3. concurrent SSE streams, 20 tokens/s each for {seconds:g} s, started over {ramp:g} s "
@@ -416,14 +467,12 @@ async def concurrency(
         f"   → one server process holds {held} concurrent streams at 20 tokens/s with p99 lateness < 50 ms{stop}"
         f" (goal ≥ {STREAMS_GOAL}: {verdict})"
     )
-    if floor is not None:
-        print(
-            "   the floor: a bare asyncio server with the same model pacing (bench/floor_server.py), same client and steps"
-        )
-        floor_held, floor_results = await capacity(floor[0], load_steps(max_streams, step), seconds, ramp, floor[1])
+    for what, floor_port, floor_pid in floors:
+        print(f"   {what} with the same model pacing, same client and steps")
+        floor_held, floor_results = await capacity(floor_port, load_steps(max_streams, step), seconds, ramp, floor_pid)
         stop = "" if not floor_results[-1].held else f" (stopped at --max-streams {max_streams})"
         share = f": the extension holds {held / floor_held:.0%} of it" if floor_held else ""
-        print(f"   → the floor holds {floor_held} concurrent streams{stop}{share}")
+        print(f"   → it holds {floor_held} concurrent streams{stop}{share}")
     return held
 
 
@@ -452,24 +501,31 @@ async def main_async(args: argparse.Namespace, cores: Cores) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
     floor_port = free_port()
+    jfloor_port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         server = start_server(port, Path(workdir), cores.server_preexec())
         floor = start_floor_server(floor_port, cores.server_preexec())
+        jfloor = start_jupyter_floor(jfloor_port, Path(workdir) / "jupyter_floor", cores.server_preexec())
         try:
             await wait_ready(base)
             await wait_ready(f"http://127.0.0.1:{floor_port}/")
+            await wait_ready(f"http://127.0.0.1:{jfloor_port}/", "api/status")
             print(f"jupyter server with streamchat at {base} (pid {server.pid})", flush=True)
             print(f"floor server at http://127.0.0.1:{floor_port}/ (pid {floor.pid})", flush=True)
+            print(f"jupyter_server floor at http://127.0.0.1:{jfloor_port}/ (pid {jfloor.pid})", flush=True)
             if args.only in (None, "ttft"):
-                await ttft_added(port, server.pid, args.ttft_turns, floor_port)
+                await ttft_added(port, server.pid, args.ttft_turns, floor_port, (jfloor_port, jfloor.pid))
                 await overheads(base, port, args.tokens, args.repeat)
             if args.only in (None, "memory"):
                 await idle_memory(port, server.pid, args.idle)
             if args.only in (None, "streams"):
-                floor_of = (floor_port, floor.pid)
-                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp, args.step, floor_of)
+                floors = [
+                    ("the floor: a bare asyncio server (bench/floor_server.py)", floor_port, floor.pid),
+                    ("the jupyter_server floor: a bare handler (bench/jupyter_floor.py)", jfloor_port, jfloor.pid),
+                ]
+                await concurrency(port, server.pid, args.max_streams, args.seconds, args.ramp, args.step, floors)
         finally:
-            for process in (server, floor):
+            for process in (server, floor, jfloor):
                 process.terminate()
                 process.wait(timeout=30)
 

@@ -2,12 +2,14 @@
 
 Its parser against framings split at every possible place, then the client against the
 two real servers the benchmarks load: the extension (tornado, lines end in "\\n") and the
-FastAPI + sse-starlette peer (uvicorn, lines end in "\\r\\n"), both in their own process.
+FastAPI + sse-starlette peer (uvicorn, lines end in "\\r\\n"), both in their own process;
+and the two floors `bench/server_streams.py` measures beside the extension.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import subprocess
 import sys
@@ -20,8 +22,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.server_streams import server_env, start_floor_server, start_server, wait_ready
-from bench.sse_load import SseParser, first_token_seconds, free_port, load_step, open_stream
+from bench.server_streams import server_env, start_floor_server, start_jupyter_floor, start_server, wait_ready
+from bench.sse_load import STREAM_PATH, TOKEN, SseParser, first_token_seconds, free_port, load_step, open_stream
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 EVENTS = [
@@ -130,11 +132,34 @@ async def test_the_client_streams_turn_after_turn_on_a_kept_alive_connection(ser
     await connection.closed
 
 
-async def test_the_floor_server_answers_turn_after_turn_with_one_token_and_done() -> None:
+@contextlib.asynccontextmanager
+async def floor(kind: str) -> AsyncIterator[tuple[int, int]]:
+    """A floor server of `bench/server_streams.py` running ("bare": floor_server.py, "jupyter": jupyter_floor.py).
+
+    Yields its port and pid.
+    """
     port = free_port()
-    process = start_floor_server(port)
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}/")
+    with tempfile.TemporaryDirectory() as workdir:
+        if kind == "bare":
+            process = start_floor_server(port)
+            ready = ""
+        else:
+            process = start_jupyter_floor(port, Path(workdir))
+            ready = "api/status"
+        try:
+            await wait_ready(f"http://127.0.0.1:{port}/", ready)
+            yield port, process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+FLOORS = pytest.mark.parametrize("kind", ["bare", "jupyter"])
+
+
+@FLOORS
+async def test_a_floor_server_answers_turn_after_turn_with_one_token_and_done(kind: str) -> None:
+    async with floor(kind) as (port, _):
         connection = await open_stream(port, "1 0", keep_alive=True)
         await connection.ended
         assert (connection.error, connection.parser.status, connection.tokens, connection.done) == (None, 200, 1, True)
@@ -143,17 +168,12 @@ async def test_the_floor_server_answers_turn_after_turn_with_one_token_and_done(
             assert (connection.error, connection.tokens, connection.done) == (None, 1, True)
         connection.close()
         await connection.closed
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
-async def test_the_floor_server_paces_a_stream_as_the_stamping_model_does() -> None:
+@FLOORS
+async def test_a_floor_server_paces_a_stream_as_the_stamping_model_does(kind: str) -> None:
     """COUNT INTERVAL FIRST: COUNT stamped tokens, the first FIRST s in, then every INTERVAL s, then done."""
-    port = free_port()
-    process = start_floor_server(port)
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}/")
+    async with floor(kind) as (port, pid):
         lateness: list[float] = []
         began = time.time()
         stream = await open_stream(port, "5 0.04 0.1", lateness)
@@ -162,9 +182,35 @@ async def test_the_floor_server_paces_a_stream_as_the_stamping_model_does() -> N
         assert (stream.error, stream.parser.status, stream.tokens, stream.done) == (None, 200, 5, True)
         assert len(lateness) == 5 and all(0 <= late < 0.05 for late in lateness)  # received after it was due
         assert took >= 0.1 + 4 * 0.04
-        result = await load_step(port, 20, 0.5, 0.2, process.pid)
+        result = await load_step(port, 20, 0.5, 0.2, pid)
         assert (result.failed, result.received) == ([], 20 * 10)
         assert result.server_cpu is not None and result.server_cpu > 0
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+
+
+async def test_the_jupyter_server_floor_authenticates_as_jupyter_server_does() -> None:
+    """Its handler is behind jupyter_server's token check: a request without the token is refused."""
+    async with floor("jupyter") as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"message": "1 0"}'
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (STREAM_PATH.encode(), len(body), body)
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 403 "), head
+
+
+async def test_the_jupyter_server_floor_sets_no_login_cookie() -> None:
+    """As the extension does for the server token's holder (the rest of jupyter_server's request is whole)."""
+    async with floor("jupyter") as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"message": "1 0"}'
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (STREAM_PATH.encode(), TOKEN.encode(), len(body), body)
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"set-cookie" not in head.lower(), head
