@@ -7,9 +7,14 @@ pays and nothing of streamchat's: jupyter_server's request (routing, token
 authentication, XSRF and origin checks, default headers, its request log and metrics)
 around a body that paces the tokens exactly as `bench/floor_server.py` does (each token
 sleeps until it is due and carries its due time) and writes each chunk with one
-``socket.send`` once the response head is out (no session, turn, store, events or
-JSON encoding, and no login cookie, as the extension sets none for the server token; the frames are `bench/floor_server.py`'s, byte for byte). A one-token
-turn, "1 0", is one write of head, token and ``done``, then tornado's end of the body.
+``socket.send`` once the response head is out: no session, turn, store, events or JSON
+encoding, and no login cookie (the extension sets none for the server token's holder).
+The frames are `bench/floor_server.py`'s, byte for byte. A one-token turn, "1 0", is one
+write of head, token and ``done``, then tornado's end of the body.
+
+Its process is set up as the extension's is: once the server runs, the garbage collector
+is tuned alike (`jupyter_server_extension.gc_tuning`; without it, full collections of
+jupyter_server's heap stall every stream for 100–200 ms now and then).
 
 `bench/server_streams.py` starts it in its own `jupyter server` process, pinned to the
 server's core, and measures it with the same client, gaps and load steps as the
@@ -29,6 +34,7 @@ from tornado import web
 
 from bench.floor_server import done_frame, token_frame
 from bench.sse_load import STREAM_PATH
+from jupyter_server_extension.gc_tuning import tune_gc
 
 
 class FloorStreamHandler(APIHandler):
@@ -97,3 +103,8 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     serverapp.web_app.add_handlers(".*$", [(STREAM_PATH, FloorStreamHandler)])
+
+
+async def _start_jupyter_server_extension(serverapp: Any) -> None:
+    """Tune the garbage collector as the extension does once the server runs (the same process, but for the code)."""
+    tune_gc()
