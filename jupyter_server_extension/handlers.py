@@ -388,6 +388,11 @@ class _SseHandler(ApiHandler):
             encoder.frame = follower.frame  # each event's frame is encoded once, for all its followers
             native = encoder
             follower.push = lambda event: self._push(native, event)
+        socket = self._socket()
+        if socket is not None:
+            # each event at once, as the WebSocket sends: with Nagle's algorithm a token waits for the client to
+            # acknowledge the previous segment (tornado turns it back on once the response ends)
+            socket.set_nodelay(True)
         recorder().stream_opened("sse", self.owner)
         try:
             await self._send()

@@ -99,3 +99,24 @@ class TestPartialSends:
         assert parser.status == 200
         assert [comparable(event) for event in received] == direct
         assert partial  # the case under test happened
+
+
+async def test_sse_events_go_out_without_nagles_delay(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TCP_NODELAY is on while a response streams (Nagle's algorithm would hold a token until the last is acked)."""
+    from jupyter_server_extension import handlers
+
+    nodelay: list[int] = []
+    original = handlers._send_chunk
+
+    def recording_send_chunk(handler: Any, stream: Any, data: bytes) -> bool:
+        nodelay.append(stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return original(handler, stream, data)
+
+    monkeypatch.setattr(handlers, "_send_chunk", recording_send_chunk)
+    SCRIPT.token_delay = 0.01  # each token comes while the response waits for the next: pushed
+    SCRIPT.turns = [[f"t{i} " for i in range(5)]]
+    frames = await sse_events(client, "POST", "api/streamchat/chat/stream", json={"message": "go"})
+    assert frames[-1].event.type == "done"
+    assert nodelay and all(nodelay), nodelay
