@@ -70,6 +70,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as `python bench/server_streams.py`: the repository root on the path, for `bench.*`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -132,49 +133,33 @@ def server_env() -> dict[str, str]:
 
 def start_server(port: int, workdir: Path, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
     """`jupyter server` with streamchat and the stamping model, in a subprocess (`preexec`: e.g. pin it)."""
-    config = {
-        "ServerApp": {
-            "jpserver_extensions": {"streamchat": True},
-            "ip": "127.0.0.1",
-            "port": port,
-            "open_browser": False,
-            "allow_root": True,
-        },
-        "IdentityProvider": {"token": TOKEN},
-        "StreamChat": {
-            "provider_factory": "bench.sse_load:make_provider",
-            "tools": [],
-            "max_sessions": 1_000_000,
-            "max_sessions_per_user": 1_000_000,
-            "max_running_turns": 1_000_000,
-            "max_running_turns_per_user": 1_000_000,
-            "heartbeat_interval": 15.0,
-        },
+    streamchat = {
+        "provider_factory": "bench.sse_load:make_provider",
+        "tools": [],
+        "max_sessions": 1_000_000,
+        "max_sessions_per_user": 1_000_000,
+        "max_running_turns": 1_000_000,
+        "max_running_turns_per_user": 1_000_000,
+        "heartbeat_interval": 15.0,
     }
-    path = workdir / "jupyter_server_config.json"
-    path.write_text(json.dumps(config))
-    env = server_env()
-    return subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", f"--config={path}", f"--ServerApp.root_dir={workdir}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=preexec,
-    )
+    return _start_jupyter_server(port, workdir, {"streamchat": True}, {"StreamChat": streamchat}, preexec)
 
 
 def start_jupyter_floor(port: int, workdir: Path, preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
     """`jupyter server` with `bench/jupyter_floor.py`'s handler instead of streamchat, in a subprocess."""
-    config = {
-        "ServerApp": {
-            "jpserver_extensions": {"streamchat": False, "bench.jupyter_floor": True},
-            "ip": "127.0.0.1",
-            "port": port,
-            "open_browser": False,
-            "allow_root": True,
-        },
-        "IdentityProvider": {"token": TOKEN},
-    }
+    return _start_jupyter_server(port, workdir, {"streamchat": False, "bench.jupyter_floor": True}, {}, preexec)
+
+
+def _start_jupyter_server(
+    port: int,
+    workdir: Path,
+    extensions: dict[str, bool],
+    config: dict[str, Any],
+    preexec: Callable[[], None] | None,
+) -> subprocess.Popen[bytes]:
+    """`jupyter server` on 127.0.0.1:`port` with the bench's token, `extensions` and `config`, its files in `workdir`."""
+    server = {"jpserver_extensions": extensions, "ip": "127.0.0.1", "port": port, "open_browser": False}
+    config = {"ServerApp": {**server, "allow_root": True}, "IdentityProvider": {"token": TOKEN}, **config}
     workdir.mkdir(exist_ok=True)
     path = workdir / "jupyter_server_config.json"
     path.write_text(json.dumps(config))

@@ -187,30 +187,31 @@ async def test_a_floor_server_paces_a_stream_as_the_stamping_model_does(kind: st
         assert result.server_cpu is not None and result.server_cpu > 0
 
 
+async def stream_response_head(port: int, token: str | None) -> bytes:
+    """The response head to a one-token ``POST`` `STREAM_PATH`, with ``Authorization: token <token>`` when given."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'{"message": "1 0"}'
+    auth = b"Authorization: token %s\r\n" % token.encode() if token else b""
+    writer.write(
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (STREAM_PATH.encode(), auth, len(body), body)
+    )
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
 async def test_the_jupyter_server_floor_authenticates_as_jupyter_server_does() -> None:
     """Its handler is behind jupyter_server's token check: a request without the token is refused."""
     async with floor("jupyter") as (port, _):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        body = b'{"message": "1 0"}'
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (STREAM_PATH.encode(), len(body), body)
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        writer.close()
+        head = await stream_response_head(port, None)
         assert head.startswith(b"HTTP/1.1 403 "), head
 
 
 async def test_the_jupyter_server_floor_sets_no_login_cookie() -> None:
     """As the extension does for the server token's holder (the rest of jupyter_server's request is whole)."""
     async with floor("jupyter") as (port, _):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        body = b'{"message": "1 0"}'
-        writer.write(
-            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token %s\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (STREAM_PATH.encode(), TOKEN.encode(), len(body), body)
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        writer.close()
+        head = await stream_response_head(port, TOKEN)
         assert head.startswith(b"HTTP/1.1 200 "), head
         assert b"set-cookie" not in head.lower(), head
