@@ -14,7 +14,7 @@ write of head, token and ``done``, then tornado's end of the body.
 
 Its process is set up as the extension's is: once the server runs, the garbage collector
 is tuned alike (`jupyter_server_extension.gc_tuning`; without it, full collections of
-jupyter_server's heap stall every stream for 100–200 ms now and then).
+jupyter_server's heap stalled all its streams for 150–210 ms now and then).
 
 `bench/server_streams.py` starts it in its own `jupyter server` process, pinned to the
 server's core, and measures it with the same client, gaps and load steps as the
